@@ -1,0 +1,8 @@
+//! Shared helpers for the cnm example programs: reachability checks done in
+//! Rust (ICMP echo over a raw socket, TCP connect), so the examples need
+//! nothing but the kernel.
+
+#![warn(missing_docs)]
+
+pub mod probe;
+pub mod veth_ping;
