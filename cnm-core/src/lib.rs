@@ -1,8 +1,36 @@
 //! The Container Network Model (CNM) core: the model (networks, endpoints,
-//! sandboxes), the `Controller` an embedding runtime talks to, the traits
-//! drivers, IPAM, stores and firewalls implement, rollback and persistence,
-//! and the built-in `host` and `null` drivers. It never speaks netlink.
-//!
-//! Status: the model and the Controller arrive with the cnm-core issue.
+//! sandboxes), the [`Controller`] an embedding runtime talks to, the traits
+//! that drivers ([`NetworkDriver`]), IPAM ([`IpamDriver`]), stores
+//! ([`Store`]) and firewalls ([`Firewall`]) implement, the undo stack used for
+//! rollback, persistence ([`MemStore`], [`FileStore`], [`SplitStore`]), and
+//! the built-in `host` and `null` drivers. It never speaks netlink.
 
 #![warn(missing_docs)]
+
+pub mod controller;
+pub mod driver;
+pub mod drivers;
+mod error;
+pub mod firewall;
+pub mod id;
+pub mod inspect;
+pub mod ipam;
+pub mod model;
+pub mod store;
+pub mod time;
+pub mod undo;
+
+pub use controller::{Controller, ControllerBuilder, ReconcileReport, RestoreSummary, VOLATILE_PREFIXES};
+pub use driver::{Capabilities, DriverContext, JoinInfo, NetworkDriver};
+pub use error::{Error, ErrorKind, Result};
+pub use firewall::{Firewall, FirewallNetwork, NoFirewall, PortRequest};
+pub use id::Id;
+pub use inspect::NetworkInspect;
+pub use ipam::{AddressRequest, AddressSpace, IpamDriver, Pool, PoolRequest};
+pub use model::{
+    DnsConfig, Endpoint, EndpointConfig, IpamConfig, IpamPoolConfig, JoinState, Network, NetworkConfig, PortBinding,
+    PortMapping, PortRange, Protocol, Sandbox, SandboxConfig, Scope, State,
+};
+pub use store::{Expect, FileStore, KvEntry, MemStore, SplitStore, Store, StoreExt};
+pub use time::Timestamp;
+pub use undo::Undo;

@@ -6,3 +6,8 @@
 
 pub mod probe;
 pub mod veth_ping;
+
+/// The README's code samples, compiled as doc tests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -198,6 +198,7 @@ impl Error {
     }
 
     /// Builds the variant that fits a kernel errno.
+    #[cfg_attr(not(feature = "rtnetlink"), allow(dead_code))]
     pub(crate) fn from_errno(
         op: &'static str,
         object: impl Into<String>,

@@ -240,6 +240,12 @@ impl NetNs {
         self.run(|| std::fs::write(&path, value))?.map_err(|e| Error::io("sysctl_set", format!("{key}={value}"), e))
     }
 
+    /// Brings the loopback interface of this namespace up, with the classic
+    /// `SIOCSIFFLAGS` ioctl (no netlink needed). Already up is fine.
+    pub fn loopback_up(&self) -> Result<()> {
+        self.run(set_loopback_up)?.map_err(|e| Error::io("link_set_up", "link \"lo\"", e))
+    }
+
     /// A short description for error messages: the path, or the inode.
     pub(crate) fn describe(&self) -> String {
         match &self.path {
@@ -301,6 +307,30 @@ fn is_mount_point(dir: &Path) -> bool {
     let Ok(canon) = dir.canonicalize() else { return false };
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
     info.lines().any(|l| l.split(' ').nth(4).is_some_and(|m| Path::new(m) == canon))
+}
+
+/// `ioctl(SIOCGIFFLAGS)` + `ioctl(SIOCSIFFLAGS)` on `lo` in the calling
+/// thread's namespace.
+fn set_loopback_up() -> io::Result<()> {
+    use nix::libc;
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: both ioctls read and write only `req`, which outlives them.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 fn sysctl_path(key: &str) -> Result<PathBuf> {

@@ -243,8 +243,22 @@ impl Drop for TestHost {
             }
         }
         if self.dir.exists() {
-            let _ = NetNs::release_dir(&self.dir);
-            let _ = std::fs::remove_dir(&self.dir);
+            // Whatever the test mounted below its directory (namespaces a
+            // controller made, the shared bind mounts of their directories),
+            // deepest first.
+            let mut mounts: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+                .filter(|m| m.starts_with(&self.dir))
+                .collect();
+            mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+            for m in mounts {
+                let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+            }
+            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+                eprintln!("test cleanup: removing {}: {e}", self.dir.display());
+            }
         }
     }
 }

@@ -1,0 +1,406 @@
+//! Endpoints: creating, deleting, joining to and leaving sandboxes.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use cnm_netns::NetNs;
+use ipnet::IpNet;
+
+use super::{delete_record, ep_key, gone_ok, sb_key, Controller};
+use crate::driver::JoinInfo;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::ipam::AddressRequest;
+use crate::model::{Endpoint, EndpointConfig, JoinState, Network, Sandbox, State};
+use crate::store::{Expect, StoreExt};
+use crate::undo::Undo;
+
+/// How often a compare-and-swap update of a shared record is retried.
+const CAS_RETRIES: usize = 100;
+
+impl Controller {
+    /// Creates an endpoint on a network: reserves its name, gets its
+    /// addresses from IPAM and lets the driver prepare it.
+    pub fn create_endpoint(&self, network: &str, cfg: EndpointConfig) -> Result<Endpoint> {
+        cfg.validate()?;
+        let _op = self.ops.shared()?;
+        self.create_endpoint_locked(network, cfg)
+    }
+
+    fn create_endpoint_locked(&self, network: &str, cfg: EndpointConfig) -> Result<Endpoint> {
+        let (net, _) = self.find_network(network)?;
+        if net.state != State::Ready {
+            return Err(Error::conflict(format!("network {:?}", net.name), "it is being created or deleted"));
+        }
+        let driver = self.driver(&net.driver)?.clone();
+        let caps = driver.capabilities();
+        if !caps.needs_addresses && (cfg.ipv4.is_some() || cfg.ipv6.is_some()) {
+            return Err(Error::invalid("ip", format!("the {} driver gives endpoints no addresses", net.driver)));
+        }
+        if cfg.ipv6.is_some() && !net.enable_ipv6 {
+            return Err(Error::invalid("ip6", format!("network {:?} has IPv6 disabled", net.name)));
+        }
+        let id = Id::random();
+        let mut ep = Endpoint {
+            name: cfg.name.clone().unwrap_or_else(|| format!("ep-{}", id.short())),
+            id,
+            network_id: net.id.clone(),
+            network: net.name.clone(),
+            mac: cfg.mac,
+            ipv4: None,
+            ipv6: None,
+            ipv4_pool: None,
+            ipv6_pool: None,
+            ports: cfg.ports.clone(),
+            bindings: Vec::new(),
+            aliases: cfg.aliases.clone(),
+            sandbox: None,
+            ifname: None,
+            gateway: false,
+            join_state: JoinState::Detached,
+            driver_data: BTreeMap::new(),
+            state: State::Creating,
+        };
+        let pools = if caps.needs_addresses {
+            let v4 = pick_pool(&net, false, cfg.ipv4)?;
+            let v6 = if net.enable_ipv6 { pick_pool(&net, true, cfg.ipv6)? } else { None };
+            [(v4, cfg.ipv4), (v6, cfg.ipv6)]
+        } else {
+            [(None, None), (None, None)]
+        };
+
+        let key = ep_key(&ep);
+        let mut rev = self.store.put_json(&key, &ep, Expect::Absent).map_err(|e| match e.kind() {
+            crate::ErrorKind::AlreadyExists => Error::AlreadyExists { what: "endpoint", name: ep.name.clone() },
+            _ => e,
+        })?;
+        let mut undo = Undo::new();
+        undo.push("delete endpoint record", || delete_record(&*self.store, &key));
+
+        for (pool, want) in pools {
+            let Some(pool) = pool else { continue };
+            let ipam = self.ipam()?;
+            let req = want.map(AddressRequest::Exact).unwrap_or(AddressRequest::Any);
+            let addr = match ipam.request_address(&pool, req) {
+                Ok(a) => a,
+                Err(e) => return undo.fail(e),
+            };
+            let (p, a) = (pool.clone(), addr.addr());
+            undo.push(format!("release {addr}"), move || gone_ok(ipam.release_address(&p, a)));
+            if addr.addr().is_ipv4() {
+                (ep.ipv4, ep.ipv4_pool) = (Some(addr), Some(pool));
+            } else {
+                (ep.ipv6, ep.ipv6_pool) = (Some(addr), Some(pool));
+            }
+        }
+        if ep.ipv4.is_some() || ep.ipv6.is_some() {
+            rev = match self.store.put_json(&key, &ep, Expect::Revision(rev)) {
+                Ok(r) => r,
+                Err(e) => return undo.fail(e),
+            };
+        }
+
+        if let Err(e) = driver.create_endpoint(&self.ctx(), &net, &mut ep) {
+            return undo.fail(e);
+        }
+        let (d, n, created) = (driver.clone(), net.clone(), ep.clone());
+        undo.push("driver delete_endpoint", move || d.delete_endpoint(&self.ctx(), &n, &created));
+
+        ep.state = State::Ready;
+        if let Err(e) = self.store.put_json(&key, &ep, Expect::Revision(rev)) {
+            return undo.fail(e);
+        }
+        undo.commit();
+        Ok(ep)
+    }
+
+    /// Deletes an endpoint; refused while it is joined to a sandbox.
+    pub fn delete_endpoint(&self, network: &str, endpoint: &str) -> Result<()> {
+        let _op = self.ops.shared()?;
+        let (net, _) = self.find_network(network)?;
+        let (ep, _) = self.find_endpoint(&net, endpoint)?;
+        if ep.sandbox.is_some() {
+            return Err(Error::conflict(format!("endpoint {:?}", ep.name), "it is joined to a sandbox; leave first"));
+        }
+        self.delete_detached(&net, &ep.id)
+    }
+
+    /// Removes everything of a detached endpoint, best effort; the record
+    /// goes only when all else worked.
+    pub(super) fn teardown_endpoint(&self, net: &Network, ep: &Endpoint) -> Result<()> {
+        let mut errors = Vec::new();
+        match self.driver(&net.driver) {
+            Ok(d) => errors.extend(d.delete_endpoint(&self.ctx(), net, ep).err()),
+            Err(e) => errors.push(e),
+        }
+        for (pool, addr) in [(&ep.ipv4_pool, ep.ipv4), (&ep.ipv6_pool, ep.ipv6)] {
+            if let (Some(pool), Some(addr)) = (pool, addr) {
+                match self.ipam() {
+                    Ok(ipam) => errors.extend(gone_ok(ipam.release_address(pool, addr.addr())).err()),
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        if errors.is_empty() {
+            delete_record(&*self.store, &ep_key(ep))?;
+        }
+        Error::teardown(format!("delete endpoint {:?}", ep.name), errors)
+    }
+
+    /// Joins an endpoint to a sandbox: the driver puts its interface into the
+    /// sandbox's namespace. The first endpoint of a non-internal network
+    /// provides the default route.
+    pub fn join(&self, network: &str, endpoint: &str, sandbox: &str) -> Result<Endpoint> {
+        let _op = self.ops.shared()?;
+        self.join_locked(network, endpoint, sandbox)
+    }
+
+    fn join_locked(&self, network: &str, endpoint: &str, sandbox: &str) -> Result<Endpoint> {
+        let (net, _) = self.find_network(network)?;
+        let (mut ep, rev) = self.find_endpoint(&net, endpoint)?;
+        let (sb, _) = self.find_sandbox(sandbox)?;
+        if ep.state != State::Ready {
+            return Err(Error::conflict(format!("endpoint {:?}", ep.name), "it is being created or deleted"));
+        }
+        if let Some(other) = &ep.sandbox {
+            return Err(Error::conflict(
+                format!("endpoint {:?}", ep.name),
+                format!("already joined to sandbox {}", other.short()),
+            ));
+        }
+        let driver = self.driver(&net.driver)?.clone();
+        let members = self.sandbox_endpoints(&sb)?;
+        if members.iter().any(|m| m.network_id == net.id) {
+            return Err(Error::conflict(
+                format!("sandbox {:?}", sb.name),
+                format!("already connected to network {:?}", net.name),
+            ));
+        }
+        let exclusive_member = members.iter().find(|m| {
+            self.network_of(m)
+                .ok()
+                .and_then(|n| self.driver(&n.driver).ok().map(|d| d.capabilities().exclusive))
+                .unwrap_or(false)
+        });
+        if let Some(m) = exclusive_member {
+            return Err(Error::Forbidden {
+                what: format!("connect sandbox {:?} to network {:?}", sb.name, net.name),
+                reason: format!("it is on network {:?}, which allows no other network", m.network),
+            });
+        }
+        if driver.capabilities().exclusive && !members.is_empty() {
+            return Err(Error::Forbidden {
+                what: format!("connect sandbox {:?} to network {:?}", sb.name, net.name),
+                reason: format!("a {} network must be a sandbox's only network", net.driver),
+            });
+        }
+        let netns = NetNs::open(&sb.netns)?;
+        let ifname = next_ifname(&members);
+        let gateway = provides_gateway(&net) && !members.iter().any(|m| m.gateway);
+        let before = ep.clone();
+        ep.sandbox = Some(sb.id.clone());
+        ep.ifname = Some(ifname.clone());
+        ep.gateway = gateway;
+        ep.join_state = JoinState::Joining;
+        let key = ep_key(&ep);
+        let rev = self.store.put_json(&key, &ep, Expect::Revision(rev))?;
+        let mut undo = Undo::new();
+        undo.push("restore endpoint record", || self.store.put_json(&key, &before, Expect::Any).map(|_| ()));
+
+        let id = ep.id.clone();
+        if let Err(e) = self.update_sandbox(&sb.name, |s| s.endpoints.push(id.clone())) {
+            return undo.fail(e);
+        }
+        let (sb_name, id) = (sb.name.clone(), ep.id.clone());
+        undo.push("remove endpoint from sandbox", move || {
+            self.update_sandbox(&sb_name, |s| s.endpoints.retain(|x| *x != id))
+        });
+
+        let info = JoinInfo { sandbox: &sb, netns: &netns, ifname: &ifname, gateway };
+        if let Err(e) = driver.join(&self.ctx(), &net, &mut ep, &info) {
+            return undo.fail(e);
+        }
+        let (d, n, joined, ns) = (driver.clone(), net.clone(), ep.clone(), &netns);
+        undo.push("driver leave", move || d.leave(&self.ctx(), &n, &joined, Some(ns)));
+
+        ep.join_state = JoinState::Joined;
+        if let Err(e) = self.store.put_json(&key, &ep, Expect::Revision(rev)) {
+            return undo.fail(e);
+        }
+        undo.commit();
+        tracing::info!(endpoint = %ep.name, sandbox = %sb.name, network = %net.name, "joined");
+        Ok(ep)
+    }
+
+    /// Takes an endpoint out of its sandbox, best effort. When it provided
+    /// the default route, the next endpoint (in join order) takes over.
+    pub fn leave(&self, network: &str, endpoint: &str) -> Result<()> {
+        let _op = self.ops.shared()?;
+        let (net, _) = self.find_network(network)?;
+        let (ep, rev) = self.find_endpoint(&net, endpoint)?;
+        self.leave_locked(&net, ep, rev)
+    }
+
+    pub(super) fn leave_locked(&self, net: &Network, mut ep: Endpoint, rev: u64) -> Result<()> {
+        let Some(sb_id) = ep.sandbox.clone() else {
+            return Err(Error::conflict(format!("endpoint {:?}", ep.name), "it is not joined to a sandbox"));
+        };
+        let sb = self.sandboxes()?.into_iter().find(|s| s.id == sb_id);
+        ep.join_state = JoinState::Leaving;
+        let key = ep_key(&ep);
+        let rev = self.store.put_json(&key, &ep, Expect::Revision(rev))?;
+        let netns = sb.as_ref().and_then(|s| NetNs::open(&s.netns).ok());
+        let mut errors = Vec::new();
+        match self.driver(&net.driver) {
+            Ok(d) => errors.extend(d.leave(&self.ctx(), net, &ep, netns.as_ref()).err()),
+            Err(e) => errors.push(e),
+        }
+        if let Some(sb) = &sb {
+            let id = ep.id.clone();
+            errors.extend(self.update_sandbox(&sb.name, |s| s.endpoints.retain(|x| *x != id)).err());
+        }
+        let was_gateway = ep.gateway;
+        ep.sandbox = None;
+        ep.ifname = None;
+        ep.gateway = false;
+        ep.bindings.clear();
+        ep.join_state = JoinState::Detached;
+        errors.extend(self.store.put_json(&key, &ep, Expect::Revision(rev)).err());
+        if let (true, Some(sb), Some(ns)) = (was_gateway, sb, netns.as_ref()) {
+            errors.extend(self.elect_gateway(&sb.name, ns).err());
+        }
+        Error::teardown(format!("leave endpoint {:?}", ep.name), errors)
+    }
+
+    /// Gives the default route to the first endpoint (in join order) of the
+    /// sandbox whose network can provide one.
+    fn elect_gateway(&self, sandbox: &str, netns: &NetNs) -> Result<()> {
+        let (sb, _) = self.find_sandbox(sandbox)?;
+        let members = self.sandbox_endpoints(&sb)?;
+        if members.iter().any(|m| m.gateway) {
+            return Ok(());
+        }
+        for m in members {
+            let net = self.network_of(&m)?;
+            if !provides_gateway(&net) {
+                continue;
+            }
+            let (mut m, rev) = self.find_endpoint(&net, m.id.as_str())?;
+            self.driver(&net.driver)?.set_gateway(&self.ctx(), &net, &m, netns, true)?;
+            m.gateway = true;
+            self.store.put_json(&ep_key(&m), &m, Expect::Revision(rev))?;
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    /// Creates an endpoint and joins it (`docker network connect`); a failed
+    /// join deletes the endpoint again.
+    pub fn connect(&self, network: &str, sandbox: &str, cfg: EndpointConfig) -> Result<Endpoint> {
+        cfg.validate()?;
+        let _op = self.ops.shared()?;
+        let ep = self.create_endpoint_locked(network, cfg)?;
+        match self.join_locked(network, ep.id.as_str(), sandbox) {
+            Ok(ep) => Ok(ep),
+            Err(e) => {
+                let net = self.network_of(&ep)?;
+                match self.delete_detached(&net, &ep.id) {
+                    Ok(()) => Err(e),
+                    Err(rb) => Err(Error::RollbackFailed { source: Box::new(e), rollback: Box::new(rb) }),
+                }
+            }
+        }
+    }
+
+    /// Leaves and deletes the sandbox's endpoint on a network (`docker
+    /// network disconnect`).
+    pub fn disconnect(&self, network: &str, sandbox: &str) -> Result<()> {
+        let _op = self.ops.shared()?;
+        let (net, _) = self.find_network(network)?;
+        let (sb, _) = self.find_sandbox(sandbox)?;
+        let ep = self.sandbox_endpoints(&sb)?.into_iter().find(|e| e.network_id == net.id).ok_or_else(|| {
+            Error::NotFound { what: "endpoint", name: format!("of sandbox {:?} on network {:?}", sb.name, net.name) }
+        })?;
+        // The intent to delete goes first: a failure from here on is
+        // finished by a retry or by reconcile.
+        let (mut ep, rev) = self.find_endpoint(&net, ep.id.as_str())?;
+        ep.state = State::Deleting;
+        let rev = self.store.put_json(&ep_key(&ep), &ep, Expect::Revision(rev))?;
+        self.leave_locked(&net, ep.clone(), rev)?;
+        self.delete_detached(&net, &ep.id)
+    }
+
+    /// The endpoints joined to a sandbox, in join order.
+    pub(super) fn sandbox_endpoints(&self, sb: &Sandbox) -> Result<Vec<Endpoint>> {
+        let all = self.endpoints(None)?;
+        Ok(sb.endpoints.iter().filter_map(|id| all.iter().find(|e| &e.id == id).cloned()).collect())
+    }
+
+    /// The network an endpoint belongs to, by id (a network of the same
+    /// name may have been deleted and created again since).
+    pub(super) fn network_of(&self, ep: &Endpoint) -> Result<Network> {
+        if let Some((n, _)) = self.store.get_json::<Network>(&super::net_key(&ep.network))? {
+            if n.id == ep.network_id {
+                return Ok(n);
+            }
+        }
+        self.networks()?
+            .into_iter()
+            .find(|n| n.id == ep.network_id)
+            .ok_or_else(|| Error::NotFound { what: "network", name: ep.network_id.to_string() })
+    }
+
+    /// Deletes an endpoint that is (or was just made) detached: records the
+    /// intent first, so a failure or crash is finished by reconcile.
+    pub(super) fn delete_detached(&self, net: &Network, ep_id: &Id) -> Result<()> {
+        let (mut ep, rev) = self.find_endpoint(net, ep_id.as_str())?;
+        if ep.state != State::Deleting {
+            ep.state = State::Deleting;
+            self.store.put_json(&ep_key(&ep), &ep, Expect::Revision(rev))?;
+        }
+        self.teardown_endpoint(net, &ep)
+    }
+
+    /// Read-modify-write of a sandbox record with compare-and-swap, retried
+    /// when another thread or process changed it in between.
+    pub(super) fn update_sandbox(&self, name: &str, f: impl Fn(&mut Sandbox)) -> Result<()> {
+        let key = sb_key(name);
+        for _ in 0..CAS_RETRIES {
+            let Some((mut sb, rev)) = self.store.get_json::<Sandbox>(&key)? else {
+                return Err(Error::NotFound { what: "sandbox", name: name.to_string() });
+            };
+            f(&mut sb);
+            match self.store.put_json(&key, &sb, Expect::Revision(rev)) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == crate::ErrorKind::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::conflict(format!("sandbox {name:?}"), "changed concurrently too often"))
+    }
+}
+
+/// Whether endpoints of this network can provide a default route.
+fn provides_gateway(net: &Network) -> bool {
+    !net.internal && (net.gateway_v4().is_some() || net.gateway_v6().is_some())
+}
+
+/// The lowest `ethN` not used by the sandbox's endpoints.
+fn next_ifname(members: &[Endpoint]) -> String {
+    (0..)
+        .map(|n| format!("eth{n}"))
+        .find(|n| !members.iter().any(|m| m.ifname.as_deref() == Some(n.as_str())))
+        .expect("some ethN is free")
+}
+
+/// The pool an address comes from: the one containing the requested
+/// address, or the network's first of the family.
+fn pick_pool(net: &Network, v6: bool, want: Option<IpAddr>) -> Result<Option<String>> {
+    let of_family = |s: &IpNet| s.addr().is_ipv6() == v6;
+    match want {
+        Some(a) => net.pools.iter().find(|p| p.subnet.contains(&a)).map(|p| Some(p.pool_id.clone())).ok_or_else(|| {
+            Error::invalid(if v6 { "ip6" } else { "ip" }, format!("{a} is in no subnet of network {:?}", net.name))
+        }),
+        None => Ok(net.pools.iter().find(|p| of_family(&p.subnet)).map(|p| p.pool_id.clone())),
+    }
+}

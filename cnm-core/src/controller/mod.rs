@@ -1,0 +1,271 @@
+//! The [`Controller`]: what an embedding runtime talks to.
+//!
+//! Every operation validates first, then records its intent in the store,
+//! then does the work (IPAM, driver), then records the result. Each step
+//! registers its undo; a failure unwinds them, so the store, IPAM and the
+//! kernel are as before. Records left half-way by a crash carry a state other
+//! than `Ready`, and [`Controller::reconcile`] rolls them back.
+
+mod endpoint;
+mod lock;
+mod network;
+mod reconcile;
+mod sandbox;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cnm_netns::NetNs;
+
+pub use reconcile::{ReconcileReport, RestoreSummary};
+
+use crate::driver::{DriverContext, NetworkDriver};
+use crate::drivers::{HostDriver, NullDriver};
+use crate::error::{Error, Result};
+use crate::firewall::{Firewall, NoFirewall};
+use crate::id::resolve;
+use crate::ipam::IpamDriver;
+use crate::model::{Endpoint, Network, Sandbox};
+use crate::store::{FileStore, MemStore, SplitStore, Store, StoreExt};
+use lock::OpLock;
+
+/// Key prefixes whose state lives exactly as long as the kernel objects it
+/// describes; [`ControllerBuilder::state_dirs`] keeps them on the volatile
+/// (tmpfs) side. IPAM implementations keep address leases under `leases/`.
+pub const VOLATILE_PREFIXES: &[&str] = &["endpoints/", "sandboxes/", "leases/"];
+
+/// Builds a [`Controller`].
+pub struct ControllerBuilder {
+    drivers: Vec<Arc<dyn NetworkDriver>>,
+    ipam: Option<Arc<dyn IpamDriver>>,
+    firewall: Arc<dyn Firewall>,
+    store: Option<Arc<dyn Store>>,
+    host: Option<NetNs>,
+    run_dir: Option<PathBuf>,
+}
+
+impl ControllerBuilder {
+    /// Adds a network driver (replacing one of the same name). `host` and
+    /// `null` are always there.
+    pub fn driver(mut self, d: Arc<dyn NetworkDriver>) -> Self {
+        self.drivers.push(d);
+        self
+    }
+
+    /// The IPAM to use (required when a driver needs addresses).
+    pub fn ipam(mut self, ipam: Arc<dyn IpamDriver>) -> Self {
+        self.ipam = Some(ipam);
+        self
+    }
+
+    /// The firewall (default: none).
+    pub fn firewall(mut self, fw: Arc<dyn Firewall>) -> Self {
+        self.firewall = fw;
+        self
+    }
+
+    /// The store (default: in memory).
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Persists configuration in `state_dir` (durable, e.g. `/var/lib/cnm`)
+    /// and what lives as long as the kernel objects in `run_dir` (tmpfs, e.g.
+    /// `/run/cnm`), where named sandbox namespaces and the cross-process
+    /// operation lock live too.
+    pub fn state_dirs(mut self, state_dir: impl AsRef<Path>, run_dir: impl AsRef<Path>) -> Result<Self> {
+        let durable = Arc::new(FileStore::open(state_dir.as_ref())?);
+        let volatile = Arc::new(FileStore::open_volatile(run_dir.as_ref().join("state"))?);
+        let prefixes = VOLATILE_PREFIXES.iter().map(|s| s.to_string()).collect();
+        self.store = Some(Arc::new(SplitStore::new(durable, volatile, prefixes)));
+        self.run_dir = Some(run_dir.as_ref().to_path_buf());
+        Ok(self)
+    }
+
+    /// The run directory alone (named namespaces, the operation lock).
+    pub fn run_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.run_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// The namespace the controller works in (default: the caller's).
+    pub fn host_netns(mut self, ns: NetNs) -> Self {
+        self.host = Some(ns);
+        self
+    }
+
+    /// Builds it.
+    pub fn build(self) -> Result<Controller> {
+        let mut drivers: BTreeMap<String, Arc<dyn NetworkDriver>> = BTreeMap::new();
+        let builtin: [Arc<dyn NetworkDriver>; 2] = [Arc::new(HostDriver), Arc::new(NullDriver)];
+        for d in builtin.into_iter().chain(self.drivers) {
+            drivers.insert(d.name().to_string(), d);
+        }
+        let host = match self.host {
+            Some(h) => h,
+            None => NetNs::current()?,
+        };
+        if let Some(d) = &self.run_dir {
+            std::fs::create_dir_all(d).map_err(|e| Error::store("open", d.display().to_string(), e))?;
+        }
+        Ok(Controller {
+            drivers,
+            ipam: self.ipam,
+            firewall: self.firewall,
+            store: self.store.unwrap_or_else(|| Arc::new(MemStore::new())),
+            host,
+            ops: OpLock::new(self.run_dir.as_ref().map(|d| d.join("ops.lock"))),
+            run_dir: self.run_dir,
+        })
+    }
+}
+
+/// The CNM controller: networks, endpoints and sandboxes, persisted in a
+/// store, with the kernel work delegated to drivers. Safe to share between
+/// threads; with a [`FileStore`] also between processes.
+pub struct Controller {
+    drivers: BTreeMap<String, Arc<dyn NetworkDriver>>,
+    ipam: Option<Arc<dyn IpamDriver>>,
+    firewall: Arc<dyn Firewall>,
+    store: Arc<dyn Store>,
+    host: NetNs,
+    run_dir: Option<PathBuf>,
+    ops: OpLock,
+}
+
+impl Controller {
+    /// A builder with the built-in `host` and `null` drivers, no firewall and
+    /// an in-memory store.
+    pub fn builder() -> ControllerBuilder {
+        ControllerBuilder {
+            drivers: Vec::new(),
+            ipam: None,
+            firewall: Arc::new(NoFirewall),
+            store: None,
+            host: None,
+            run_dir: None,
+        }
+    }
+
+    /// The namespace the controller works in.
+    pub fn host_netns(&self) -> &NetNs {
+        &self.host
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Names of the registered drivers.
+    pub fn driver_names(&self) -> Vec<String> {
+        self.drivers.keys().cloned().collect()
+    }
+
+    pub(crate) fn ctx(&self) -> DriverContext<'_> {
+        DriverContext { host: &self.host, firewall: &*self.firewall }
+    }
+
+    pub(crate) fn driver(&self, name: &str) -> Result<&Arc<dyn NetworkDriver>> {
+        self.drivers.get(name).ok_or_else(|| {
+            Error::invalid("driver", format!("unknown driver {name:?} (known: {})", self.driver_names().join(", ")))
+        })
+    }
+
+    fn ipam(&self) -> Result<&Arc<dyn IpamDriver>> {
+        self.ipam.as_ref().ok_or_else(|| Error::Internal("this controller was built without an IPAM".into()))
+    }
+
+    // ----- lookups -------------------------------------------------------
+
+    /// Every network, sorted by name.
+    pub fn networks(&self) -> Result<Vec<Network>> {
+        Ok(self.store.list_json::<Network>("networks/")?.into_iter().map(|(n, _)| n).collect())
+    }
+
+    /// The network named `key`, or whose id is or starts with `key`.
+    pub fn network(&self, key: &str) -> Result<Network> {
+        self.find_network(key).map(|(n, _)| n)
+    }
+
+    fn find_network(&self, key: &str) -> Result<(Network, u64)> {
+        // A name is a key of its own: no listing needed for the common case.
+        if crate::store::validate_key(&net_key(key)).is_ok() {
+            if let Some(found) = self.store.get_json::<Network>(&net_key(key))? {
+                return Ok(found);
+            }
+        }
+        let all = self.store.list_json::<Network>("networks/")?;
+        resolve("network", key, &all, |t| t.0.name.as_str(), |t| &t.0.id).cloned()
+    }
+
+    /// Every endpoint of a network (all networks with `None`).
+    pub fn endpoints(&self, network: Option<&str>) -> Result<Vec<Endpoint>> {
+        let prefix = match network {
+            Some(k) => format!("endpoints/{}/", self.find_network(k)?.0.id),
+            None => "endpoints/".to_string(),
+        };
+        Ok(self.store.list_json::<Endpoint>(&prefix)?.into_iter().map(|(e, _)| e).collect())
+    }
+
+    /// The endpoint `key` (name, id or id prefix) of network `network`.
+    pub fn endpoint(&self, network: &str, key: &str) -> Result<Endpoint> {
+        let net = self.find_network(network)?.0;
+        self.find_endpoint(&net, key).map(|(e, _)| e)
+    }
+
+    fn find_endpoint(&self, net: &Network, key: &str) -> Result<(Endpoint, u64)> {
+        let all = self.store.list_json::<Endpoint>(&format!("endpoints/{}/", net.id))?;
+        resolve("endpoint", key, &all, |t| t.0.name.as_str(), |t| &t.0.id).cloned()
+    }
+
+    /// Every sandbox, sorted by name.
+    pub fn sandboxes(&self) -> Result<Vec<Sandbox>> {
+        Ok(self.store.list_json::<Sandbox>("sandboxes/")?.into_iter().map(|(s, _)| s).collect())
+    }
+
+    /// The sandbox named `key`, or whose id is or starts with `key`.
+    pub fn sandbox(&self, key: &str) -> Result<Sandbox> {
+        self.find_sandbox(key).map(|(s, _)| s)
+    }
+
+    fn find_sandbox(&self, key: &str) -> Result<(Sandbox, u64)> {
+        if crate::store::validate_key(&sb_key(key)).is_ok() {
+            if let Some(found) = self.store.get_json::<Sandbox>(&sb_key(key))? {
+                return Ok(found);
+            }
+        }
+        let all = self.store.list_json::<Sandbox>("sandboxes/")?;
+        resolve("sandbox", key, &all, |t| t.0.name.as_str(), |t| &t.0.id).cloned()
+    }
+}
+
+fn net_key(name: &str) -> String {
+    format!("networks/{name}")
+}
+
+fn ep_key(ep: &Endpoint) -> String {
+    format!("endpoints/{}/{}", ep.network_id, ep.name)
+}
+
+fn sb_key(name: &str) -> String {
+    format!("sandboxes/{name}")
+}
+
+/// Deletes a record, treating "already gone" as done.
+fn delete_record(store: &dyn Store, key: &str) -> Result<()> {
+    match store.delete(key, crate::store::Expect::Any) {
+        Err(e) if e.kind() == crate::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Treats `NotFound` as success (idempotent teardown).
+fn gone_ok(r: Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.kind() == crate::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}

@@ -1,0 +1,194 @@
+//! Creating and deleting networks.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::{delete_record, gone_ok, net_key, Controller};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::ipam::{AddressRequest, AddressSpace, PoolRequest};
+use crate::model::{Network, NetworkConfig, PoolAssignment, Scope, State};
+use crate::store::{Expect, StoreExt};
+use crate::time::Timestamp;
+use crate::undo::Undo;
+
+impl Controller {
+    /// Creates a network: validates the request, reserves its name, gets its
+    /// subnets and gateways from IPAM, and has the driver create it. On any
+    /// failure everything done so far is undone.
+    pub fn create_network(&self, cfg: NetworkConfig) -> Result<Network> {
+        cfg.validate()?;
+        let driver = self.driver(&cfg.driver)?.clone();
+        let caps = driver.capabilities();
+        let mut net = Network {
+            id: Id::random(),
+            name: cfg.name.clone(),
+            driver: cfg.driver.clone(),
+            scope: caps.scope,
+            created: Timestamp::now(),
+            enable_ipv6: cfg.enable_ipv6,
+            internal: cfg.internal,
+            attachable: cfg.attachable,
+            ipam: cfg.ipam.clone(),
+            pools: Vec::new(),
+            options: cfg.options.clone(),
+            driver_options: BTreeMap::new(),
+            labels: cfg.labels.clone(),
+            state: State::Creating,
+        };
+        driver.validate_network(&net)?;
+        if !caps.needs_addresses && !cfg.ipam.config.is_empty() {
+            return Err(Error::invalid("ipam.config", format!("the {} driver takes no subnets", cfg.driver)));
+        }
+        let requests = if caps.needs_addresses { self.pool_requests(&cfg, &net, &*driver)? } else { Vec::new() };
+
+        let _op = self.ops.shared()?;
+        let key = net_key(&net.name);
+        let mut rev = self.store.put_json(&key, &net, Expect::Absent).map_err(|e| match e.kind() {
+            crate::ErrorKind::AlreadyExists => Error::AlreadyExists { what: "network", name: net.name.clone() },
+            _ => e,
+        })?;
+        let mut undo = Undo::new();
+        undo.push("delete network record", || delete_record(&*self.store, &key));
+
+        for (req, gateway, requested) in requests {
+            let ipam = self.ipam()?;
+            let pool = match ipam.request_pool(&req) {
+                Ok(p) => p,
+                Err(e) => return undo.fail(e),
+            };
+            let pool_id = pool.id.clone();
+            undo.push(format!("release pool {}", pool.subnet), move || gone_ok(ipam.release_pool(&pool_id)));
+            let want = gateway.map(AddressRequest::Exact).unwrap_or(AddressRequest::Any);
+            let gw = match ipam.request_address(&pool.id, want) {
+                Ok(a) => a,
+                Err(e) => return undo.fail(e),
+            };
+            let (pool_id, gw_addr) = (pool.id.clone(), gw.addr());
+            undo.push(format!("release gateway {gw}"), move || gone_ok(ipam.release_address(&pool_id, gw_addr)));
+            net.pools.push(PoolAssignment {
+                pool_id: pool.id,
+                subnet: pool.subnet,
+                gateway: Some(gw),
+                ip_range: pool.ip_range,
+                aux: req.aux,
+                requested,
+            });
+        }
+        if !net.pools.is_empty() {
+            // Recorded before the driver runs, so a crash from here on leaves
+            // enough to release the pools.
+            rev = match self.store.put_json(&key, &net, Expect::Revision(rev)) {
+                Ok(r) => r,
+                Err(e) => return undo.fail(e),
+            };
+        }
+
+        let ctx = self.ctx();
+        if let Err(e) = driver.create_network(&ctx, &mut net) {
+            return undo.fail(e);
+        }
+        let created = net.clone();
+        let d = driver.clone();
+        undo.push(format!("{} delete_network {}", d.name(), created.name), move || {
+            d.delete_network(&self.ctx(), &created)
+        });
+
+        net.state = State::Ready;
+        if let Err(e) = self.store.put_json(&key, &net, Expect::Revision(rev)) {
+            return undo.fail(e);
+        }
+        undo.commit();
+        tracing::info!(network = %net.name, id = %net.id.short(), driver = %net.driver, "network created");
+        Ok(net)
+    }
+
+    /// The IPAM requests for a network: one per configured subnet, plus an
+    /// automatic IPv4 subnet when none was given and an automatic IPv6 one
+    /// when IPv6 is on and none was given.
+    fn pool_requests(
+        &self,
+        cfg: &NetworkConfig,
+        net: &Network,
+        driver: &dyn crate::driver::NetworkDriver,
+    ) -> Result<Vec<(PoolRequest, Option<IpAddr>, bool)>> {
+        let space = match net.scope {
+            Scope::Local => AddressSpace::Local,
+            Scope::Global => AddressSpace::Global,
+        };
+        let avoid = driver.avoid_subnets(&self.ctx())?;
+        let base =
+            |v6: bool| PoolRequest { space, v6, avoid: avoid.clone(), owner: net.id.to_string(), ..Default::default() };
+        let mut out = Vec::new();
+        for p in &cfg.ipam.config {
+            let mut r = base(p.subnet.is_some_and(|s| s.addr().is_ipv6()));
+            r.subnet = p.subnet;
+            r.ip_range = p.ip_range;
+            r.aux = p.auxiliary_addresses.clone();
+            out.push((r, p.gateway, true));
+        }
+        let has = |v6: bool| cfg.ipam.config.iter().any(|p| p.subnet.is_some_and(|s: IpNet| s.addr().is_ipv6() == v6));
+        let auto_v4 = cfg.ipam.config.iter().filter(|p| p.subnet.is_none()).count();
+        if !has(false) && auto_v4 == 0 {
+            out.push((base(false), None, false));
+        }
+        if cfg.enable_ipv6 && !has(true) {
+            out.push((base(true), None, false));
+        }
+        Ok(out)
+    }
+
+    /// Deletes a network; refused while it has endpoints.
+    pub fn delete_network(&self, key: &str) -> Result<()> {
+        let _op = self.ops.shared()?;
+        let (mut net, rev) = self.find_network(key)?;
+        let eps = self.store.list(&format!("endpoints/{}/", net.id))?;
+        if !eps.is_empty() {
+            return Err(Error::conflict(
+                format!("network {:?}", net.name),
+                format!("it has {} endpoint(s); disconnect them first", eps.len()),
+            ));
+        }
+        net.state = State::Deleting;
+        self.store.put_json(&net_key(&net.name), &net, Expect::Revision(rev))?;
+        self.teardown_network(&net)?;
+        tracing::info!(network = %net.name, "network deleted");
+        Ok(())
+    }
+
+    /// Removes everything of a network, best effort: the driver's objects,
+    /// the gateways and pools, and (only when all that worked) the record.
+    pub(super) fn teardown_network(&self, net: &Network) -> Result<()> {
+        let mut errors = Vec::new();
+        match self.driver(&net.driver) {
+            Ok(d) => {
+                if let Err(e) = d.delete_network(&self.ctx(), net) {
+                    errors.push(e);
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+        if !net.pools.is_empty() {
+            let ipam = self.ipam()?;
+            for p in &net.pools {
+                if let Some(g) = p.gateway {
+                    if let Err(e) = gone_ok(ipam.release_address(&p.pool_id, g.addr())) {
+                        // A released pool takes its addresses with it.
+                        if e.kind() != crate::ErrorKind::NotFound {
+                            errors.push(e);
+                        }
+                    }
+                }
+                if let Err(e) = gone_ok(ipam.release_pool(&p.pool_id)) {
+                    errors.push(e);
+                }
+            }
+        }
+        if errors.is_empty() {
+            delete_record(&*self.store, &net_key(&net.name))?;
+        }
+        Error::teardown(format!("delete network {:?}", net.name), errors)
+    }
+}

@@ -1,0 +1,138 @@
+//! Sandboxes: a network namespace and the endpoints joined to it.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use cnm_netns::NetNs;
+
+use super::{delete_record, sb_key, Controller};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::model::{validate_name, Sandbox, SandboxConfig, State};
+use crate::store::{Expect, StoreExt};
+use crate::time::Timestamp;
+
+impl Controller {
+    /// The directory named sandbox namespaces are created in.
+    pub(super) fn netns_dir(&self) -> Option<PathBuf> {
+        self.run_dir.as_ref().map(|d| d.join("netns"))
+    }
+
+    /// Creates a sandbox for the namespace the runtime made, or, without one,
+    /// a named namespace under the run directory.
+    pub fn create_sandbox(&self, cfg: SandboxConfig) -> Result<Sandbox> {
+        validate_name("sandbox name", &cfg.name)?;
+        if let Some(h) = &cfg.hostname {
+            validate_name("hostname", h)?;
+        }
+        if let Some(p) = &cfg.netns {
+            // The runtime's namespace must exist and be one.
+            NetNs::open(p).map_err(|e| Error::invalid("netns", e.to_string()))?;
+        }
+        let _op = self.ops.shared()?;
+        let id = Id::random();
+        let (netns, owns) = match &cfg.netns {
+            Some(p) => (p.clone(), false),
+            None => {
+                let dir = self.netns_dir().ok_or_else(|| {
+                    Error::invalid(
+                        "netns",
+                        "no namespace given and the controller has no run directory to create one in",
+                    )
+                })?;
+                NetNs::create_named(&dir, id.short())?;
+                (dir.join(id.short()), true)
+            }
+        };
+        let sb = Sandbox {
+            id,
+            name: cfg.name.clone(),
+            netns,
+            owns_netns: owns,
+            hostname: cfg.hostname,
+            dns: cfg.dns,
+            endpoints: Vec::new(),
+            created: Timestamp::now(),
+            state: State::Ready,
+        };
+        if let Err(e) = self.store.put_json(&sb_key(&sb.name), &sb, Expect::Absent) {
+            if owns {
+                if let Some(dir) = self.netns_dir() {
+                    let _ = NetNs::remove_named(&dir, sb.id.short());
+                }
+            }
+            return Err(match e.kind() {
+                crate::ErrorKind::AlreadyExists => Error::AlreadyExists { what: "sandbox", name: sb.name },
+                _ => e,
+            });
+        }
+        Ok(sb)
+    }
+
+    /// Deletes a sandbox: leaves every network (deleting its endpoints, as
+    /// Docker does when a container goes), then removes the namespace if the
+    /// controller made it. Best effort: every error is reported.
+    pub fn delete_sandbox(&self, key: &str) -> Result<()> {
+        let _op = self.ops.shared()?;
+        let (sb, _) = self.find_sandbox(key)?;
+        self.teardown_sandbox(&sb)
+    }
+
+    pub(super) fn teardown_sandbox(&self, sb: &Sandbox) -> Result<()> {
+        let mut errors = Vec::new();
+        for ep in self.endpoints(None)?.into_iter().filter(|e| e.sandbox.as_ref() == Some(&sb.id)) {
+            let net = match self.network_of(&ep) {
+                Ok(n) => n,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            // Record the intent to delete first, so that whatever a failure
+            // leaves is finished by a retry or by reconcile. Then leave and
+            // delete, both best effort.
+            let marked = self.find_endpoint(&net, ep.id.as_str()).and_then(|(mut ep, rev)| {
+                ep.state = State::Deleting;
+                let rev = self.store.put_json(&super::ep_key(&ep), &ep, Expect::Revision(rev))?;
+                Ok((ep, rev))
+            });
+            let (ep, rev) = match marked {
+                Ok(x) => x,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            errors.extend(self.leave_locked(&net, ep.clone(), rev).err());
+            errors.extend(self.delete_detached(&net, &ep.id).err());
+        }
+        if sb.owns_netns {
+            if let Some(dir) = self.netns_dir() {
+                errors.extend(NetNs::remove_named(&dir, sb.id.short()).err().map(Error::from));
+            }
+        }
+        if errors.is_empty() {
+            delete_record(&*self.store, &sb_key(&sb.name))?;
+        }
+        Error::teardown(format!("delete sandbox {:?}", sb.name), errors)
+    }
+
+    /// Removes every sandbox whose name or id is not in `live` (the
+    /// runtime's containers); returns the names removed.
+    pub fn gc(&self, live: &BTreeSet<String>) -> Result<Vec<String>> {
+        let _op = self.ops.shared()?;
+        let mut removed = Vec::new();
+        let mut errors = Vec::new();
+        for sb in self.sandboxes()? {
+            if live.contains(&sb.name) || live.contains(sb.id.as_str()) {
+                continue;
+            }
+            match self.teardown_sandbox(&sb) {
+                Ok(()) => removed.push(sb.name),
+                Err(e) => errors.push(e),
+            }
+        }
+        Error::teardown("gc", errors)?;
+        Ok(removed)
+    }
+}

@@ -1,0 +1,143 @@
+//! The network-driver trait. Drivers do the kernel work; the controller does
+//! the bookkeeping, the ordering and the rollback.
+
+use cnm_netns::NetNs;
+use ipnet::IpNet;
+
+use crate::error::Result;
+use crate::firewall::Firewall;
+use crate::inspect::Peer;
+use crate::model::{Endpoint, Network, Sandbox, Scope};
+
+/// What every driver call gets: the host namespace the controller works in,
+/// and the firewall.
+pub struct DriverContext<'a> {
+    /// The "host" network namespace (bridges, rules and sysctls go there).
+    pub host: &'a NetNs,
+    /// The firewall backend.
+    pub firewall: &'a dyn Firewall,
+}
+
+/// What a driver needs to join an endpoint to a sandbox.
+pub struct JoinInfo<'a> {
+    /// The sandbox.
+    pub sandbox: &'a Sandbox,
+    /// Its network namespace, open.
+    pub netns: &'a NetNs,
+    /// The interface name to give the endpoint inside the sandbox (`eth0` …).
+    pub ifname: &'a str,
+    /// Whether this endpoint provides the sandbox's default route.
+    pub gateway: bool,
+}
+
+/// What a driver is and needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Local or global networks.
+    pub scope: Scope,
+    /// Whether networks get subnets and endpoints get addresses from IPAM.
+    pub needs_addresses: bool,
+    /// Whether a sandbox on such a network can be on no other network
+    /// (`host` and `null`).
+    pub exclusive: bool,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities { scope: Scope::Local, needs_addresses: true, exclusive: false }
+    }
+}
+
+/// A network driver. Every method is synchronous; every removal is
+/// idempotent (removing what is gone is not an error).
+pub trait NetworkDriver: Send + Sync {
+    /// The name networks refer to it by.
+    fn name(&self) -> &str;
+
+    /// What it is and needs.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    /// Checks a network's options before anything is touched (unknown option
+    /// keys are an error naming the key).
+    fn validate_network(&self, net: &Network) -> Result<()> {
+        let _ = net;
+        Ok(())
+    }
+
+    /// Prefixes an automatic subnet must not overlap (the bridge driver
+    /// returns the host namespace's routes).
+    fn avoid_subnets(&self, ctx: &DriverContext<'_>) -> Result<Vec<IpNet>> {
+        let _ = ctx;
+        Ok(Vec::new())
+    }
+
+    /// The hosts a global network spans, for inspect's `Peers`.
+    fn peers(&self, ctx: &DriverContext<'_>, net: &Network) -> Result<Option<Vec<Peer>>> {
+        let _ = (ctx, net);
+        Ok(None)
+    }
+
+    /// Creates the network's kernel objects and rules. May record what it
+    /// wants shown in inspect in `net.driver_options`.
+    fn create_network(&self, ctx: &DriverContext<'_>, net: &mut Network) -> Result<()>;
+
+    /// Removes them.
+    fn delete_network(&self, ctx: &DriverContext<'_>, net: &Network) -> Result<()>;
+
+    /// Prepares an endpoint (e.g. picks its MAC). No kernel object needs to
+    /// exist before `join`.
+    fn create_endpoint(&self, ctx: &DriverContext<'_>, net: &Network, ep: &mut Endpoint) -> Result<()> {
+        let _ = (ctx, net, ep);
+        Ok(())
+    }
+
+    /// Releases what `create_endpoint` prepared.
+    fn delete_endpoint(&self, ctx: &DriverContext<'_>, net: &Network, ep: &Endpoint) -> Result<()> {
+        let _ = (ctx, net, ep);
+        Ok(())
+    }
+
+    /// Puts the endpoint into the sandbox. May record data in `ep.driver_data`
+    /// and published ports in `ep.bindings`.
+    fn join(&self, ctx: &DriverContext<'_>, net: &Network, ep: &mut Endpoint, join: &JoinInfo<'_>) -> Result<()>;
+
+    /// Takes the endpoint out of the sandbox. `netns` is `None` when the
+    /// sandbox's namespace is already gone.
+    fn leave(&self, ctx: &DriverContext<'_>, net: &Network, ep: &Endpoint, netns: Option<&NetNs>) -> Result<()>;
+
+    /// Makes the endpoint provide (or stop providing) the sandbox's default
+    /// route, when the gateway moves between endpoints.
+    fn set_gateway(
+        &self,
+        ctx: &DriverContext<'_>,
+        net: &Network,
+        ep: &Endpoint,
+        netns: &NetNs,
+        on: bool,
+    ) -> Result<()> {
+        let _ = (ctx, net, ep, netns, on);
+        Ok(())
+    }
+
+    /// Re-creates what the kernel lost for a network the state says exists
+    /// (after a reboot); returns what it repaired.
+    fn restore_network(&self, ctx: &DriverContext<'_>, net: &Network) -> Result<Vec<String>> {
+        let _ = (ctx, net);
+        Ok(Vec::new())
+    }
+
+    /// Removes kernel objects carrying this driver's markers that belong to
+    /// none of `networks` / `endpoints` (leftovers of a crash); returns what
+    /// it removed.
+    fn remove_leftovers(
+        &self,
+        ctx: &DriverContext<'_>,
+        networks: &[Network],
+        endpoints: &[Endpoint],
+    ) -> Result<Vec<String>> {
+        let _ = (ctx, networks, endpoints);
+        Ok(Vec::new())
+    }
+}

@@ -1,0 +1,112 @@
+//! A store that keeps some prefixes in one store and the rest in another:
+//! what lives exactly as long as kernel objects (endpoints, sandboxes,
+//! address leases) on tmpfs under /run, so a reboot clears it together with
+//! what the kernel lost and writes cost no disk flush; configuration
+//! (networks, pools) under /var/lib.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Expect, KvEntry, LeaseId, Store, Watch};
+use crate::error::Result;
+
+/// Routes keys by prefix between a durable and a volatile store.
+pub struct SplitStore {
+    durable: Arc<dyn Store>,
+    volatile: Arc<dyn Store>,
+    volatile_prefixes: Vec<String>,
+}
+
+impl SplitStore {
+    /// Keys starting with one of `volatile_prefixes` go to `volatile`, all
+    /// others to `durable`.
+    pub fn new(durable: Arc<dyn Store>, volatile: Arc<dyn Store>, volatile_prefixes: Vec<String>) -> SplitStore {
+        SplitStore { durable, volatile, volatile_prefixes }
+    }
+
+    fn route(&self, key: &str) -> &dyn Store {
+        if self.volatile_prefixes.iter().any(|p| key.starts_with(p.as_str())) {
+            &*self.volatile
+        } else {
+            &*self.durable
+        }
+    }
+}
+
+impl Store for SplitStore {
+    fn location(&self) -> String {
+        format!("{} + {}", self.durable.location(), self.volatile.location())
+    }
+
+    fn get(&self, key: &str) -> Result<Option<KvEntry>> {
+        self.route(key).get(key)
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<KvEntry>> {
+        // A prefix that is itself under a volatile prefix lives there alone;
+        // a shorter one may span both stores.
+        if self.volatile_prefixes.iter().any(|p| prefix.starts_with(p.as_str())) {
+            return self.volatile.list(prefix);
+        }
+        let mut out = self.durable.list(prefix)?;
+        if self.volatile_prefixes.iter().any(|p| p.starts_with(prefix)) {
+            out.extend(
+                self.volatile
+                    .list(prefix)?
+                    .into_iter()
+                    .filter(|e| self.volatile_prefixes.iter().any(|p| e.key.starts_with(p.as_str()))),
+            );
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+        }
+        Ok(out)
+    }
+
+    fn put(&self, key: &str, value: &[u8], expect: Expect) -> Result<u64> {
+        self.route(key).put(key, value, expect)
+    }
+
+    fn delete(&self, key: &str, expect: Expect) -> Result<()> {
+        self.route(key).delete(key, expect)
+    }
+
+    fn watch(&self, prefix: &str) -> Result<Box<dyn Watch>> {
+        self.route(prefix).watch(prefix)
+    }
+
+    fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
+        self.durable.grant_lease(ttl)
+    }
+
+    fn keep_alive(&self, lease: LeaseId) -> Result<()> {
+        self.durable.keep_alive(lease)
+    }
+
+    fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
+        self.durable.revoke_lease(lease)
+    }
+
+    fn put_with_lease(&self, key: &str, value: &[u8], expect: Expect, lease: LeaseId) -> Result<u64> {
+        self.route(key).put_with_lease(key, value, expect, lease)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemStore;
+
+    #[test]
+    fn routes_by_prefix_and_merges_listings() {
+        let durable = Arc::new(MemStore::new());
+        let volatile = Arc::new(MemStore::new());
+        let s = SplitStore::new(durable.clone(), volatile.clone(), vec!["endpoints/".into()]);
+        super::super::conformance::run(&s);
+        s.put("networks/a", b"{}", Expect::Any).unwrap();
+        s.put("endpoints/x/e", b"{}", Expect::Any).unwrap();
+        assert!(durable.get("networks/a").unwrap().is_some());
+        assert!(volatile.get("endpoints/x/e").unwrap().is_some());
+        assert!(durable.get("endpoints/x/e").unwrap().is_none());
+        let all: Vec<String> = s.list("").unwrap().into_iter().map(|e| e.key).filter(|k| !k.starts_with("a")).collect();
+        assert_eq!(all, vec!["endpoints/x/e", "networks/a"]);
+    }
+}
