@@ -30,6 +30,8 @@ pub struct PoolRequest {
     pub ip_range: Option<IpNet>,
     /// Addresses reserved by name.
     pub aux: BTreeMap<String, IpAddr>,
+    /// The gateway to reserve; `None` reserves the subnet's first address.
+    pub gateway: Option<IpAddr>,
     /// IPv6 instead of IPv4 (for automatic subnets).
     pub v6: bool,
     /// Prefixes an automatic subnet must not overlap (the host's routes).
@@ -47,6 +49,8 @@ pub struct Pool {
     pub subnet: IpNet,
     /// The range addresses come from.
     pub ip_range: Option<IpNet>,
+    /// The reserved gateway, with the subnet's prefix length.
+    pub gateway: IpNet,
     /// Who asked for it.
     pub owner: String,
 }
@@ -61,7 +65,9 @@ pub enum AddressRequest {
 }
 
 /// IP address management. Implementations persist what they give out, so a
-/// crash never hands the same address out twice.
+/// crash never hands the same address out twice. A pool's network address,
+/// IPv4 broadcast address, gateway and auxiliary addresses are reserved with
+/// the pool and never handed out; they go when the pool goes.
 pub trait IpamDriver: Send + Sync {
     /// Reserves a subnet.
     fn request_pool(&self, req: &PoolRequest) -> Result<Pool>;
@@ -73,7 +79,8 @@ pub trait IpamDriver: Send + Sync {
     fn release_address(&self, pool_id: &str, addr: IpAddr) -> Result<()>;
     /// Every pool given out.
     fn pools(&self) -> Result<Vec<Pool>>;
-    /// Every allocated address of a pool.
+    /// Every address of a pool handed out by `request_address` (reserved
+    /// addresses are not listed).
     fn addresses(&self, pool_id: &str) -> Result<Vec<IpAddr>>;
     /// Releases every allocated address not in `live` and returns what it freed.
     fn gc(&self, live: &BTreeSet<(String, IpAddr)>) -> Result<Vec<(String, IpAddr)>> {

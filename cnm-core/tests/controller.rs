@@ -215,7 +215,7 @@ fn every_failed_step_rolls_back_completely() {
     v6.enable_ipv6 = true;
     rollback_at_every_step(
         "create_network dual-stack",
-        7,
+        5,
         |_| {},
         move |r| r.ctl.create_network(v6.clone()).map(|_| ()),
     );

@@ -84,7 +84,8 @@ fn child_entry() {
                 std::thread::sleep(Duration::from_micros(200));
             }
             let o = open(&dir);
-            let sb = SandboxConfig { name: name.clone(), netns: Some("/proc/self/ns/net".into()), ..Default::default() };
+            let sb =
+                SandboxConfig { name: name.clone(), netns: Some("/proc/self/ns/net".into()), ..Default::default() };
             let r = o.ctl.create_sandbox(sb).and_then(|_| o.ctl.connect("shared", &name, EndpointConfig::default()));
             match r {
                 Ok(ep) => println!("RESULT OK {}", ep.ipv4.unwrap()),

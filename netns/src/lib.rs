@@ -66,4 +66,3 @@ pub use route::{Route, RouteScope, TABLE_MAIN};
 
 /// Re-exported so callers name prefixes with the same type this crate uses.
 pub use ipnet;
-

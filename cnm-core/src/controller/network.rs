@@ -1,14 +1,13 @@
 //! Creating and deleting networks.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use ipnet::IpNet;
 
 use super::{delete_record, gone_ok, net_key, Controller};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::ipam::{AddressRequest, AddressSpace, PoolRequest};
+use crate::ipam::{AddressSpace, PoolRequest};
 use crate::model::{Network, NetworkConfig, PoolAssignment, Scope, State};
 use crate::store::{Expect, StoreExt};
 use crate::time::Timestamp;
@@ -53,7 +52,7 @@ impl Controller {
         let mut undo = Undo::new();
         undo.push("delete network record", || delete_record(&*self.store, &key));
 
-        for (req, gateway, requested) in requests {
+        for (req, requested) in requests {
             let ipam = self.ipam()?;
             let pool = match ipam.request_pool(&req) {
                 Ok(p) => p,
@@ -61,17 +60,10 @@ impl Controller {
             };
             let pool_id = pool.id.clone();
             undo.push(format!("release pool {}", pool.subnet), move || gone_ok(ipam.release_pool(&pool_id)));
-            let want = gateway.map(AddressRequest::Exact).unwrap_or(AddressRequest::Any);
-            let gw = match ipam.request_address(&pool.id, want) {
-                Ok(a) => a,
-                Err(e) => return undo.fail(e),
-            };
-            let (pool_id, gw_addr) = (pool.id.clone(), gw.addr());
-            undo.push(format!("release gateway {gw}"), move || gone_ok(ipam.release_address(&pool_id, gw_addr)));
             net.pools.push(PoolAssignment {
                 pool_id: pool.id,
                 subnet: pool.subnet,
-                gateway: Some(gw),
+                gateway: Some(pool.gateway),
                 ip_range: pool.ip_range,
                 aux: req.aux,
                 requested,
@@ -113,7 +105,7 @@ impl Controller {
         cfg: &NetworkConfig,
         net: &Network,
         driver: &dyn crate::driver::NetworkDriver,
-    ) -> Result<Vec<(PoolRequest, Option<IpAddr>, bool)>> {
+    ) -> Result<Vec<(PoolRequest, bool)>> {
         let space = match net.scope {
             Scope::Local => AddressSpace::Local,
             Scope::Global => AddressSpace::Global,
@@ -127,15 +119,16 @@ impl Controller {
             r.subnet = p.subnet;
             r.ip_range = p.ip_range;
             r.aux = p.auxiliary_addresses.clone();
-            out.push((r, p.gateway, true));
+            r.gateway = p.gateway;
+            out.push((r, true));
         }
         let has = |v6: bool| cfg.ipam.config.iter().any(|p| p.subnet.is_some_and(|s: IpNet| s.addr().is_ipv6() == v6));
         let auto_v4 = cfg.ipam.config.iter().filter(|p| p.subnet.is_none()).count();
         if !has(false) && auto_v4 == 0 {
-            out.push((base(false), None, false));
+            out.push((base(false), false));
         }
         if cfg.enable_ipv6 && !has(true) {
-            out.push((base(true), None, false));
+            out.push((base(true), false));
         }
         Ok(out)
     }
@@ -173,14 +166,7 @@ impl Controller {
         if !net.pools.is_empty() {
             let ipam = self.ipam()?;
             for p in &net.pools {
-                if let Some(g) = p.gateway {
-                    if let Err(e) = gone_ok(ipam.release_address(&p.pool_id, g.addr())) {
-                        // A released pool takes its addresses with it.
-                        if e.kind() != crate::ErrorKind::NotFound {
-                            errors.push(e);
-                        }
-                    }
-                }
+                // The pool takes its gateway and reserved addresses with it.
                 if let Err(e) = gone_ok(ipam.release_pool(&p.pool_id)) {
                     errors.push(e);
                 }

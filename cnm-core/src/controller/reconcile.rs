@@ -165,13 +165,6 @@ impl Controller {
         // 5. IPAM: addresses and pools nothing uses.
         if let Some(ipam) = &self.ipam {
             let mut live = BTreeSet::new();
-            for net in &networks {
-                for p in &net.pools {
-                    if let Some(g) = p.gateway {
-                        live.insert((p.pool_id.clone(), g.addr()));
-                    }
-                }
-            }
             for ep in &endpoints {
                 for (pool, a) in [(&ep.ipv4_pool, ep.ipv4), (&ep.ipv6_pool, ep.ipv6)] {
                     if let (Some(p), Some(a)) = (pool, a) {

@@ -18,12 +18,21 @@ struct Inner {
 }
 
 impl Inner {
-    fn notify(&mut self, key: &str, ev: WatchEvent) {
+    /// Sends the event built by `ev` to every watcher of a prefix of `key`;
+    /// nothing is built when nobody watches.
+    fn notify(&mut self, key: &str, ev: impl FnOnce() -> WatchEvent) {
+        if !self.watchers.iter().any(|(p, _)| key.starts_with(p.as_str())) {
+            return;
+        }
+        let ev = ev();
         self.watchers.retain(|(p, tx)| !key.starts_with(p.as_str()) || tx.send(ev.clone()).is_ok());
     }
 
     /// Drops expired leases and their keys.
     fn expire(&mut self) {
+        if self.leases.is_empty() {
+            return;
+        }
         let now = Instant::now();
         let dead: Vec<i64> = self.leases.iter().filter(|(_, (_, d))| *d <= now).map(|(id, _)| *id).collect();
         for id in dead {
@@ -38,7 +47,7 @@ impl Inner {
         for k in keys {
             self.data.remove(&k);
             self.revision += 1;
-            self.notify(&k, WatchEvent::Delete { key: k.clone() });
+            self.notify(&k, || WatchEvent::Delete { key: k.clone() });
         }
     }
 
@@ -50,14 +59,27 @@ impl Inner {
                 return Err(Error::NotFound { what: "lease", name: l.0.to_string() });
             }
         }
-        let current = self.data.get(key).map(|v| v.1);
+        // One traversal of the map for the check and the write.
+        let entry = self.data.entry(key.to_string());
+        let current = match &entry {
+            std::collections::btree_map::Entry::Occupied(o) => Some(o.get().1),
+            std::collections::btree_map::Entry::Vacant(_) => None,
+        };
         if !condition_holds(expect, current) {
             return Err(condition_failed(key, expect, current));
         }
         self.revision += 1;
         let rev = self.revision;
-        self.data.insert(key.to_string(), (value.to_vec(), rev, lease));
-        self.notify(key, WatchEvent::Put(KvEntry { key: key.to_string(), value: value.to_vec(), revision: rev }));
+        let value_owned = (value.to_vec(), rev, lease);
+        match entry {
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                o.insert(value_owned);
+            }
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(value_owned);
+            }
+        }
+        self.notify(key, || WatchEvent::Put(KvEntry { key: key.to_string(), value: value.to_vec(), revision: rev }));
         Ok(rev)
     }
 }
@@ -114,7 +136,7 @@ impl Store for MemStore {
         }
         g.data.remove(key);
         g.revision += 1;
-        g.notify(key, WatchEvent::Delete { key: key.to_string() });
+        g.notify(key, || WatchEvent::Delete { key: key.to_string() });
         Ok(())
     }
 

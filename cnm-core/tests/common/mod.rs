@@ -80,9 +80,10 @@ impl Store for FaultyStore {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 struct PoolState {
     subnet: IpNet,
+    gateway: IpAddr,
     owner: String,
     allocated: BTreeSet<IpAddr>,
 }
@@ -113,13 +114,16 @@ impl TestIpam {
         }
     }
 
-    /// Every (pool, address) allocated, for comparisons.
+    /// Every (pool, address) allocated, gateways included, for comparisons.
     pub fn dump(&self) -> BTreeMap<String, (IpNet, BTreeSet<IpAddr>)> {
         self.store
             .list_json::<PoolState>("ipam/pools/")
             .unwrap()
             .into_iter()
-            .map(|(p, _)| (p.subnet.to_string(), (p.subnet, p.allocated)))
+            .map(|(mut p, _)| {
+                p.allocated.insert(p.gateway);
+                (p.subnet.to_string(), (p.subnet, p.allocated))
+            })
             .collect()
     }
 }
@@ -144,9 +148,15 @@ impl TestIpam {
                 .ok_or_else(|| Error::Exhausted { what: "subnets".into(), reason: "test range".into() })?,
         };
         let id = subnet.to_string().replace(['/', ':'], "_");
-        let st = PoolState { subnet, owner: req.owner.clone(), allocated: BTreeSet::new() };
+        let gateway = match (req.gateway, subnet) {
+            (Some(g), _) => g,
+            (None, IpNet::V4(n)) => IpAddr::V4(n.hosts().next().unwrap()),
+            (None, IpNet::V6(n)) => IpAddr::V6((u128::from(n.network()) + 1).into()),
+        };
+        let st = PoolState { subnet, gateway, owner: req.owner.clone(), allocated: BTreeSet::new() };
         self.store.put_json(&Self::key(&id), &st, Expect::Absent)?;
-        Ok(Pool { id, subnet, ip_range: req.ip_range, owner: req.owner.clone() })
+        let gateway = IpNet::new(gateway, subnet.prefix_len()).unwrap();
+        Ok(Pool { id, subnet, ip_range: req.ip_range, gateway, owner: req.owner.clone() })
     }
 }
 
@@ -177,14 +187,14 @@ impl IpamDriver for TestIpam {
             };
             let addr = match req {
                 AddressRequest::Exact(a) => {
-                    if st.allocated.contains(&a) {
+                    if st.allocated.contains(&a) || a == st.gateway {
                         return Err(Error::conflict(format!("address {a}"), "in use"));
                     }
                     a
                 }
                 AddressRequest::Any => {
                     let mut hosts = hosts;
-                    hosts.find(|a| !st.allocated.contains(a)).ok_or_else(|| Error::Exhausted {
+                    hosts.find(|a| !st.allocated.contains(a) && *a != st.gateway).ok_or_else(|| Error::Exhausted {
                         what: format!("pool {}", st.subnet),
                         reason: "no free address".into(),
                     })?
@@ -217,6 +227,7 @@ impl IpamDriver for TestIpam {
                 id: p.subnet.to_string().replace(['/', ':'], "_"),
                 subnet: p.subnet,
                 ip_range: None,
+                gateway: IpNet::new(p.gateway, p.subnet.prefix_len()).unwrap(),
                 owner: p.owner,
             })
             .collect())
