@@ -32,8 +32,10 @@ use lock::OpLock;
 
 /// Key prefixes whose state lives exactly as long as the kernel objects it
 /// describes; [`ControllerBuilder::state_dirs`] keeps them on the volatile
-/// (tmpfs) side. IPAM implementations keep address leases under `leases/`.
-pub const VOLATILE_PREFIXES: &[&str] = &["endpoints/", "sandboxes/", "leases/"];
+/// (tmpfs) side. IPAM implementations keep address leases under `leases/`,
+/// firewalls their rules' state under `firewall/` (the kernel forgets rules at
+/// a reboot too).
+pub const VOLATILE_PREFIXES: &[&str] = &["endpoints/", "sandboxes/", "leases/", "firewall/"];
 
 /// Builds a [`Controller`].
 pub struct ControllerBuilder {

@@ -1,0 +1,280 @@
+//! [`NatFirewall`]: cnm-core's `Firewall` on nftables or iptables, working in
+//! the host namespace it is given.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use cnm_core::store::{Expect, Store, StoreExt};
+use cnm_core::{Firewall, FirewallNetwork, PortBinding, PortRequest};
+use cnm_netns::NetNs;
+use serde::{Deserialize, Serialize};
+
+use crate::error::NatError;
+use crate::state::{self, Desired, EndpointPorts};
+use crate::{iptables, nft, ports};
+
+/// Which tool does the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// `table inet cnm`, one `nft -f -` per operation (the default).
+    Nftables,
+    /// `CNM-*` chains, one `iptables-restore --noflush` per family per operation.
+    Iptables,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = NatError;
+    fn from_str(s: &str) -> Result<Backend, NatError> {
+        match s {
+            "nftables" => Ok(Backend::Nftables),
+            "iptables" => Ok(Backend::Iptables),
+            _ => {
+                Err(NatError::Core(cnm_core::Error::invalid("firewall", format!("{s:?} is not nftables or iptables"))))
+            }
+        }
+    }
+}
+
+/// Masquerade, published ports and isolation, recorded in a store and
+/// applied as one transaction per operation inside `host`.
+pub struct NatFirewall {
+    backend: Backend,
+    host: NetNs,
+    store: Arc<dyn Store>,
+    ephemeral: std::sync::OnceLock<(u16, u16)>,
+}
+
+impl NatFirewall {
+    /// A firewall working in `host` (its rules, its sysctls), recording its
+    /// state in `store`.
+    pub fn new(backend: Backend, host: NetNs, store: Arc<dyn Store>) -> NatFirewall {
+        NatFirewall { backend, host, store, ephemeral: std::sync::OnceLock::new() }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The recorded state.
+    pub fn desired(&self) -> Result<Desired, NatError> {
+        state::load(&*self.store)
+    }
+
+    /// The host's ephemeral port range (`net.ipv4.ip_local_port_range`).
+    fn ephemeral(&self) -> (u16, u16) {
+        *self.ephemeral.get_or_init(|| {
+            self.host
+                .sysctl_get("net.ipv4.ip_local_port_range")
+                .ok()
+                .and_then(|s| {
+                    let mut it = s.split_whitespace().filter_map(|x| x.parse::<u16>().ok());
+                    Some((it.next()?, it.next()?))
+                })
+                .filter(|(a, b)| a <= b && *a > 0)
+                .unwrap_or((32768, 60999))
+        })
+    }
+
+    fn run(&self, tool: &str, args: &[&str], input: &str) -> Result<String, NatError> {
+        let mut child = self
+            .host
+            .command(tool)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => NatError::ToolMissing {
+                    tool: tool.into(),
+                    package: if tool == "nft" { "nftables" } else { "iptables" }.into(),
+                },
+                _ => NatError::Apply { tool: tool.into(), namespace: self.ns_name(), stderr: e.to_string() },
+            })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.as_bytes()).map_err(|e| NatError::Apply {
+                tool: tool.into(),
+                namespace: self.ns_name(),
+                stderr: e.to_string(),
+            })?;
+        }
+        let out = child.wait_with_output().map_err(|e| NatError::Apply {
+            tool: tool.into(),
+            namespace: self.ns_name(),
+            stderr: e.to_string(),
+        })?;
+        if !out.status.success() {
+            return Err(NatError::Apply {
+                tool: format!("{tool} {}", args.join(" ")),
+                namespace: self.ns_name(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn ns_name(&self) -> String {
+        self.host.path().map(|p| p.display().to_string()).unwrap_or_else(|| "the host namespace".into())
+    }
+
+    /// Rebuilds everything this firewall owns from `d`, in one transaction
+    /// (one per address family for iptables).
+    fn apply_all(&self, d: &Desired) -> Result<(), NatError> {
+        match self.backend {
+            Backend::Nftables => self.run("nft", &["-f", "-"], &nft::render_ruleset(d)).map(|_| ()),
+            Backend::Iptables => {
+                for f in [iptables::Family::V4, iptables::Family::V6] {
+                    let save = self.run(f.save(), &[], "")?;
+                    let missing = iptables::missing_jumps(&save, f);
+                    self.run(f.restore(), &["--noflush", "-w"], &iptables::render(d, f, &missing))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Installs a network's rules.
+    pub fn add_network(&self, net: &FirewallNetwork) -> Result<(), NatError> {
+        cnm_netns::validate_ifname("firewall add_network", &net.interface)?;
+        let key = state::network_key(&net.id);
+        let before = self.store.get(&key)?;
+        self.store.put_json(&key, net, Expect::Any)?;
+        let applied = self.route_localnet(net).and_then(|_| self.apply_all(&self.desired()?));
+        if let Err(e) = applied {
+            // Put the record back as it was: nothing changed in the kernel.
+            let _ = match before {
+                Some(b) => self.store.put(&key, &b.value, Expect::Any).map(|_| ()),
+                None => self.store.delete(&key, Expect::Any),
+            };
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Lets the host reach published ports through 127.0.0.1: packets with a
+    /// loopback source may then leave through the network's bridge (where
+    /// they are masqueraded).
+    fn route_localnet(&self, net: &FirewallNetwork) -> Result<(), NatError> {
+        if net.subnets.iter().any(|s| s.addr().is_ipv4()) && !net.internal {
+            self.host.sysctl_set(&format!("net/ipv4/conf/{}/route_localnet", net.interface), "1")?;
+        }
+        Ok(())
+    }
+
+    /// Removes a network's rules; gone already is fine.
+    pub fn remove_network(&self, id: &str) -> Result<(), NatError> {
+        match self.store.delete(&state::network_key(id), Expect::Any) {
+            Err(e) if e.kind() == cnm_core::ErrorKind::NotFound => return Ok(()),
+            other => other?,
+        }
+        self.apply_all(&self.desired()?)
+    }
+
+    /// Publishes an endpoint's ports in one transaction; returns the
+    /// bindings with host ports chosen. Nothing changes on any error.
+    pub fn add_ports(&self, req: &PortRequest) -> Result<Vec<PortBinding>, NatError> {
+        ports::validate(req)?;
+        if req.ports.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mappings = ports::resolve(&*self.store, req, self.ephemeral())?;
+        let release = |ms: &[state::Mapping]| {
+            for m in ms {
+                let _ = state::release(&*self.store, &m.binding);
+            }
+        };
+        let key = state::ports_key(&req.endpoint);
+        let mut record = match self.store.get_json::<EndpointPorts>(&key)? {
+            Some((r, _)) => r,
+            None => {
+                EndpointPorts { endpoint: req.endpoint.clone(), network: req.network.clone(), mappings: Vec::new() }
+            }
+        };
+        let before = record.clone();
+        record.mappings.extend(mappings.iter().copied());
+        if let Err(e) = self.store.put_json(&key, &record, Expect::Any) {
+            release(&mappings);
+            return Err(e.into());
+        }
+        let applied = match self.backend {
+            Backend::Nftables => self.run("nft", &["-f", "-"], &nft::render_add(&mappings)).map(|_| ()),
+            Backend::Iptables => self.desired().and_then(|d| self.apply_all(&d)),
+        };
+        if let Err(e) = applied {
+            release(&mappings);
+            let _ = if before.mappings.is_empty() {
+                self.store.delete(&key, Expect::Any)
+            } else {
+                self.store.put_json(&key, &before, Expect::Any).map(|_| ())
+            };
+            return Err(e);
+        }
+        let mut out: Vec<PortBinding> = mappings.iter().map(|m| m.binding).collect();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Removes an endpoint's published ports; none is fine.
+    pub fn remove_ports(&self, endpoint: &str) -> Result<(), NatError> {
+        let key = state::ports_key(endpoint);
+        let Some((record, _)) = self.store.get_json::<EndpointPorts>(&key)? else { return Ok(()) };
+        self.store.delete(&key, Expect::Any)?;
+        for m in &record.mappings {
+            state::release(&*self.store, &m.binding)?;
+        }
+        let d = self.desired()?;
+        match self.backend {
+            Backend::Nftables => {
+                let still: BTreeSet<_> =
+                    d.mappings().map(|m| (m.container_ip, m.binding.protocol, m.binding.container_port)).collect();
+                let script = nft::render_remove(&record.mappings, &still);
+                if self.run("nft", &["-f", "-"], &script).is_err() {
+                    // Elements already gone (someone flushed the ruleset):
+                    // rebuild from the state instead.
+                    self.apply_all(&d)?;
+                }
+                Ok(())
+            }
+            Backend::Iptables => self.apply_all(&d),
+        }
+    }
+
+    /// Rebuilds everything from the recorded state.
+    pub fn reapply(&self) -> Result<(), NatError> {
+        let d = self.desired()?;
+        for n in &d.networks {
+            // A bridge that is gone (after a reboot, before the driver
+            // re-creates it) has no sysctl yet; the rules are fine without.
+            let _ = self.route_localnet(n);
+        }
+        self.apply_all(&d)
+    }
+}
+
+impl Firewall for NatFirewall {
+    fn name(&self) -> &str {
+        match self.backend {
+            Backend::Nftables => "nftables",
+            Backend::Iptables => "iptables",
+        }
+    }
+    fn add_network(&self, net: &FirewallNetwork) -> cnm_core::Result<()> {
+        Ok(NatFirewall::add_network(self, net)?)
+    }
+    fn remove_network(&self, id: &str) -> cnm_core::Result<()> {
+        Ok(NatFirewall::remove_network(self, id)?)
+    }
+    fn add_ports(&self, req: &PortRequest) -> cnm_core::Result<Vec<PortBinding>> {
+        Ok(NatFirewall::add_ports(self, req)?)
+    }
+    fn remove_ports(&self, endpoint: &str) -> cnm_core::Result<()> {
+        Ok(NatFirewall::remove_ports(self, endpoint)?)
+    }
+    fn reapply(&self) -> cnm_core::Result<()> {
+        Ok(NatFirewall::reapply(self)?)
+    }
+}
