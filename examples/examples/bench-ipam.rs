@@ -23,10 +23,9 @@ struct Run {
     at: [f64; 3],
 }
 
-/// Fills `subnet` to `fill` addresses, timing everything, then releases them.
-fn run(store: Arc<dyn Store>, subnet: &str, fill: usize) -> Run {
-    let ipam = Ipam::new(store);
-    let p = ipam.allocate_pool(&PoolRequest { subnet: Some(subnet.parse().unwrap()), ..Default::default() }).unwrap();
+/// Takes `fill` addresses with `alloc`, timing everything (and windows at
+/// 1%, 50% and 99% full), then gives them back with `release`.
+fn measure<A: Copy>(fill: usize, mut alloc: impl FnMut() -> A, mut release: impl FnMut(A)) -> Run {
     let marks = [fill / 100, fill / 2, fill * 99 / 100];
     let window = (fill / 100).clamp(1, 500);
     let mut at = [0f64; 3];
@@ -42,21 +41,32 @@ fn run(store: Arc<dyn Store>, subnet: &str, fill: usize) -> Run {
                 at[i] = w.elapsed().as_nanos() as f64 / window as f64;
             }
         }
-        addrs.push(ipam.allocate_address(&p.id, AddressRequest::Any).unwrap().addr());
+        addrs.push(alloc());
     }
-    let alloc = t.elapsed();
+    let taken = t.elapsed();
     if at[2] == 0.0 {
         at[2] = w.elapsed().as_nanos() as f64 / (fill - marks[2]).max(1) as f64;
     }
     let t = Instant::now();
-    for a in &addrs {
-        ipam.free_address(&p.id, *a).unwrap();
+    for a in addrs {
+        release(a);
     }
-    let release = t.elapsed();
-    Run { alloc_per_s: fill as f64 / alloc.as_secs_f64(), release_per_s: fill as f64 / release.as_secs_f64(), at }
+    let released = t.elapsed();
+    Run { alloc_per_s: fill as f64 / taken.as_secs_f64(), release_per_s: fill as f64 / released.as_secs_f64(), at }
 }
 
-/// The allocator alone (what every store pays on top of): fill, then release.
+/// Through an `Ipam` on `store`.
+fn run(store: Arc<dyn Store>, subnet: &str, fill: usize) -> Run {
+    let ipam = Ipam::new(store);
+    let p = ipam.allocate_pool(&PoolRequest { subnet: Some(subnet.parse().unwrap()), ..Default::default() }).unwrap();
+    measure(
+        fill,
+        || ipam.allocate_address(&p.id, AddressRequest::Any).unwrap().addr(),
+        |a| ipam.free_address(&p.id, a).unwrap(),
+    )
+}
+
+/// The allocator alone (what every store pays on top of).
 fn run_allocator(subnet: &str, fill: usize) -> Run {
     use cnm_ipam::{Leases, PoolDef};
     let subnet: ipnet::IpNet = subnet.parse().unwrap();
@@ -72,31 +82,12 @@ fn run_allocator(subnet: &str, fill: usize) -> Run {
         aux: Default::default(),
         owner: "bench".into(),
     };
-    let mut l = Leases::default();
-    let marks = [fill / 100, fill / 2, fill * 99 / 100];
-    let window = (fill / 100).clamp(1, 500);
-    let mut at = [0f64; 3];
-    let mut addrs = Vec::with_capacity(fill);
-    let t = Instant::now();
-    let mut w = Instant::now();
-    for n in 0..fill {
-        for (i, m) in marks.iter().enumerate() {
-            if n == *m {
-                w = Instant::now();
-            }
-            if n == m + window {
-                at[i] = w.elapsed().as_nanos() as f64 / window as f64;
-            }
-        }
-        addrs.push(l.allocate(&def, AddressRequest::Any, false).unwrap());
-    }
-    let alloc = t.elapsed();
-    let t = Instant::now();
-    for a in &addrs {
-        l.release(&def, *a).unwrap();
-    }
-    let release = t.elapsed();
-    Run { alloc_per_s: fill as f64 / alloc.as_secs_f64(), release_per_s: fill as f64 / release.as_secs_f64(), at }
+    let leases = std::cell::RefCell::new(Leases::default());
+    measure(
+        fill,
+        || leases.borrow_mut().allocate(&def, AddressRequest::Any, false).unwrap(),
+        |a| leases.borrow_mut().release(&def, a).unwrap(),
+    )
 }
 
 fn report(label: &str, runs: Vec<Run>) {

@@ -4,10 +4,11 @@
 //!
 //! `cargo run --release -p cnm-examples --example bench-nat [-- RUNS]`
 //!
-//! Anchors: where netavark or the CNI `portmap` plugin are installed
-//! (Debian's `netavark`, `containernetworking-plugins`), this prints that
-//! they were found; running their workloads side by side belongs to the
-//! benchmark suite (`cnm-bench`).
+//! Anchor: where netavark is installed (Debian's `netavark`), the same
+//! "publish N ports" workloads run through `netavark setup`/`teardown` in
+//! the same test host, and the ratios are printed. Netavark cannot publish
+//! ports without attaching the container, so its figure is shown whole and
+//! as the difference to a setup with no ports.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,13 +28,14 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// `n` separate single-port mappings (`-p P:P` given `n` times), as a
+/// runtime passes them; netavark gets the same.
 fn request(endpoint: &str, ip: &str, first: u16, n: u16) -> PortRequest {
-    let end = first + n - 1;
     PortRequest {
         endpoint: endpoint.into(),
         network: "bench".into(),
         addresses: vec![ip.parse().unwrap()],
-        ports: vec![format!("{first}-{end}:{first}-{end}").parse::<PortMapping>().unwrap()],
+        ports: (first..first + n).map(|p| format!("{p}:{p}").parse::<PortMapping>().unwrap()).collect(),
     }
 }
 
@@ -54,20 +56,63 @@ fn setup(backend: Backend) -> (TestHost, NatFirewall) {
     (host, fw)
 }
 
+const NETAVARK: &str = "/usr/lib/podman/netavark";
+
+/// Median time of `netavark setup` of one container with `n` ports
+/// (`n == 0`: none), each followed by a teardown, inside a test host.
+fn netavark(n: u16, runs: usize) -> Duration {
+    let host = TestHost::new("bench-nat-netavark").expect("root");
+    let c = host.named_container("ctr").unwrap();
+    let ns_path = c.ns.path().unwrap().display().to_string();
+    let config = host.dir().join("netavark");
+    let ports = format!(
+        "[{}]",
+        (20000..20000 + n)
+            .map(|p| format!(
+                r#"{{"host_ip": "", "container_port": {p}, "host_port": {p}, "range": 1, "protocol": "tcp"}}"#
+            ))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let opts = format!(
+        r#"{{"container_id": "{id}", "container_name": "c1", "port_mappings": {ports},
+        "networks": {{"bench": {{"interface_name": "eth0", "static_ips": ["10.98.0.2"], "aliases": []}}}},
+        "network_info": {{"bench": {{"name": "bench", "id": "{id}", "driver": "bridge", "network_interface": "nvbench0",
+        "subnets": [{{"subnet": "10.98.0.0/16", "gateway": "10.98.0.1"}}], "ipv6_enabled": false, "internal": false,
+        "dns_enabled": false, "ipam_options": {{"driver": "host-local"}}}}}}}}"#,
+        id = "0123456789abcdef".repeat(4)
+    );
+    let run = |verb: &str| {
+        use std::io::Write;
+        let mut child = host
+            .ns
+            .command(NETAVARK)
+            .args(["--config", &config.display().to_string(), verb, &ns_path])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(opts.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "netavark {verb}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let mut t = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        run("setup");
+        t.push(start.elapsed());
+        run("teardown");
+    }
+    median(t)
+}
+
 fn main() {
     let runs: usize = std::env::args().nth(1).map(|a| a.parse().expect("RUNS must be a number")).unwrap_or(5);
-    for tool in ["netavark", "/usr/lib/cni/portmap"] {
-        let found = std::path::Path::new(tool).exists()
-            || std::process::Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-        println!(
-            "anchor {tool}: {}",
-            if found { "installed (run cnm-bench for side-by-side figures)" } else { "not installed" }
-        );
-    }
+    let have_netavark = std::path::Path::new(NETAVARK).exists();
+    println!("anchor netavark: {}", if have_netavark { NETAVARK } else { "not installed (apt-get install netavark)" });
+    println!("anchor CNI portmap: not run by this benchmark (the benchmark suite issue adds it)");
+    let mut cnm_publish: Vec<(u16, Duration)> = Vec::new();
     println!("\n{:<10} {:<44} {:>10} {:>10}", "backend", "workload", "median ms", "runs");
     for backend in [Backend::Nftables, Backend::Iptables] {
         let name = format!("{backend:?}").to_lowercase();
@@ -81,12 +126,11 @@ fn main() {
                 t.push(start.elapsed());
                 fw.remove_ports(&ep).unwrap();
             }
-            println!(
-                "{name:<10} {:<44} {:>10.2} {:>10}",
-                format!("publish {n} ports on one container"),
-                ms(median(t)),
-                runs
-            );
+            let m = median(t);
+            if backend == Backend::Nftables {
+                cnm_publish.push((n, m));
+            }
+            println!("{name:<10} {:<44} {:>10.2} {:>10}", format!("publish {n} ports on one container"), ms(m), runs);
         }
         // One more port with 0, 1,000 and 10,000 mappings in place.
         let mut existing = 0u32;
@@ -110,6 +154,33 @@ fn main() {
                 format!("add 1 port with {target} mappings in place"),
                 ms(median(t)),
                 runs
+            );
+        }
+    }
+    if have_netavark {
+        println!();
+        let base = netavark(0, runs);
+        println!("{:<10} {:<44} {:>10.2} {:>10}", "netavark", "setup, no ports (attach only)", ms(base), runs);
+        for (n, cnm) in cnm_publish {
+            // netavark takes over a minute for 1000 separate ports.
+            let r = if n >= 1000 {
+                1
+            } else if n >= 100 {
+                runs.min(3)
+            } else {
+                runs
+            };
+            let t = netavark(n, r);
+            let delta = t.saturating_sub(base);
+            println!(
+                "{:<10} {:<44} {:>10.2} {:>10}   ports alone {:.2} ms = {:.0}x cnm nftables ({:.2} ms)",
+                "netavark",
+                format!("setup with {n} ports"),
+                ms(t),
+                r,
+                ms(delta),
+                delta.as_secs_f64() / cnm.as_secs_f64(),
+                ms(cnm)
             );
         }
     }

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use cnm_core::{FirewallNetwork, Protocol};
+use cnm_core::FirewallNetwork;
 
 use crate::state::Desired;
 
@@ -54,14 +54,6 @@ pub fn jumps(f: Family) -> Vec<(&'static str, &'static str)> {
     j
 }
 
-fn proto(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Sctp => "sctp",
-    }
-}
-
 fn tag(id: &str) -> String {
     format!("-m comment --comment cnm:{id}")
 }
@@ -100,8 +92,8 @@ pub fn render(d: &Desired, f: Family, missing_jumps: &[(&str, &str)]) -> String 
             let _ = writeln!(
                 s,
                 "-A CNM-DNAT -p {}{dst} -m {} --dport {} {} -j DNAT --to-destination {to}",
-                proto(b.protocol),
-                proto(b.protocol),
+                b.protocol,
+                b.protocol,
                 b.host_port,
                 tag(&p.endpoint)
             );
@@ -148,7 +140,7 @@ pub fn render(d: &Desired, f: Family, missing_jumps: &[(&str, &str)]) -> String 
                 let mut seen = std::collections::BTreeSet::new();
                 for m in p.mappings.iter().filter(|m| f.matches(m.container_ip.is_ipv4())) {
                     if seen.insert((m.container_ip, m.binding.protocol, m.binding.container_port)) {
-                        let pr = proto(m.binding.protocol);
+                        let pr = m.binding.protocol;
                         phases[5].push(format!(
                             "-A CNM-FORWARD -o {b} -d {} -p {pr} -m {pr} --dport {} {} -j ACCEPT",
                             m.container_ip,

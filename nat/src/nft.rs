@@ -14,14 +14,6 @@ use crate::state::{Desired, Mapping};
 /// The table this crate owns.
 pub const TABLE: &str = "inet cnm";
 
-fn proto(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Sctp => "sctp",
-    }
-}
-
 fn q(s: &str) -> String {
     // Interface names are validated (no quotes, no whitespace); quote anyway.
     format!("\"{s}\"")
@@ -34,9 +26,9 @@ fn dnat_element(m: &Mapping) -> (&'static str, String, String) {
     let value = format!("{} . {}", m.container_ip, b.container_port);
     match b.host_ip {
         Some(h) if !h.is_unspecified() => {
-            (if v4 { "dnat4_ip" } else { "dnat6_ip" }, format!("{h} . {} . {}", proto(b.protocol), b.host_port), value)
+            (if v4 { "dnat4_ip" } else { "dnat6_ip" }, format!("{h} . {} . {}", b.protocol, b.host_port), value)
         }
-        _ => (if v4 { "dnat4_any" } else { "dnat6_any" }, format!("{} . {}", proto(b.protocol), b.host_port), value),
+        _ => (if v4 { "dnat4_any" } else { "dnat6_any" }, format!("{} . {}", b.protocol, b.host_port), value),
     }
 }
 
@@ -44,7 +36,7 @@ fn dnat_element(m: &Mapping) -> (&'static str, String, String) {
 /// traffic may reach.
 fn published_element(m: &Mapping) -> (&'static str, String) {
     let set = if m.container_ip.is_ipv4() { "published4" } else { "published6" };
-    (set, format!("{} . {} . {}", m.container_ip, proto(m.binding.protocol), m.binding.container_port))
+    (set, format!("{} . {} . {}", m.container_ip, m.binding.protocol, m.binding.container_port))
 }
 
 fn elements<'a>(items: impl Iterator<Item = &'a str>) -> String {

@@ -59,16 +59,8 @@ pub(crate) fn ports_key(endpoint: &str) -> String {
     format!("firewall/ports/{endpoint}")
 }
 
-fn proto_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Sctp => "sctp",
-    }
-}
-
 fn claim_prefix(p: Protocol, port: u16) -> String {
-    format!("firewall/hostports/{}/{port}/", proto_name(p))
+    format!("firewall/hostports/{p}/{port}/")
 }
 
 fn claim_key(b: &PortBinding) -> String {
