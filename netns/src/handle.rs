@@ -101,11 +101,23 @@ impl Handle {
             Rt::NewLink(l) => Some(Link::from_message(l)).filter(|l| l.name == link.name && l.index != 0),
             _ => None,
         });
-        match echoed {
-            Some(l) => Ok(l),
+        let mut created = match echoed {
+            Some(l) => l,
             // Kernels that do not echo new links: ask.
-            None => self.link_get(link.name.as_str()),
+            None => self.link_get(link.name.as_str())?,
+        };
+        if let Some(alias) = &link.alias {
+            let set = self.link_set("link_add", LinkRef::Index(created.index), |m| {
+                m.attributes.push(LinkAttribute::IfAlias(alias.clone()))
+            });
+            if let Err(e) = set {
+                // All or nothing: a link without its marker is not left behind.
+                let _ = self.link_del(created.index);
+                return Err(e);
+            }
+            created.alias = Some(alias.clone());
         }
+        Ok(created)
     }
 
     /// Deletes a link (`ip link del`). For a veth, the peer goes with it.
@@ -212,6 +224,29 @@ impl Handle {
             ));
         }
         self.link_set("link_set_mac", link, |m| m.attributes.push(LinkAttribute::Address(mac.0.to_vec())))
+    }
+
+    /// Puts a link into a link group (see [`Handle::link_del_group`]).
+    pub fn link_set_group<'a>(&self, link: impl Into<LinkRef<'a>>, group: u32) -> Result<()> {
+        self.link_set("link_set_group", link.into(), |m| m.attributes.push(LinkAttribute::Group(group)))
+    }
+
+    /// Turns hairpin mode of a bridge port on or off (`bridge link set dev
+    /// PORT hairpin on`): frames may then be sent back out of the port they
+    /// came in by, which a container reaching its own published port needs.
+    pub fn link_set_hairpin<'a>(&self, link: impl Into<LinkRef<'a>>, on: bool) -> Result<()> {
+        use netlink_packet_route::link::LinkProtoInfoBridge;
+        const IFLA_BRPORT_MODE: u16 = 4;
+        // The bridge's setlink finds the port by index only.
+        let index = match link.into() {
+            LinkRef::Index(i) => i,
+            name => self.link_get(name)?.index,
+        };
+        self.link_set("link_set_hairpin", LinkRef::Index(index), |m| {
+            m.header.interface_family = AddressFamily::Bridge;
+            let mode = netlink_packet_core::DefaultNla::new(IFLA_BRPORT_MODE, vec![u8::from(on)]);
+            m.attributes.push(LinkAttribute::ProtoInfoBridge(vec![LinkProtoInfoBridge::Other(mode)]));
+        })
     }
 
     /// Renames a link (it must be down).

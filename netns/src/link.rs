@@ -213,11 +213,15 @@ pub struct LinkAdd<'a> {
     pub group: Option<u32>,
     /// Bring the link up as it is created.
     pub up: bool,
+    /// Interface alias (`ip link set alias`), e.g. a marker saying who owns
+    /// it. The kernel ignores an alias in a create request, so it is set by a
+    /// second request right after.
+    pub alias: Option<String>,
 }
 
 impl<'a> LinkAdd<'a> {
     fn new(name: impl Into<String>, kind: LinkKind<'a>) -> Self {
-        LinkAdd { name: name.into(), kind, mtu: None, mac: None, master: None, group: None, up: false }
+        LinkAdd { name: name.into(), kind, mtu: None, mac: None, master: None, group: None, up: false, alias: None }
     }
     /// A bridge with the kernel's default options.
     pub fn bridge(name: impl Into<String>) -> Self {
@@ -260,6 +264,11 @@ impl<'a> LinkAdd<'a> {
         self.up = true;
         self
     }
+    /// Sets the interface alias.
+    pub fn alias(mut self, alias: impl Into<String>) -> Self {
+        self.alias = Some(alias.into());
+        self
+    }
 
     /// `veth "name"`, for error messages.
     pub(crate) fn object(&self) -> String {
@@ -279,6 +288,9 @@ impl<'a> LinkAdd<'a> {
             if mac.is_multicast() || mac.0 == [0; 6] {
                 return Err(Error::invalid("link_add", self.object(), format!("MAC {mac} is not a unicast address")));
             }
+        }
+        if self.alias.as_ref().is_some_and(|a| a.len() > 255) {
+            return Err(Error::invalid("link_add", self.object(), "an alias has at most 255 bytes"));
         }
         match &self.kind {
             LinkKind::Veth(peer) => {
@@ -456,6 +468,8 @@ pub struct Link {
     pub link_netnsid: Option<i32>,
     /// VXLAN settings, for a vxlan link.
     pub vxlan: Option<VxlanInfo>,
+    /// Interface alias.
+    pub alias: Option<String>,
 }
 
 impl Link {
@@ -476,6 +490,7 @@ impl Link {
                 LinkAttribute::Group(v) => l.group = *v,
                 LinkAttribute::Link(v) => l.peer_index = Some(*v),
                 LinkAttribute::LinkNetNsId(v) => l.link_netnsid = Some(*v),
+                LinkAttribute::IfAlias(a) => l.alias = Some(a.clone()),
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
                         match i {

@@ -253,3 +253,26 @@ fn dumps_stay_consistent_while_links_change() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
     });
 }
+
+#[test]
+fn bridge_port_hairpin_alias_and_group() {
+    let Some(host) = TestHost::new("bridge_port_hairpin_alias") else { return };
+    let h = &host.handle;
+    let br = h.link_add(&LinkAdd::bridge("br0").up()).unwrap().index;
+    let va = h.link_add(&LinkAdd::veth("va", VethPeer::new("vb")).master(br).alias("cnm:endpoint-1").up()).unwrap();
+    assert_eq!(va.alias.as_deref(), Some("cnm:endpoint-1"));
+    assert_eq!(link_json(&host, &host.ns, "va")["ifalias"], "cnm:endpoint-1");
+    assert_eq!(h.link_get("va").unwrap().alias.as_deref(), Some("cnm:endpoint-1"));
+
+    let port = |host: &TestHost| host.bridge_json(&host.ns, &["-d", "link", "show", "dev", "va"])[0].clone();
+    assert_eq!(port(&host)["hairpin"], false);
+    h.link_set_hairpin("va", true).unwrap();
+    assert_eq!(port(&host)["hairpin"], true, "{}", port(&host));
+    h.link_set_hairpin(va.index, false).unwrap();
+    assert_eq!(port(&host)["hairpin"], false);
+    assert_eq!(h.link_set_hairpin("nosuch", true).unwrap_err().kind(), ErrorKind::NotFound);
+
+    h.link_set_group("va", 42).unwrap();
+    assert_eq!(link_json(&host, &host.ns, "va")["group"], "42");
+    assert_eq!(h.link_get("va").unwrap().group, 42);
+}

@@ -1,0 +1,338 @@
+//! [`BridgeDriver`]: cnm-core's `NetworkDriver` for Linux bridges.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use cnm_core::driver::{DriverContext, JoinInfo, NetworkDriver};
+use cnm_core::{Endpoint, Error, FirewallNetwork, Network, PortRequest, Result, Undo};
+use cnm_netns::{AddrFlags, ErrorKind as NsKind, Handle, LinkAdd, MacAddr, NetNs, Route, VethPeer};
+use ipnet::IpNet;
+
+use crate::options::BridgeNetworkOptions;
+use crate::reaper::Reaper;
+
+/// The marker every link this driver creates carries as its alias, followed
+/// by the owning network's or endpoint's id.
+pub const MARKER: &str = "cnm:";
+
+/// Docker's bridge driver: a Linux bridge per network, a veth pair per
+/// endpoint with the sandbox end created directly in the sandbox, NAT and
+/// published ports through the controller's firewall.
+pub struct BridgeDriver {
+    /// One handle per host namespace (by inode), opened once.
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    reaper: Reaper,
+}
+
+impl Default for BridgeDriver {
+    fn default() -> Self {
+        BridgeDriver::new()
+    }
+}
+
+fn kernel(op: impl Into<String>) -> impl FnOnce(cnm_netns::Error) -> Error {
+    let op = op.into();
+    move |e| match (e.kind(), e.errno()) {
+        (NsKind::InvalidArgument, None) => Error::invalid("interface", e.to_string()),
+        _ => Error::kernel(op, e),
+    }
+}
+
+/// Treats "already gone" as done.
+fn gone_ok(r: std::result::Result<(), cnm_netns::Error>) -> std::result::Result<(), cnm_netns::Error> {
+    match r {
+        Err(e) if e.kind() == NsKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+fn random_mac() -> MacAddr {
+    let mut b = [0u8; 6];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    // Locally administered, unicast.
+    b[0] = (b[0] & 0xfc) | 0x02;
+    MacAddr(b)
+}
+
+impl BridgeDriver {
+    /// A driver; it keeps a netlink handle per host namespace and a
+    /// background thread that deletes detached veths in batches.
+    pub fn new() -> BridgeDriver {
+        BridgeDriver { handles: Mutex::new(HashMap::new()), reaper: Reaper::start() }
+    }
+
+    fn handle(&self, ns: &NetNs) -> Result<Arc<Handle>> {
+        let ino = ns.inode().map_err(kernel("open host namespace"))?;
+        let mut g = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = g.get(&ino) {
+            return Ok(h.clone());
+        }
+        let h = Arc::new(Handle::open(ns).map_err(kernel("open host namespace"))?);
+        g.insert(ino, h.clone());
+        Ok(h)
+    }
+
+    /// The bridge's name: the option, or `br-` and 12 hex digits of the id.
+    pub fn bridge_name(net: &Network) -> Result<String> {
+        let o = BridgeNetworkOptions::from_docker(&net.options)?;
+        Ok(o.name.unwrap_or_else(|| format!("br-{}", net.id.short())))
+    }
+
+    /// The host-side veth name of an endpoint: `veth` and 7 hex digits.
+    pub fn veth_name(ep: &Endpoint) -> String {
+        ep.driver_data.get("veth").cloned().unwrap_or_else(|| format!("veth{}", &ep.id.as_str()[..7]))
+    }
+
+    fn firewall_network(net: &Network, o: &BridgeNetworkOptions, bridge: &str) -> FirewallNetwork {
+        FirewallNetwork {
+            id: net.id.to_string(),
+            interface: bridge.to_string(),
+            subnets: net.pools.iter().map(|p| p.subnet).collect(),
+            internal: net.internal,
+            masquerade: o.masquerade,
+            icc: o.icc,
+        }
+    }
+
+    /// The kernel part of creating a network: the bridge with its MAC set
+    /// once (so it never changes as ports come and go), up, its gateways,
+    /// forwarding on. Undone on failure.
+    fn create_bridge(
+        &self,
+        ctx: &DriverContext<'_>,
+        net: &Network,
+        o: &BridgeNetworkOptions,
+        name: &str,
+    ) -> Result<()> {
+        let h = self.handle(ctx.host)?;
+        let mut undo = Undo::new();
+        let mut add = LinkAdd::bridge(name).mac(random_mac()).alias(format!("{MARKER}{}", net.id)).up();
+        if let Some(m) = o.mtu {
+            add = add.mtu(m);
+        }
+        let br = h.link_add(&add).map_err(kernel(format!("create bridge {name:?}")))?.index;
+        let h2 = h.clone();
+        let n = name.to_string();
+        undo.push("delete bridge", move || gone_ok(h2.link_del(n.as_str())).map_err(kernel("delete bridge")));
+        for gw in net.pools.iter().filter_map(|p| p.gateway) {
+            let flags = if gw.addr().is_ipv6() { AddrFlags::NODAD } else { AddrFlags::empty() };
+            if let Err(e) = h.addr_add(br, gw, flags) {
+                return undo.fail(kernel(format!("add gateway {gw} to {name:?}"))(e));
+            }
+        }
+        let forwarding = [("net.ipv4.ip_forward", true), ("net.ipv6.conf.all.forwarding", net.enable_ipv6)];
+        for (key, wanted) in forwarding {
+            if wanted {
+                if let Err(e) = ctx.host.sysctl_set(key, "1") {
+                    return undo.fail(kernel(format!("sysctl {key}"))(e));
+                }
+            }
+        }
+        undo.commit();
+        Ok(())
+    }
+}
+
+impl NetworkDriver for BridgeDriver {
+    fn name(&self) -> &str {
+        "bridge"
+    }
+
+    fn validate_network(&self, net: &Network) -> Result<()> {
+        BridgeNetworkOptions::from_docker(&net.options).map(|_| ())
+    }
+
+    fn avoid_subnets(&self, ctx: &DriverContext<'_>) -> Result<Vec<IpNet>> {
+        let routes = self.handle(ctx.host)?.route_list(None).map_err(kernel("list host routes"))?;
+        Ok(routes.into_iter().map(|r| r.dst).filter(|d| d.prefix_len() > 0 && !d.addr().is_loopback()).collect())
+    }
+
+    fn create_network(&self, ctx: &DriverContext<'_>, net: &mut Network) -> Result<()> {
+        let o = BridgeNetworkOptions::from_docker(&net.options)?;
+        let name = Self::bridge_name(net)?;
+        self.create_bridge(ctx, net, &o, &name)?;
+        if let Err(e) = ctx.firewall.add_network(&Self::firewall_network(net, &o, &name)) {
+            let _ = gone_ok(self.handle(ctx.host)?.link_del(name.as_str()));
+            return Err(e);
+        }
+        tracing::debug!(bridge = %name, "bridge network created");
+        Ok(())
+    }
+
+    fn delete_network(&self, ctx: &DriverContext<'_>, net: &Network) -> Result<()> {
+        let mut errors = Vec::new();
+        errors.extend(ctx.firewall.remove_network(net.id.as_str()).err());
+        let name = Self::bridge_name(net)?;
+        let h = self.handle(ctx.host)?;
+        errors.extend(gone_ok(h.link_del(name.as_str())).map_err(kernel(format!("delete bridge {name:?}"))).err());
+        Error::teardown(format!("delete bridge network {:?}", net.name), errors)
+    }
+
+    fn create_endpoint(&self, _: &DriverContext<'_>, _: &Network, ep: &mut Endpoint) -> Result<()> {
+        if ep.mac.is_none() {
+            // Docker's rule: 02:42 and the IPv4 address; IPv6-only: random.
+            ep.mac = Some(match ep.ipv4 {
+                Some(IpNet::V4(a)) => {
+                    let o = a.addr().octets();
+                    MacAddr([0x02, 0x42, o[0], o[1], o[2], o[3]])
+                }
+                _ => random_mac(),
+            });
+        }
+        ep.driver_data.insert("veth".into(), format!("veth{}", &ep.id.as_str()[..7]));
+        Ok(())
+    }
+
+    fn join(&self, ctx: &DriverContext<'_>, net: &Network, ep: &mut Endpoint, join: &JoinInfo<'_>) -> Result<()> {
+        let o = BridgeNetworkOptions::from_docker(&net.options)?;
+        let bridge = Self::bridge_name(net)?;
+        let h = self.handle(ctx.host)?;
+        let br = h.link_get(bridge.as_str()).map_err(kernel(format!("bridge {bridge:?} of network {:?}", net.name)))?;
+        let veth = Self::veth_name(ep);
+        let c = Handle::open(join.netns).map_err(kernel("open sandbox namespace"))?;
+
+        let mut peer = VethPeer::new(join.ifname).netns(join.netns);
+        if let Some(m) = ep.mac {
+            peer = peer.mac(m);
+        }
+        let mut add = LinkAdd::veth(veth.as_str(), peer).master(br.index).alias(format!("{MARKER}{}", ep.id)).up();
+        if let Some(m) = o.mtu {
+            add = add.mtu(m);
+        }
+        let mut undo = Undo::new();
+        let link = h.link_add(&add).map_err(kernel(format!("create veth {veth:?}")))?;
+        let (h2, v2) = (h.clone(), veth.clone());
+        undo.push("delete veth", move || gone_ok(h2.link_del(v2.as_str())).map_err(kernel("delete veth")));
+
+        let steps = || -> std::result::Result<(), cnm_netns::Error> {
+            // A container reaching its own published port gets the DNAT'ed
+            // frame back through its own port.
+            h.link_set_hairpin(link.index, true)?;
+            let eth = link.peer_index.unwrap_or(0);
+            let eth = if eth == 0 { c.link_get(join.ifname)?.index } else { eth };
+            c.link_set_up("lo")?;
+            // Up before the addresses: an IPv6 address added to a down link
+            // stays silent for a second after the link comes up.
+            c.link_set_up(eth)?;
+            if let Some(a) = ep.ipv4 {
+                c.addr_add(eth, a, AddrFlags::empty())?;
+            }
+            if let Some(a) = ep.ipv6 {
+                c.addr_add(eth, a, AddrFlags::NODAD)?;
+            }
+            if join.gateway {
+                for gw in [net.gateway_v4(), net.gateway_v6()].into_iter().flatten() {
+                    if ep.ipv4.is_some() == gw.addr().is_ipv4() || ep.ipv6.is_some() == gw.addr().is_ipv6() {
+                        c.route_replace(&Route::default_via(gw.addr()))?;
+                    }
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = steps() {
+            return undo.fail(kernel(format!("configure endpoint {:?}", ep.name))(e));
+        }
+
+        if !ep.ports.is_empty() {
+            let mut ports = ep.ports.clone();
+            if let Some(default_ip) = o.host_binding_ipv4 {
+                for p in ports.iter_mut().filter(|p| p.host_ip.is_none()) {
+                    p.host_ip = Some(default_ip);
+                }
+            }
+            let addresses: Vec<IpAddr> = [ep.ipv4, ep.ipv6].into_iter().flatten().map(|a| a.addr()).collect();
+            let req = PortRequest { endpoint: ep.id.to_string(), network: net.id.to_string(), addresses, ports };
+            match ctx.firewall.add_ports(&req) {
+                Ok(b) => ep.bindings = b,
+                Err(e) => return undo.fail(e),
+            }
+        }
+        ep.driver_data.insert("veth".into(), veth);
+        undo.commit();
+        Ok(())
+    }
+
+    fn leave(&self, ctx: &DriverContext<'_>, _: &Network, ep: &Endpoint, _: Option<&NetNs>) -> Result<()> {
+        let mut errors = Vec::new();
+        if !ep.ports.is_empty() || !ep.bindings.is_empty() {
+            errors.extend(ctx.firewall.remove_ports(ep.id.as_str()).err());
+        }
+        let h = self.handle(ctx.host)?;
+        let veth = Self::veth_name(ep);
+        // Down now (the sandbox loses the link at once), deleted in a batch
+        // shortly after: the kernel charges one RCU grace period (about
+        // 20 ms) per deletion request, not per link.
+        let retire = || -> std::result::Result<(), cnm_netns::Error> {
+            h.link_set_down(veth.as_str())?;
+            h.link_set_nomaster(veth.as_str())?;
+            h.link_set_group(veth.as_str(), crate::reaper::GROUP)
+        };
+        match retire() {
+            Ok(()) => self.reaper.schedule(h.clone()),
+            Err(e) if e.kind() == NsKind::NotFound => {}
+            Err(e) => errors.push(kernel(format!("remove veth {veth:?}"))(e)),
+        }
+        Error::teardown(format!("leave endpoint {:?}", ep.name), errors)
+    }
+
+    fn set_gateway(&self, _: &DriverContext<'_>, net: &Network, ep: &Endpoint, netns: &NetNs, on: bool) -> Result<()> {
+        let c = Handle::open(netns).map_err(kernel("open sandbox namespace"))?;
+        for gw in [net.gateway_v4(), net.gateway_v6()].into_iter().flatten() {
+            let has_family = if gw.addr().is_ipv4() { ep.ipv4.is_some() } else { ep.ipv6.is_some() };
+            if !has_family {
+                continue;
+            }
+            let r = Route::default_via(gw.addr());
+            let res = if on { c.route_replace(&r) } else { gone_ok(c.route_del(&r)) };
+            res.map_err(kernel(format!("default route via {gw}")))?;
+        }
+        Ok(())
+    }
+
+    fn restore_network(&self, ctx: &DriverContext<'_>, net: &Network) -> Result<Vec<String>> {
+        let name = Self::bridge_name(net)?;
+        let h = self.handle(ctx.host)?;
+        match h.link_get(name.as_str()) {
+            Ok(_) => Ok(Vec::new()),
+            Err(e) if e.kind() == NsKind::NotFound => {
+                let o = BridgeNetworkOptions::from_docker(&net.options)?;
+                self.create_bridge(ctx, net, &o, &name)?;
+                ctx.firewall.add_network(&Self::firewall_network(net, &o, &name))?;
+                Ok(vec![format!("re-created bridge {name} of network {:?}", net.name)])
+            }
+            Err(e) => Err(kernel(format!("bridge {name:?}"))(e)),
+        }
+    }
+
+    fn remove_leftovers(
+        &self,
+        ctx: &DriverContext<'_>,
+        networks: &[Network],
+        endpoints: &[Endpoint],
+    ) -> Result<Vec<String>> {
+        let h = self.handle(ctx.host)?;
+        let nets: BTreeSet<String> = networks.iter().map(|n| n.id.to_string()).collect();
+        let joined: BTreeSet<String> =
+            endpoints.iter().filter(|e| e.sandbox.is_some()).map(|e| e.id.to_string()).collect();
+        let mut removed = Vec::new();
+        let mut errors = Vec::new();
+        for l in h.link_list().map_err(kernel("list links"))? {
+            let Some(id) = l.alias.as_deref().and_then(|a| a.strip_prefix(MARKER)) else { continue };
+            let stale = match l.kind.as_deref() {
+                Some("bridge") => !nets.contains(id),
+                Some("veth") => !joined.contains(id),
+                _ => false,
+            };
+            if stale {
+                match gone_ok(h.link_del(l.index)) {
+                    Ok(()) => removed.push(format!("removed leftover {} {}", l.kind.unwrap_or_default(), l.name)),
+                    Err(e) => errors.push(kernel(format!("delete leftover {}", l.name))(e)),
+                }
+            }
+        }
+        Error::teardown("remove leftovers", errors)?;
+        Ok(removed)
+    }
+}
