@@ -140,6 +140,11 @@ impl NetworkDriver for BridgeDriver {
         "bridge"
     }
 
+    fn capabilities(&self) -> cnm_core::Capabilities {
+        // BR_MAX_PORTS in the kernel.
+        cnm_core::Capabilities { max_endpoints: Some(1024), ..Default::default() }
+    }
+
     fn validate_network(&self, net: &Network) -> Result<()> {
         BridgeNetworkOptions::from_docker(&net.options).map(|_| ())
     }

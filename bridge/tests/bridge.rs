@@ -227,3 +227,56 @@ fn reconcile_after_a_simulated_reboot() {
     assert!(r.ping(&c2, OUTSIDE_IP));
     let _ = e1;
 }
+
+#[test]
+fn a_thousand_endpoints_join_and_leave_leaving_nothing() {
+    let Some(r) = rig("bridge_thousand") else { return };
+    let net = r.ctl.create_network(NetworkConfig::new("big", "bridge").subnet("10.64.0.0/22")).unwrap();
+    let bridge = format!("br-{}", net.id.short());
+    let t = Instant::now();
+    let mut eps = Vec::new();
+    for i in 0..1000 {
+        r.ctl.create_sandbox(SandboxConfig { name: format!("s{i}"), ..Default::default() }).unwrap();
+        eps.push(r.ctl.connect("big", &format!("s{i}"), EndpointConfig::default()).unwrap());
+    }
+    println!("1000 sandboxes created and joined in {:?}", t.elapsed());
+    let ports = r.host.bridge_json(&r.host.ns, &["link", "show"]);
+    assert_eq!(ports.as_array().unwrap().iter().filter(|p| p["master"] == bridge).count(), 1000);
+    for ep in eps.iter().step_by(97) {
+        assert!(r.ping(&r.host.ns, &ip(ep)), "{} unreachable from the host", ip(ep));
+    }
+    let t = Instant::now();
+    for i in 0..1000 {
+        r.ctl.delete_sandbox(&format!("s{i}")).unwrap();
+    }
+    println!("1000 sandboxes left and deleted in {:?}", t.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let links = || r.host.handle.link_list().unwrap().into_iter().map(|l| l.name).collect::<Vec<_>>();
+    while links().len() > 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut left = links();
+    left.sort();
+    let mut want = vec!["lo".to_string(), "uplink".to_string(), bridge.clone()];
+    want.sort();
+    assert_eq!(left, want, "links left behind");
+    assert!(r.ctl.endpoints(None).unwrap().is_empty());
+    let rules = r.host.exec(&r.host.ns, "nft", &["-j", "list", "set", "inet", "cnm", "published4"]);
+    assert!(!rules.contains("\"elem\""), "published ports left: {rules}");
+    // The addresses are free again: a new endpoint gets the first one.
+    let (_c, e) = r.sandbox("again", "big", EndpointConfig::default());
+    assert_eq!(ip(&e), "10.64.0.2");
+}
+
+#[test]
+fn the_1025th_endpoint_is_refused_before_the_kernel_is_asked() {
+    let Some(r) = rig("bridge_1025") else { return };
+    r.ctl.create_network(NetworkConfig::new("full", "bridge").subnet("10.65.0.0/21")).unwrap();
+    for i in 0..1024 {
+        r.ctl.create_endpoint("full", EndpointConfig { name: Some(format!("e{i}")), ..Default::default() }).unwrap();
+    }
+    let e = r.ctl.create_endpoint("full", EndpointConfig::default()).unwrap_err();
+    assert_eq!(e.kind(), cnm_core::ErrorKind::Exhausted, "{e}");
+    assert_eq!(e.to_string(), "endpoints of network \"full\" exhausted: a bridge network takes at most 1024 endpoints");
+    assert_eq!(r.ctl.endpoints(Some("full")).unwrap().len(), 1024);
+}

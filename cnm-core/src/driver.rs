@@ -40,11 +40,14 @@ pub struct Capabilities {
     /// Whether a sandbox on such a network can be on no other network
     /// (`host` and `null`).
     pub exclusive: bool,
+    /// The most endpoints a network can have (a Linux bridge takes 1024
+    /// ports); the controller refuses one more before the kernel is asked.
+    pub max_endpoints: Option<usize>,
 }
 
 impl Default for Capabilities {
     fn default() -> Self {
-        Capabilities { scope: Scope::Local, needs_addresses: true, exclusive: false }
+        Capabilities { scope: Scope::Local, needs_addresses: true, exclusive: false, max_endpoints: None }
     }
 }
 

@@ -40,6 +40,15 @@ impl Controller {
         if cfg.ipv6.is_some() && !net.enable_ipv6 {
             return Err(Error::invalid("ip6", format!("network {:?} has IPv6 disabled", net.name)));
         }
+        if let Some(max) = caps.max_endpoints {
+            let n = self.store.list_keys(&format!("endpoints/{}/", net.id))?.len();
+            if n >= max {
+                return Err(Error::Exhausted {
+                    what: format!("endpoints of network {:?}", net.name),
+                    reason: format!("a {} network takes at most {max} endpoints", net.driver),
+                });
+            }
+        }
         let id = Id::random();
         let mut ep = Endpoint {
             name: cfg.name.clone().unwrap_or_else(|| format!("ep-{}", id.short())),

@@ -193,6 +193,34 @@ impl Store for FileStore {
         Ok(out)
     }
 
+    fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        // Directory entries only: no file is opened.
+        let base = match prefix.rfind('/') {
+            Some(i) => self.dir.join(&prefix[..i]),
+            None => self.dir.clone(),
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![base];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                let p = e.path();
+                if e.file_name().to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    stack.push(p);
+                } else if let Some(key) = p.strip_prefix(&self.dir).ok().and_then(|r| r.to_str()).and_then(|r| r.strip_suffix(".json")) {
+                    if key.starts_with(prefix) {
+                        out.push(key.to_string());
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     fn put(&self, key: &str, value: &[u8], expect: Expect) -> Result<u64> {
         validate_key(key)?;
         let value: serde_json::Value = serde_json::from_slice(value).map_err(|e| {

@@ -75,6 +75,12 @@ pub trait Store: Send + Sync {
     /// Every entry whose key starts with `prefix`, sorted by key.
     fn list(&self, prefix: &str) -> Result<Vec<KvEntry>>;
 
+    /// The keys under `prefix`, sorted (cheaper than [`Store::list`] where a
+    /// store can skip reading values).
+    fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self.list(prefix)?.into_iter().map(|e| e.key).collect())
+    }
+
     /// Writes `value` at `key` if `expect` holds and returns the new revision.
     /// A failed condition gives [`Error::AlreadyExists`] (for
     /// [`Expect::Absent`]) or [`Error::Conflict`], and changes nothing.
@@ -207,6 +213,7 @@ pub(crate) mod conformance {
         s.put("ab", b"{}", Expect::Any).unwrap();
         let keys: Vec<String> = s.list("a/").unwrap().into_iter().map(|e| e.key).collect();
         assert_eq!(keys, vec!["a/b", "a/c", "a/d/e"]);
+        assert_eq!(s.list_keys("a/").unwrap(), keys);
         assert_eq!(s.list("a/d/").unwrap().len(), 1);
         assert_eq!(s.list("zz/").unwrap().len(), 0);
         let wrong = s.delete("a/b", Expect::Revision(r1)).unwrap_err();

@@ -61,6 +61,13 @@ impl Store for SplitStore {
         Ok(out)
     }
 
+    fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        if self.volatile_prefixes.iter().any(|p| prefix.starts_with(p.as_str())) {
+            return self.volatile.list_keys(prefix);
+        }
+        Ok(self.list(prefix)?.into_iter().map(|e| e.key).collect())
+    }
+
     fn put(&self, key: &str, value: &[u8], expect: Expect) -> Result<u64> {
         self.route(key).put(key, value, expect)
     }
