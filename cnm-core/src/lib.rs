@@ -28,8 +28,8 @@ pub use id::Id;
 pub use inspect::NetworkInspect;
 pub use ipam::{AddressRequest, AddressSpace, IpamDriver, Pool, PoolRequest};
 pub use model::{
-    DnsConfig, Endpoint, EndpointConfig, IpamConfig, IpamPoolConfig, JoinState, Network, NetworkConfig, PortBinding,
-    PortMapping, PortRange, Protocol, Sandbox, SandboxConfig, Scope, State,
+    DnsConfig, Endpoint, EndpointConfig, EndpointRef, IpamConfig, IpamPoolConfig, JoinState, Network, NetworkConfig,
+    PortBinding, PortMapping, PortRange, Protocol, Sandbox, SandboxConfig, Scope, State,
 };
 pub use store::{Expect, FileStore, KvEntry, MemStore, SplitStore, Store, StoreExt};
 pub use time::Timestamp;

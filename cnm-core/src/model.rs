@@ -590,6 +590,17 @@ pub struct DnsConfig {
     pub options: Vec<String>,
 }
 
+/// Where a sandbox's endpoint is recorded: enough to read it directly.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EndpointRef {
+    /// Endpoint id.
+    pub id: Id,
+    /// Its network's id.
+    pub network_id: Id,
+    /// Its name (unique in the network).
+    pub name: String,
+}
+
 /// A request to create a sandbox.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -621,7 +632,7 @@ pub struct Sandbox {
     /// DNS settings.
     pub dns: DnsConfig,
     /// Joined endpoints, in join order (which decides the gateway).
-    pub endpoints: Vec<Id>,
+    pub endpoints: Vec<EndpointRef>,
     /// When it was created.
     pub created: Timestamp,
     /// Life-cycle state.

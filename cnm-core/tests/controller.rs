@@ -64,7 +64,10 @@ fn life_cycle_and_docker_mac_rule() {
     assert_eq!(r.ctl.network(net.id.as_str()).unwrap().name, "tn");
     assert_eq!(r.ctl.network(net.id.short()).unwrap().name, "tn");
     assert_eq!(r.ctl.endpoint("tn", ep.id.short()).unwrap().id, ep.id);
-    assert_eq!(r.ctl.sandbox("c1").unwrap().endpoints, vec![ep.id.clone()]);
+    assert_eq!(
+        r.ctl.sandbox("c1").unwrap().endpoints.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+        vec![ep.id.clone()]
+    );
     assert!(r.driver.objects().contains(&format!("join:{}", ep.id)));
 
     let busy = r.ctl.delete_network("tn").unwrap_err();

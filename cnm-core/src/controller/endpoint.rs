@@ -11,7 +11,7 @@ use crate::driver::JoinInfo;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::ipam::AddressRequest;
-use crate::model::{Endpoint, EndpointConfig, JoinState, Network, Sandbox, State};
+use crate::model::{Endpoint, EndpointConfig, EndpointRef, JoinState, Network, Sandbox, State};
 use crate::store::{Expect, StoreExt};
 use crate::undo::Undo;
 
@@ -131,7 +131,7 @@ impl Controller {
         if ep.sandbox.is_some() {
             return Err(Error::conflict(format!("endpoint {:?}", ep.name), "it is joined to a sandbox; leave first"));
         }
-        self.delete_detached(&net, &ep.id)
+        self.delete_detached(&net, &ep.name)
     }
 
     /// Removes everything of a detached endpoint, best effort; the record
@@ -216,13 +216,13 @@ impl Controller {
         let mut undo = Undo::new();
         undo.push("restore endpoint record", || self.store.put_json(&key, &before, Expect::Any).map(|_| ()));
 
-        let id = ep.id.clone();
-        if let Err(e) = self.update_sandbox(&sb.name, |s| s.endpoints.push(id.clone())) {
+        let member = EndpointRef { id: ep.id.clone(), network_id: net.id.clone(), name: ep.name.clone() };
+        if let Err(e) = self.update_sandbox(&sb.name, |s| s.endpoints.push(member.clone())) {
             return undo.fail(e);
         }
         let (sb_name, id) = (sb.name.clone(), ep.id.clone());
         undo.push("remove endpoint from sandbox", move || {
-            self.update_sandbox(&sb_name, |s| s.endpoints.retain(|x| *x != id))
+            self.update_sandbox(&sb_name, |s| s.endpoints.retain(|x| x.id != id))
         });
 
         let info = JoinInfo { sandbox: &sb, netns: &netns, ifname: &ifname, gateway };
@@ -266,7 +266,7 @@ impl Controller {
         }
         if let Some(sb) = &sb {
             let id = ep.id.clone();
-            errors.extend(self.update_sandbox(&sb.name, |s| s.endpoints.retain(|x| *x != id)).err());
+            errors.extend(self.update_sandbox(&sb.name, |s| s.endpoints.retain(|x| x.id != id)).err());
         }
         let was_gateway = ep.gateway;
         ep.sandbox = None;
@@ -294,7 +294,7 @@ impl Controller {
             if !provides_gateway(&net) {
                 continue;
             }
-            let (mut m, rev) = self.find_endpoint(&net, m.id.as_str())?;
+            let (mut m, rev) = self.find_endpoint(&net, &m.name)?;
             self.driver(&net.driver)?.set_gateway(&self.ctx(), &net, &m, netns, true)?;
             m.gateway = true;
             self.store.put_json(&ep_key(&m), &m, Expect::Revision(rev))?;
@@ -309,11 +309,11 @@ impl Controller {
         cfg.validate()?;
         let _op = self.ops.shared()?;
         let ep = self.create_endpoint_locked(network, cfg)?;
-        match self.join_locked(network, ep.id.as_str(), sandbox) {
+        match self.join_locked(network, &ep.name, sandbox) {
             Ok(ep) => Ok(ep),
             Err(e) => {
                 let net = self.network_of(&ep)?;
-                match self.delete_detached(&net, &ep.id) {
+                match self.delete_detached(&net, &ep.name) {
                     Ok(()) => Err(e),
                     Err(rb) => Err(Error::RollbackFailed { source: Box::new(e), rollback: Box::new(rb) }),
                 }
@@ -332,17 +332,22 @@ impl Controller {
         })?;
         // The intent to delete goes first: a failure from here on is
         // finished by a retry or by reconcile.
-        let (mut ep, rev) = self.find_endpoint(&net, ep.id.as_str())?;
+        let (mut ep, rev) = self.find_endpoint(&net, &ep.name)?;
         ep.state = State::Deleting;
         let rev = self.store.put_json(&ep_key(&ep), &ep, Expect::Revision(rev))?;
         self.leave_locked(&net, ep.clone(), rev)?;
-        self.delete_detached(&net, &ep.id)
+        self.delete_detached(&net, &ep.name)
     }
 
     /// The endpoints joined to a sandbox, in join order.
     pub(super) fn sandbox_endpoints(&self, sb: &Sandbox) -> Result<Vec<Endpoint>> {
-        let all = self.endpoints(None)?;
-        Ok(sb.endpoints.iter().filter_map(|id| all.iter().find(|e| &e.id == id).cloned()).collect())
+        let mut out = Vec::with_capacity(sb.endpoints.len());
+        for m in &sb.endpoints {
+            if let Some((e, _)) = self.store.get_json::<Endpoint>(&format!("endpoints/{}/{}", m.network_id, m.name))? {
+                out.push(e);
+            }
+        }
+        Ok(out)
     }
 
     /// The network an endpoint belongs to, by id (a network of the same
@@ -361,8 +366,8 @@ impl Controller {
 
     /// Deletes an endpoint that is (or was just made) detached: records the
     /// intent first, so a failure or crash is finished by reconcile.
-    pub(super) fn delete_detached(&self, net: &Network, ep_id: &Id) -> Result<()> {
-        let (mut ep, rev) = self.find_endpoint(net, ep_id.as_str())?;
+    pub(super) fn delete_detached(&self, net: &Network, ep_name: &str) -> Result<()> {
+        let (mut ep, rev) = self.find_endpoint(net, ep_name)?;
         if ep.state != State::Deleting {
             ep.state = State::Deleting;
             self.store.put_json(&ep_key(&ep), &ep, Expect::Revision(rev))?;

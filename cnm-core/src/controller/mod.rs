@@ -219,6 +219,13 @@ impl Controller {
     }
 
     fn find_endpoint(&self, net: &Network, key: &str) -> Result<(Endpoint, u64)> {
+        // A name is a key of its own: no listing needed for the common case.
+        let direct = format!("endpoints/{}/{key}", net.id);
+        if crate::store::validate_key(&direct).is_ok() {
+            if let Some(found) = self.store.get_json::<Endpoint>(&direct)? {
+                return Ok(found);
+            }
+        }
         let all = self.store.list_json::<Endpoint>(&format!("endpoints/{}/", net.id))?;
         resolve("endpoint", key, &all, |t| t.0.name.as_str(), |t| &t.0.id).cloned()
     }

@@ -86,7 +86,7 @@ impl Controller {
                         continue;
                     }
                 }
-                match self.find_endpoint(&net, ep.id.as_str()) {
+                match self.find_endpoint(&net, &ep.name) {
                     Ok((e, _)) => ep = e,
                     Err(e) => {
                         errors.push(e);
@@ -116,7 +116,7 @@ impl Controller {
         let sandboxes = self.sandboxes()?;
         for (ep, rev) in self.store.list_json::<Endpoint>("endpoints/")? {
             if let Some(id) = &ep.sandbox {
-                let listed = sandboxes.iter().any(|s| &s.id == id && s.endpoints.contains(&ep.id));
+                let listed = sandboxes.iter().any(|s| &s.id == id && s.endpoints.iter().any(|m| m.id == ep.id));
                 if !listed {
                     if let Ok(net) = self.network_of(&ep) {
                         match self.leave_locked(&net, ep.clone(), rev) {
@@ -133,9 +133,9 @@ impl Controller {
         let endpoints = self.endpoints(None)?;
         for sb in &sandboxes {
             let stale: Vec<_> =
-                sb.endpoints.iter().filter(|id| !endpoints.iter().any(|e| &e.id == *id)).cloned().collect();
+                sb.endpoints.iter().filter(|m| !endpoints.iter().any(|e| e.id == m.id)).map(|m| m.id.clone()).collect();
             if !stale.is_empty() {
-                errors.extend(self.update_sandbox(&sb.name, |s| s.endpoints.retain(|x| !stale.contains(x))).err());
+                errors.extend(self.update_sandbox(&sb.name, |s| s.endpoints.retain(|x| !stale.contains(&x.id))).err());
                 r.repairs.push(format!("removed {} vanished endpoint(s) from sandbox {:?}", stale.len(), sb.name));
             }
         }

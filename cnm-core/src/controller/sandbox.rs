@@ -80,31 +80,31 @@ impl Controller {
 
     pub(super) fn teardown_sandbox(&self, sb: &Sandbox) -> Result<()> {
         let mut errors = Vec::new();
-        for ep in self.endpoints(None)?.into_iter().filter(|e| e.sandbox.as_ref() == Some(&sb.id)) {
-            let net = match self.network_of(&ep) {
-                Ok(n) => n,
-                Err(e) => {
-                    errors.push(e);
-                    continue;
-                }
-            };
+        // The sandbox record as it is now, not as the caller read it.
+        let members = self.store.get_json::<Sandbox>(&sb_key(&sb.name))?.map(|(s, _)| s.endpoints).unwrap_or_default();
+        for m in members {
+            // A network cannot be deleted while it has endpoints, so a
+            // missing one means the endpoint is gone too.
+            let Some(net) = self.networks()?.into_iter().find(|n| n.id == m.network_id) else { continue };
             // Record the intent to delete first, so that whatever a failure
             // leaves is finished by a retry or by reconcile. Then leave and
             // delete, both best effort.
-            let marked = self.find_endpoint(&net, ep.id.as_str()).and_then(|(mut ep, rev)| {
+            let marked = self.find_endpoint(&net, &m.name).and_then(|(mut ep, rev)| {
                 ep.state = State::Deleting;
                 let rev = self.store.put_json(&super::ep_key(&ep), &ep, Expect::Revision(rev))?;
                 Ok((ep, rev))
             });
             let (ep, rev) = match marked {
                 Ok(x) => x,
+                // Gone already (an earlier attempt deleted it).
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => continue,
                 Err(e) => {
                     errors.push(e);
                     continue;
                 }
             };
             errors.extend(self.leave_locked(&net, ep.clone(), rev).err());
-            errors.extend(self.delete_detached(&net, &ep.id).err());
+            errors.extend(self.delete_detached(&net, &ep.name).err());
         }
         if sb.owns_netns {
             if let Some(dir) = self.netns_dir() {

@@ -210,7 +210,9 @@ impl Store for FileStore {
                 }
                 if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                     stack.push(p);
-                } else if let Some(key) = p.strip_prefix(&self.dir).ok().and_then(|r| r.to_str()).and_then(|r| r.strip_suffix(".json")) {
+                } else if let Some(key) =
+                    p.strip_prefix(&self.dir).ok().and_then(|r| r.to_str()).and_then(|r| r.strip_suffix(".json"))
+                {
                     if key.starts_with(prefix) {
                         out.push(key.to_string());
                     }

@@ -123,6 +123,16 @@ impl Store for MemStore {
             .collect())
     }
 
+    fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut g = self.lock();
+        g.expire();
+        Ok(g.data
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+
     fn put(&self, key: &str, value: &[u8], expect: Expect) -> Result<u64> {
         self.lock().put(key, value, expect, None)
     }
