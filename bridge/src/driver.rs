@@ -24,7 +24,12 @@ pub struct BridgeDriver {
     /// One handle per host namespace (by inode), opened once.
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     reaper: Reaper,
+    fault: Option<FaultHook>,
 }
+
+/// A test seam: called with the name of every kernel step just before it
+/// runs; an error fails the step as if the kernel had refused it.
+pub type FaultHook = Arc<dyn Fn(&str) -> Result<()> + Send + Sync>;
 
 impl Default for BridgeDriver {
     fn default() -> Self {
@@ -60,7 +65,20 @@ impl BridgeDriver {
     /// A driver; it keeps a netlink handle per host namespace and a
     /// background thread that deletes detached veths in batches.
     pub fn new() -> BridgeDriver {
-        BridgeDriver { handles: Mutex::new(HashMap::new()), reaper: Reaper::start() }
+        BridgeDriver { handles: Mutex::new(HashMap::new()), reaper: Reaper::start(), fault: None }
+    }
+
+    /// A driver that calls `hook` before every kernel step (for tests that
+    /// fail each step in turn).
+    pub fn with_fault_hook(hook: FaultHook) -> BridgeDriver {
+        BridgeDriver { fault: Some(hook), ..BridgeDriver::new() }
+    }
+
+    fn step(&self, name: &str) -> Result<()> {
+        match &self.fault {
+            Some(h) => h(name),
+            None => Ok(()),
+        }
     }
 
     fn handle(&self, ns: &NetNs) -> Result<Arc<Handle>> {
@@ -112,21 +130,28 @@ impl BridgeDriver {
         if let Some(m) = o.mtu {
             add = add.mtu(m);
         }
+        self.step("create bridge")?;
         let br = h.link_add(&add).map_err(kernel(format!("create bridge {name:?}")))?.index;
         let h2 = h.clone();
         let n = name.to_string();
         undo.push("delete bridge", move || gone_ok(h2.link_del(n.as_str())).map_err(kernel("delete bridge")));
         for gw in net.pools.iter().filter_map(|p| p.gateway) {
             let flags = if gw.addr().is_ipv6() { AddrFlags::NODAD } else { AddrFlags::empty() };
-            if let Err(e) = h.addr_add(br, gw, flags) {
-                return undo.fail(kernel(format!("add gateway {gw} to {name:?}"))(e));
+            let added = self
+                .step("add gateway")
+                .and_then(|_| h.addr_add(br, gw, flags).map_err(kernel(format!("add gateway {gw} to {name:?}"))));
+            if let Err(e) = added {
+                return undo.fail(e);
             }
         }
         let forwarding = [("net.ipv4.ip_forward", true), ("net.ipv6.conf.all.forwarding", net.enable_ipv6)];
         for (key, wanted) in forwarding {
             if wanted {
-                if let Err(e) = ctx.host.sysctl_set(key, "1") {
-                    return undo.fail(kernel(format!("sysctl {key}"))(e));
+                let set = self
+                    .step("forwarding")
+                    .and_then(|_| ctx.host.sysctl_set(key, "1").map_err(kernel(format!("sysctl {key}"))));
+                if let Err(e) = set {
+                    return undo.fail(e);
                 }
             }
         }
@@ -158,7 +183,10 @@ impl NetworkDriver for BridgeDriver {
         let o = BridgeNetworkOptions::from_docker(&net.options)?;
         let name = Self::bridge_name(net)?;
         self.create_bridge(ctx, net, &o, &name)?;
-        if let Err(e) = ctx.firewall.add_network(&Self::firewall_network(net, &o, &name)) {
+        let rules = self
+            .step("firewall add_network")
+            .and_then(|_| ctx.firewall.add_network(&Self::firewall_network(net, &o, &name)));
+        if let Err(e) = rules {
             let _ = gone_ok(self.handle(ctx.host)?.link_del(name.as_str()));
             return Err(e);
         }
@@ -207,37 +235,46 @@ impl NetworkDriver for BridgeDriver {
             add = add.mtu(m);
         }
         let mut undo = Undo::new();
+        self.step("create veth")?;
         let link = h.link_add(&add).map_err(kernel(format!("create veth {veth:?}")))?;
         let (h2, v2) = (h.clone(), veth.clone());
         undo.push("delete veth", move || gone_ok(h2.link_del(v2.as_str())).map_err(kernel("delete veth")));
 
-        let steps = || -> std::result::Result<(), cnm_netns::Error> {
+        let configure = || -> Result<()> {
+            let k = |what: &str| kernel(format!("{what} of endpoint {:?}", ep.name));
             // A container reaching its own published port gets the DNAT'ed
             // frame back through its own port.
-            h.link_set_hairpin(link.index, true)?;
-            let eth = link.peer_index.unwrap_or(0);
-            let eth = if eth == 0 { c.link_get(join.ifname)?.index } else { eth };
-            c.link_set_up("lo")?;
+            self.step("hairpin")?;
+            h.link_set_hairpin(link.index, true).map_err(k("hairpin"))?;
+            let eth = match link.peer_index {
+                Some(i) if i != 0 => i,
+                _ => c.link_get(join.ifname).map_err(k("find interface"))?.index,
+            };
+            self.step("loopback up")?;
+            c.link_set_up("lo").map_err(k("loopback up"))?;
             // Up before the addresses: an IPv6 address added to a down link
             // stays silent for a second after the link comes up.
-            c.link_set_up(eth)?;
-            if let Some(a) = ep.ipv4 {
-                c.addr_add(eth, a, AddrFlags::empty())?;
-            }
-            if let Some(a) = ep.ipv6 {
-                c.addr_add(eth, a, AddrFlags::NODAD)?;
+            self.step("interface up")?;
+            c.link_set_up(eth).map_err(k("interface up"))?;
+            for (a, flags) in [(ep.ipv4, AddrFlags::empty()), (ep.ipv6, AddrFlags::NODAD)] {
+                if let Some(a) = a {
+                    self.step("address")?;
+                    c.addr_add(eth, a, flags).map_err(k("address"))?;
+                }
             }
             if join.gateway {
                 for gw in [net.gateway_v4(), net.gateway_v6()].into_iter().flatten() {
-                    if ep.ipv4.is_some() == gw.addr().is_ipv4() || ep.ipv6.is_some() == gw.addr().is_ipv6() {
-                        c.route_replace(&Route::default_via(gw.addr()))?;
+                    let has_family = if gw.addr().is_ipv4() { ep.ipv4.is_some() } else { ep.ipv6.is_some() };
+                    if has_family {
+                        self.step("default route")?;
+                        c.route_replace(&Route::default_via(gw.addr())).map_err(k("default route"))?;
                     }
                 }
             }
             Ok(())
         };
-        if let Err(e) = steps() {
-            return undo.fail(kernel(format!("configure endpoint {:?}", ep.name))(e));
+        if let Err(e) = configure() {
+            return undo.fail(e);
         }
 
         if !ep.ports.is_empty() {
@@ -249,7 +286,7 @@ impl NetworkDriver for BridgeDriver {
             }
             let addresses: Vec<IpAddr> = [ep.ipv4, ep.ipv6].into_iter().flatten().map(|a| a.addr()).collect();
             let req = PortRequest { endpoint: ep.id.to_string(), network: net.id.to_string(), addresses, ports };
-            match ctx.firewall.add_ports(&req) {
+            match self.step("publish ports").and_then(|_| ctx.firewall.add_ports(&req)) {
                 Ok(b) => ep.bindings = b,
                 Err(e) => return undo.fail(e),
             }
@@ -262,7 +299,7 @@ impl NetworkDriver for BridgeDriver {
     fn leave(&self, ctx: &DriverContext<'_>, _: &Network, ep: &Endpoint, _: Option<&NetNs>) -> Result<()> {
         let mut errors = Vec::new();
         if !ep.ports.is_empty() || !ep.bindings.is_empty() {
-            errors.extend(ctx.firewall.remove_ports(ep.id.as_str()).err());
+            errors.extend(self.step("unpublish ports").and_then(|_| ctx.firewall.remove_ports(ep.id.as_str())).err());
         }
         let h = self.handle(ctx.host)?;
         let veth = Self::veth_name(ep);
@@ -274,10 +311,14 @@ impl NetworkDriver for BridgeDriver {
             h.link_set_nomaster(veth.as_str())?;
             h.link_set_group(veth.as_str(), crate::reaper::GROUP)
         };
-        match retire() {
-            Ok(()) => self.reaper.schedule(h.clone()),
-            Err(e) if e.kind() == NsKind::NotFound => {}
-            Err(e) => errors.push(kernel(format!("remove veth {veth:?}"))(e)),
+        if let Err(e) = self.step("remove veth") {
+            errors.push(e);
+        } else {
+            match retire() {
+                Ok(()) => self.reaper.schedule(h.clone()),
+                Err(e) if e.kind() == NsKind::NotFound => {}
+                Err(e) => errors.push(kernel(format!("remove veth {veth:?}"))(e)),
+            }
         }
         Error::teardown(format!("leave endpoint {:?}", ep.name), errors)
     }

@@ -54,6 +54,14 @@ pub trait Firewall: Send + Sync {
     fn remove_ports(&self, endpoint_id: &str) -> Result<()>;
     /// Rebuilds everything this firewall owns from its recorded state.
     fn reapply(&self) -> Result<()>;
+    /// Ids of the networks it has rules for (so reconcile can drop stale ones).
+    fn network_ids(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+    /// Ids of the endpoints it has published ports for.
+    fn endpoint_ids(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// No firewall work at all, for embedders that manage their own.

@@ -277,4 +277,20 @@ impl Firewall for NatFirewall {
     fn reapply(&self) -> cnm_core::Result<()> {
         Ok(NatFirewall::reapply(self)?)
     }
+    fn network_ids(&self) -> cnm_core::Result<Vec<String>> {
+        Ok(self
+            .store
+            .list_keys("firewall/networks/")?
+            .into_iter()
+            .map(|k| k["firewall/networks/".len()..].to_string())
+            .collect())
+    }
+    fn endpoint_ids(&self) -> cnm_core::Result<Vec<String>> {
+        Ok(self
+            .store
+            .list_keys("firewall/ports/")?
+            .into_iter()
+            .map(|k| k["firewall/ports/".len()..].to_string())
+            .collect())
+    }
 }
