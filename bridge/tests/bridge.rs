@@ -11,7 +11,7 @@ use cnm_core::{Controller, EndpointConfig, NetworkConfig, SandboxConfig};
 use cnm_ipam::Ipam;
 use cnm_nat::{Backend, NatFirewall};
 use cnm_netns::testing::{TestHost, TestNs};
-use cnm_netns::{AddrFlags, LinkAdd, NetNs, VethPeer};
+use cnm_netns::NetNs;
 
 const HOST_IP: &str = "198.51.100.1";
 const OUTSIDE_IP: &str = "198.51.100.2";
@@ -24,14 +24,7 @@ struct Rig {
 
 fn rig(test: &str) -> Option<Rig> {
     let host = TestHost::new(test)?;
-    let outside = host.container("outside").unwrap();
-    let up = host.handle.link_add(&LinkAdd::veth("uplink", VethPeer::new("eth0").netns(&outside.ns)).up()).unwrap();
-    host.handle.addr_add(up.index, "198.51.100.1/24".parse().unwrap(), AddrFlags::empty()).unwrap();
-    host.handle.addr_add(up.index, "2001:db8:1::1/64".parse().unwrap(), AddrFlags::NODAD).unwrap();
-    let eth0 = outside.index("eth0");
-    outside.handle.link_set_up(eth0).unwrap();
-    outside.handle.addr_add(eth0, "198.51.100.2/24".parse().unwrap(), AddrFlags::empty()).unwrap();
-    outside.handle.addr_add(eth0, "2001:db8:1::2/64".parse().unwrap(), AddrFlags::NODAD).unwrap();
+    let outside = host.outside().unwrap();
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
     let fw = NatFirewall::new(Backend::Nftables, host.ns.try_clone().unwrap(), store.clone());
     let ctl = Controller::builder()

@@ -24,14 +24,7 @@ const OUTSIDE_IP: &str = "198.51.100.2";
 impl Topo {
     fn new(test: &str, backend: Backend) -> Option<Topo> {
         let host = TestHost::new(test)?;
-        let outside = host.container("outside").unwrap();
-        let up = host.handle.link_add(&LinkAdd::veth("uplink", VethPeer::new("eth0").netns(&outside.ns)).up()).unwrap();
-        host.handle.addr_add(up.index, "198.51.100.1/24".parse().unwrap(), AddrFlags::empty()).unwrap();
-        host.handle.addr_add(up.index, "2001:db8:1::1/64".parse().unwrap(), AddrFlags::NODAD).unwrap();
-        let eth0 = outside.index("eth0");
-        outside.handle.link_set_up(eth0).unwrap();
-        outside.handle.addr_add(eth0, "198.51.100.2/24".parse().unwrap(), AddrFlags::empty()).unwrap();
-        outside.handle.addr_add(eth0, "2001:db8:1::2/64".parse().unwrap(), AddrFlags::NODAD).unwrap();
+        let outside = host.outside().unwrap();
         // The outside has no route to the container subnets: replies reach it
         // only when the host masquerades.
         let fw = NatFirewall::new(backend, host.ns.try_clone().unwrap(), Arc::new(MemStore::new()));

@@ -177,6 +177,26 @@ impl TestHost {
         Ok(TestNs::new(format!("{}-{name}", self.prefix), ns))
     }
 
+    /// An "outside" namespace joined to the host by a veth pair: the host
+    /// end `uplink` has 198.51.100.1/24 and 2001:db8:1::1/64, the outside
+    /// end `eth0` has 198.51.100.2/24 and 2001:db8:1::2/64 (documentation
+    /// prefixes). The outside has no route to anything behind the host, so
+    /// replies reach it only when the host masquerades.
+    pub fn outside(&self) -> crate::Result<TestNs> {
+        use crate::{AddrFlags, LinkAdd, VethPeer};
+        let outside = self.container("outside")?;
+        let up = self.handle.link_add(&LinkAdd::veth("uplink", VethPeer::new("eth0").netns(&outside.ns)).up())?;
+        self.handle.addr_add(up.index, "198.51.100.1/24".parse().unwrap(), AddrFlags::empty())?;
+        self.handle.addr_add(up.index, "2001:db8:1::1/64".parse().unwrap(), AddrFlags::NODAD)?;
+        let eth0 = outside.handle.link_get("eth0")?.index;
+        // Up before the addresses (IPv6 on a link that was down stays silent
+        // for a second after it comes up).
+        outside.handle.link_set_up(eth0)?;
+        outside.handle.addr_add(eth0, "198.51.100.2/24".parse().unwrap(), AddrFlags::empty())?;
+        outside.handle.addr_add(eth0, "2001:db8:1::2/64".parse().unwrap(), AddrFlags::NODAD)?;
+        Ok(outside)
+    }
+
     /// A fresh namespace bound in this test's private directory (like
     /// `ip netns add`), removed when the host is dropped.
     pub fn named_container(&self, name: &str) -> crate::Result<TestNs> {

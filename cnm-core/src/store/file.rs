@@ -113,6 +113,41 @@ impl FileStore {
         Ok(())
     }
 
+    /// The keys starting with `prefix` and their files, sorted by key. Walks
+    /// only the directory the prefix points into.
+    fn files_under(&self, prefix: &str) -> Result<Vec<(String, PathBuf)>> {
+        let base = match prefix.rfind('/') {
+            Some(i) => self.dir.join(&prefix[..i]),
+            None => self.dir.clone(),
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![base];
+        while let Some(d) = stack.pop() {
+            let rd = match fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::store("list", d.display().to_string(), e)),
+            };
+            for e in rd {
+                let e = e.map_err(|e| Error::store("list", d.display().to_string(), e))?;
+                let p = e.path();
+                if e.file_name().to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    stack.push(p);
+                    continue;
+                }
+                let key = p.strip_prefix(&self.dir).ok().and_then(|r| r.to_str()).and_then(|r| r.strip_suffix(".json"));
+                if let Some(key) = key.filter(|k| k.starts_with(prefix)).map(str::to_string) {
+                    out.push((key, p));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Removes temporary files left by processes that died mid-write.
     fn remove_stale_temporaries(&self) {
         let mut stack = vec![self.dir.clone()];
@@ -156,71 +191,18 @@ impl Store for FileStore {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<KvEntry>> {
-        // Walk only the directory the prefix points into.
-        let base = match prefix.rfind('/') {
-            Some(i) => self.dir.join(&prefix[..i]),
-            None => self.dir.clone(),
-        };
         let mut out = Vec::new();
-        let mut stack = vec![base];
-        while let Some(d) = stack.pop() {
-            let rd = match fs::read_dir(&d) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::store("list", d.display().to_string(), e)),
-            };
-            for e in rd {
-                let e = e.map_err(|e| Error::store("list", d.display().to_string(), e))?;
-                let p = e.path();
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') {
-                    continue;
-                }
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    stack.push(p);
-                    continue;
-                }
-                let Some(rel) = p.strip_prefix(&self.dir).ok().and_then(|r| r.to_str()) else { continue };
-                let Some(key) = rel.strip_suffix(".json") else { continue };
-                if key.starts_with(prefix) {
-                    if let Some(entry) = self.read_path(&p, key)? {
-                        out.push(entry);
-                    }
-                }
+        for (key, path) in self.files_under(prefix)? {
+            if let Some(entry) = self.read_path(&path, &key)? {
+                out.push(entry);
             }
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
     fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
         // Directory entries only: no file is opened.
-        let base = match prefix.rfind('/') {
-            Some(i) => self.dir.join(&prefix[..i]),
-            None => self.dir.clone(),
-        };
-        let mut out = Vec::new();
-        let mut stack = vec![base];
-        while let Some(d) = stack.pop() {
-            let Ok(rd) = fs::read_dir(&d) else { continue };
-            for e in rd.flatten() {
-                let p = e.path();
-                if e.file_name().to_string_lossy().starts_with('.') {
-                    continue;
-                }
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    stack.push(p);
-                } else if let Some(key) =
-                    p.strip_prefix(&self.dir).ok().and_then(|r| r.to_str()).and_then(|r| r.strip_suffix(".json"))
-                {
-                    if key.starts_with(prefix) {
-                        out.push(key.to_string());
-                    }
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
+        Ok(self.files_under(prefix)?.into_iter().map(|(k, _)| k).collect())
     }
 
     fn put(&self, key: &str, value: &[u8], expect: Expect) -> Result<u64> {
