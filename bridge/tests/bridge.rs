@@ -236,7 +236,9 @@ fn a_thousand_endpoints_join_and_leave_leaving_nothing() {
     let ports = r.host.bridge_json(&r.host.ns, &["link", "show"]);
     assert_eq!(ports.as_array().unwrap().iter().filter(|p| p["master"] == bridge).count(), 1000);
     for ep in eps.iter().step_by(97) {
-        assert!(r.ping(&r.host.ns, &ip(ep)), "{} unreachable from the host", ip(ep));
+        // ARP across a bridge with 1000 ports can lose its first request on a
+        // loaded machine: up to three echo requests, 2 s each.
+        assert!((0..3).any(|_| r.ping(&r.host.ns, &ip(ep))), "{} unreachable from the host", ip(ep));
     }
     let t = Instant::now();
     for i in 0..1000 {
