@@ -306,15 +306,10 @@ impl NetworkDriver for BridgeDriver {
         // Down now (the sandbox loses the link at once), deleted in a batch
         // shortly after: the kernel charges one RCU grace period (about
         // 20 ms) per deletion request, not per link.
-        let retire = || -> std::result::Result<(), cnm_netns::Error> {
-            h.link_set_down(veth.as_str())?;
-            h.link_set_nomaster(veth.as_str())?;
-            h.link_set_group(veth.as_str(), crate::reaper::GROUP)
-        };
         if let Err(e) = self.step("remove veth") {
             errors.push(e);
         } else {
-            match retire() {
+            match h.link_park(veth.as_str(), crate::reaper::GROUP) {
                 Ok(()) => self.reaper.schedule(h.clone()),
                 Err(e) if e.kind() == NsKind::NotFound => {}
                 Err(e) => errors.push(kernel(format!("remove veth {veth:?}"))(e)),

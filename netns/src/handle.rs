@@ -226,6 +226,17 @@ impl Handle {
         self.link_set("link_set_mac", link, |m| m.attributes.push(LinkAttribute::Address(mac.0.to_vec())))
     }
 
+    /// Takes a link down, out of its bridge and into `group`, in one request:
+    /// the first half of a batched deletion (see [`Handle::link_del_group`]).
+    pub fn link_park<'a>(&self, link: impl Into<LinkRef<'a>>, group: u32) -> Result<()> {
+        self.link_set("link_park", link.into(), |m| {
+            m.header.flags = LinkFlags::empty();
+            m.header.change_mask = LinkFlags::Up;
+            m.attributes.push(LinkAttribute::Controller(0));
+            m.attributes.push(LinkAttribute::Group(group));
+        })
+    }
+
     /// Puts a link into a link group (see [`Handle::link_del_group`]).
     pub fn link_set_group<'a>(&self, link: impl Into<LinkRef<'a>>, group: u32) -> Result<()> {
         self.link_set("link_set_group", link.into(), |m| m.attributes.push(LinkAttribute::Group(group)))

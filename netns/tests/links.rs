@@ -275,4 +275,10 @@ fn bridge_port_hairpin_alias_and_group() {
     h.link_set_group("va", 42).unwrap();
     assert_eq!(link_json(&host, &host.ns, "va")["group"], "42");
     assert_eq!(h.link_get("va").unwrap().group, 42);
+
+    // Down, out of the bridge and into a group, in one request.
+    h.link_park("va", 43).unwrap();
+    let l = h.link_get("va").unwrap();
+    assert_eq!((l.up, l.master, l.group), (false, None, 43));
+    assert!(link_json(&host, &host.ns, "va").get("master").is_none());
 }

@@ -192,15 +192,29 @@ impl Controller {
         self.find_network(key).map(|(n, _)| n)
     }
 
-    fn find_network(&self, key: &str) -> Result<(Network, u64)> {
-        // A name is a key of its own: no listing needed for the common case.
-        if crate::store::validate_key(&net_key(key)).is_ok() {
-            if let Some(found) = self.store.get_json::<Network>(&net_key(key))? {
+    /// Looks an object up by name, id or unique id prefix. Objects are
+    /// stored under `prefix` + name, so a name costs one read and only an id
+    /// or a prefix needs a listing.
+    fn find<T: serde::de::DeserializeOwned + Clone>(
+        &self,
+        what: &'static str,
+        prefix: &str,
+        key: &str,
+        name: impl Fn(&T) -> &str,
+        id: impl Fn(&T) -> &crate::Id,
+    ) -> Result<(T, u64)> {
+        let direct = format!("{prefix}{key}");
+        if crate::store::validate_key(&direct).is_ok() {
+            if let Some(found) = self.store.get_json::<T>(&direct)? {
                 return Ok(found);
             }
         }
-        let all = self.store.list_json::<Network>("networks/")?;
-        resolve("network", key, &all, |t| t.0.name.as_str(), |t| &t.0.id).cloned()
+        let all = self.store.list_json::<T>(prefix)?;
+        resolve(what, key, &all, |t| name(&t.0), |t| id(&t.0)).cloned()
+    }
+
+    fn find_network(&self, key: &str) -> Result<(Network, u64)> {
+        self.find("network", "networks/", key, |n: &Network| &n.name, |n| &n.id)
     }
 
     /// Every endpoint of a network (all networks with `None`).
@@ -219,15 +233,7 @@ impl Controller {
     }
 
     fn find_endpoint(&self, net: &Network, key: &str) -> Result<(Endpoint, u64)> {
-        // A name is a key of its own: no listing needed for the common case.
-        let direct = format!("endpoints/{}/{key}", net.id);
-        if crate::store::validate_key(&direct).is_ok() {
-            if let Some(found) = self.store.get_json::<Endpoint>(&direct)? {
-                return Ok(found);
-            }
-        }
-        let all = self.store.list_json::<Endpoint>(&format!("endpoints/{}/", net.id))?;
-        resolve("endpoint", key, &all, |t| t.0.name.as_str(), |t| &t.0.id).cloned()
+        self.find("endpoint", &format!("endpoints/{}/", net.id), key, |e: &Endpoint| &e.name, |e| &e.id)
     }
 
     /// Every sandbox, sorted by name.
@@ -241,13 +247,7 @@ impl Controller {
     }
 
     fn find_sandbox(&self, key: &str) -> Result<(Sandbox, u64)> {
-        if crate::store::validate_key(&sb_key(key)).is_ok() {
-            if let Some(found) = self.store.get_json::<Sandbox>(&sb_key(key))? {
-                return Ok(found);
-            }
-        }
-        let all = self.store.list_json::<Sandbox>("sandboxes/")?;
-        resolve("sandbox", key, &all, |t| t.0.name.as_str(), |t| &t.0.id).cloned()
+        self.find("sandbox", "sandboxes/", key, |s: &Sandbox| &s.name, |s| &s.id)
     }
 }
 

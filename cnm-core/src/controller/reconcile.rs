@@ -161,32 +161,30 @@ impl Controller {
         // The firewall: rules and published ports nothing owns any more.
         let joined: BTreeSet<String> =
             endpoints.iter().filter(|e| e.sandbox.is_some()).map(|e| e.id.to_string()).collect();
-        match self.firewall.endpoint_ids() {
-            Ok(ids) => {
-                for id in ids.into_iter().filter(|id| !joined.contains(id)) {
-                    match self.firewall.remove_ports(&id) {
-                        Ok(()) => {
-                            r.repairs.push(format!("removed published ports of endpoint {}", &id[..12.min(id.len())]))
-                        }
-                        Err(e) => errors.push(e),
-                    }
-                }
-            }
-            Err(e) => errors.push(e),
-        }
         let known: BTreeSet<String> = networks.iter().map(|n| n.id.to_string()).collect();
-        match self.firewall.network_ids() {
-            Ok(ids) => {
-                for id in ids.into_iter().filter(|id| !known.contains(id)) {
-                    match self.firewall.remove_network(&id) {
-                        Ok(()) => {
-                            r.repairs.push(format!("removed firewall rules of network {}", &id[..12.min(id.len())]))
-                        }
-                        Err(e) => errors.push(e),
-                    }
+        let stale = [
+            ("published ports of endpoint", self.firewall.endpoint_ids(), &joined),
+            ("firewall rules of network", self.firewall.network_ids(), &known),
+        ];
+        for (what, ids, keep) in stale {
+            let ids = match ids {
+                Ok(ids) => ids,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            for id in ids.into_iter().filter(|id| !keep.contains(id)) {
+                let removed = if what.starts_with("published") {
+                    self.firewall.remove_ports(&id)
+                } else {
+                    self.firewall.remove_network(&id)
+                };
+                match removed {
+                    Ok(()) => r.repairs.push(format!("removed {what} {}", &id[..12.min(id.len())])),
+                    Err(e) => errors.push(e),
                 }
             }
-            Err(e) => errors.push(e),
         }
         if let Err(e) = self.firewall.reapply() {
             errors.push(e);
