@@ -230,7 +230,16 @@ impl NetworkDriver for BridgeDriver {
         if let Some(m) = ep.mac {
             peer = peer.mac(m);
         }
-        let mut add = LinkAdd::veth(veth.as_str(), peer).master(br.index).alias(format!("{MARKER}{}", ep.id)).up();
+        // The host end is a bridge port: no IPv6 link-local address of its own
+        // (each would add host routes the kernel walks on every link change).
+        let mut add = LinkAdd::veth(veth.as_str(), peer)
+            .master(br.index)
+            .alias(format!("{MARKER}{}", ep.id))
+            .addrgenmode_none()
+            // A container reaching its own published port gets the DNAT'ed
+            // frame back through its own port.
+            .hairpin()
+            .up();
         if let Some(m) = o.mtu {
             add = add.mtu(m);
         }
@@ -242,10 +251,6 @@ impl NetworkDriver for BridgeDriver {
 
         let configure = || -> Result<()> {
             let k = |what: &str| kernel(format!("{what} of endpoint {:?}", ep.name));
-            // A container reaching its own published port gets the DNAT'ed
-            // frame back through its own port.
-            self.step("hairpin")?;
-            h.link_set_hairpin(link.index, true).map_err(k("hairpin"))?;
             let eth = match link.peer_index {
                 Some(i) if i != 0 => i,
                 _ => c.link_get(join.ifname).map_err(k("find interface"))?.index,
@@ -254,6 +259,12 @@ impl NetworkDriver for BridgeDriver {
             c.link_set_up("lo").map_err(k("loopback up"))?;
             // Up before the addresses: an IPv6 address added to a down link
             // stays silent for a second after the link comes up.
+            if ep.ipv6.is_none() {
+                // Docker's rule: no IPv6 on an IPv4-only network's interface
+                // (and no duplicate-address detection work for the kernel).
+                self.step("no IPv6 link-local")?;
+                c.link_set_addrgenmode_none(eth).map_err(k("addrgenmode none"))?;
+            }
             self.step("interface up")?;
             c.link_set_up(eth).map_err(k("interface up"))?;
             for (a, flags) in [(ep.ipv4, AddrFlags::empty()), (ep.ipv6, AddrFlags::NODAD)] {

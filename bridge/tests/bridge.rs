@@ -95,6 +95,18 @@ fn two_sandboxes_talk_reach_the_outside_masqueraded_and_publish_ports() {
     let port = r.host.bridge_json(&r.host.ns, &["-d", "link", "show", "dev", &e1.driver_data["veth"]]);
     assert_eq!(port[0]["master"], bridge);
     assert_eq!(port[0]["hairpin"], true);
+    // No IPv6 on an IPv4-only network: none in the sandbox (Docker's rule),
+    // and no link-local address on the bridge port either.
+    let has_v6 = |ns: &NetNs, dev: &str| {
+        r.host.ip_json(ns, &["addr", "show", "dev", dev])[0]["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["family"] == "inet6")
+    };
+    assert!(!has_v6(&c1, "eth0") && !has_v6(&r.host.ns, &e1.driver_data["veth"]));
+    let d = r.host.ip_json(&r.host.ns, &["-d", "link", "show", "dev", &e1.driver_data["veth"]]);
+    assert_eq!(d[0]["inet6_addr_gen_mode"], "none", "{d}");
 
     assert!(r.ping(&c1, "10.1.1.3") && r.ping(&c2, "10.1.1.2"), "sandboxes ping each other");
     let _o = tcp_peer(&r.host, &r.outside.ns, 7000);
@@ -190,6 +202,15 @@ fn dual_stack_sandboxes_talk_over_ipv6_and_reach_the_outside() {
     let (c1, e1) = r.sandbox("c1", "v6", EndpointConfig::default());
     let (c2, e2) = r.sandbox("c2", "v6", EndpointConfig::default());
     assert_eq!(e1.ipv6.unwrap().to_string(), "fd00:7::2/64");
+    // On an IPv6 network the sandbox's interface has its link-local
+    // address next to the global one.
+    let v6: Vec<String> = r.host.ip_json(&c1, &["-6", "addr", "show", "dev", "eth0"])[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["local"].as_str().unwrap().to_string())
+        .collect();
+    assert!(v6.iter().any(|a| a.starts_with("fe80:")) && v6.contains(&"fd00:7::2".to_string()), "{v6:?}");
     let six = |e: &cnm_core::Endpoint| e.ipv6.unwrap().addr().to_string();
     assert!(r.ping(&c1, &six(&e2)) && r.ping(&c2, &six(&e1)), "IPv6 between sandboxes");
     assert!(r.ping(&c1, "2001:db8:1::2"), "IPv6 to the outside (NAT66)");

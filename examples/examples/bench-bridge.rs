@@ -1,20 +1,31 @@
 //! Benchmark: attaching and detaching containers with the bridge driver
-//! through the controller, inside a test host: sequential attaches (create
-//! endpoint + join) with 0, 1 and 10 published ports, then the matching
-//! detaches (leave + delete endpoint). Sandbox namespaces are made before
-//! the clock starts, as a runtime makes them.
+//! through the controller, inside a test host.
 //!
-//! `cargo run --release -p cnm-examples --example bench-bridge [-- N]`
+//! 1. Sequential attaches (create endpoint + join) with 0, 1 and 10
+//!    published ports, then the matching detaches (leave + delete), with
+//!    the controller kept alive, as an embedding runtime does. Each round
+//!    uses a fresh test host; growth is judged on the per-position medians
+//!    over the rounds, so one noisy attach does not decide it.
+//! 2. One-shot detaches: a separate process per detach (what a runtime that
+//!    shells out sees), next to `ip link del` of one veth, interleaved.
+//!
+//! Sandbox namespaces are made before the clock starts, as a runtime makes
+//! them.
+//!
+//! `cargo run --release -p cnm-examples --example bench-bridge [-- N [ROUNDS]]`
 
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cnm_bridge::BridgeDriver;
-use cnm_core::store::{MemStore, Store};
+use cnm_core::store::{MemStore, SplitStore, Store};
 use cnm_core::{Controller, EndpointConfig, NetworkConfig, PortMapping, SandboxConfig};
 use cnm_ipam::Ipam;
 use cnm_nat::{Backend, NatFirewall};
 use cnm_netns::testing::TestHost;
+use cnm_netns::{Handle, NetNs};
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -30,18 +41,29 @@ fn median(v: &[Duration]) -> Duration {
     pct(&s, 0.5)
 }
 
-fn run(n: usize, ports: u16) {
-    let host = TestHost::new("bench-bridge").expect("bench-bridge needs root");
-    let store: Arc<dyn Store> = Arc::new(MemStore::new());
-    let ctl = Controller::builder()
-        .host_netns(host.ns.try_clone().unwrap())
-        .run_dir(host.dir().join("run"))
+/// A controller over `store` working in `host`.
+fn controller(host: &NetNs, run_dir: &Path, store: Arc<dyn Store>) -> Controller {
+    Controller::builder()
+        .host_netns(host.try_clone().unwrap())
+        .run_dir(run_dir)
         .store(store.clone())
         .ipam(Arc::new(Ipam::new(store.clone())))
-        .firewall(Arc::new(NatFirewall::new(Backend::Nftables, host.ns.try_clone().unwrap(), store)))
+        .firewall(Arc::new(NatFirewall::new(Backend::Nftables, host.try_clone().unwrap(), store)))
         .driver(Arc::new(BridgeDriver::new()))
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+struct Round {
+    attach: Vec<Duration>,
+    detach: Vec<Duration>,
+    /// From the last detach until no veth is left in the host namespace.
+    gone: Duration,
+}
+
+fn round(n: usize, ports: u16) -> Round {
+    let host = TestHost::new("bench-bridge").expect("bench-bridge needs root");
+    let ctl = controller(&host.ns, &host.dir().join("run"), Arc::new(MemStore::new()));
     ctl.create_network(NetworkConfig::new("bench", "bridge").subnet("10.80.0.0/20")).unwrap();
     let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
     for name in &names {
@@ -66,14 +88,28 @@ fn run(n: usize, ports: u16) {
         ctl.disconnect("bench", name).unwrap();
         detach.push(t.elapsed());
     }
-    let first = median(&attach[..10.min(n)]);
-    let last = median(&attach[n.saturating_sub(10)..]);
-    let mut a = attach.clone();
+    let t = Instant::now();
+    let h = Handle::open(&host.ns).unwrap();
+    while h.link_list().unwrap().iter().any(|l| l.kind.as_deref() == Some("veth")) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Round { attach, detach, gone: t.elapsed() }
+}
+
+fn sequential(n: usize, rounds: usize, ports: u16) {
+    let runs: Vec<Round> = (0..rounds).map(|_| round(n, ports)).collect();
+    // Per position, the median over the rounds.
+    let at = |i: usize| median(&runs.iter().map(|r| r.attach[i]).collect::<Vec<_>>());
+    let first = median(&(0..10.min(n)).map(at).collect::<Vec<_>>());
+    let last = median(&(n.saturating_sub(10)..n).map(at).collect::<Vec<_>>());
+    let mut a: Vec<Duration> = runs.iter().flat_map(|r| r.attach.iter().copied()).collect();
     a.sort();
-    let mut d = detach.clone();
+    let mut d: Vec<Duration> = runs.iter().flat_map(|r| r.detach.iter().copied()).collect();
     d.sort();
+    let gone = runs.iter().map(|r| r.gone).max().unwrap();
     println!(
-        "{ports:>2} ports  attach median {:>6.2} ms  p99 {:>6.2} ms  first10 {:>6.2} ms  last10 {:>6.2} ms ({:.2}x)  detach median {:>6.2} ms  p99 {:>6.2} ms",
+        "{ports:>2} ports  attach median {:>5.2} ms  p99 {:>5.2} ms  first10 {:>5.2} ms  last10 {:>5.2} ms ({:.2}x)  \
+         detach median {:>5.2} ms  p99 {:>5.2} ms  links gone {:>4.0} ms after the last detach",
         ms(pct(&a, 0.5)),
         ms(pct(&a, 0.99)),
         ms(first),
@@ -81,13 +117,85 @@ fn run(n: usize, ports: u16) {
         last.as_secs_f64() / first.as_secs_f64(),
         ms(pct(&d, 0.5)),
         ms(pct(&d, 0.99)),
+        ms(gone),
+    );
+}
+
+/// The child side of a one-shot detach: a fresh controller over the state
+/// directories, one disconnect, exit (the driver deletes the veth before
+/// the process ends).
+fn oneshot_child(args: &[String]) {
+    let [state, run, hostns, sandbox] = args else { panic!("--oneshot-disconnect STATE RUN HOSTNS SANDBOX") };
+    let host = NetNs::open(hostns).unwrap();
+    let store: Arc<dyn Store> = Arc::new(SplitStore::open_state_dirs(Path::new(state), Path::new(run)).unwrap());
+    controller(&host, Path::new(run), store).disconnect("bench", sandbox).unwrap();
+}
+
+fn oneshot(runs: usize) {
+    let host = TestHost::new("bench-oneshot").expect("bench-bridge needs root");
+    let (state, run) = (host.dir().join("state"), host.dir().join("run"));
+    {
+        let ctl = controller(&host.ns, &run, Arc::new(SplitStore::open_state_dirs(&state, &run).unwrap()));
+        ctl.create_network(NetworkConfig::new("bench", "bridge").subnet("10.81.0.0/20")).unwrap();
+        for i in 0..runs {
+            let name = format!("s{i}");
+            ctl.create_sandbox(SandboxConfig { name: name.clone(), ..Default::default() }).unwrap();
+            ctl.connect("bench", &name, EndpointConfig::default()).unwrap();
+        }
+    }
+    let bridge = Handle::open(&host.ns).unwrap().link_list().unwrap().into_iter().find(|l| l.name.starts_with("br-"));
+    let bridge = bridge.expect("the network's bridge").name;
+    let peer = NetNs::create_anonymous().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let hostns = host.ns.proc_path();
+    let (mut ours, mut ip) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        // Ours: a process that opens the state and disconnects.
+        let t = Instant::now();
+        let st = Command::new(&exe)
+            .arg("--oneshot-disconnect")
+            .args([state.as_os_str(), run.as_os_str(), hostns.as_os_str()])
+            .arg(format!("s{i}"))
+            .status()
+            .unwrap();
+        ours.push(t.elapsed());
+        assert!(st.success());
+        // The anchor: `ip link del` of a veth on the same bridge.
+        let v = format!("vb{i}");
+        let peer_path = peer.proc_path();
+        let add = format!("link add {v} master {bridge} up type veth peer name eth0 netns {}", peer_path.display());
+        host.exec(&host.ns, "ip", &add.split(' ').collect::<Vec<_>>());
+        let t = Instant::now();
+        host.exec(&host.ns, "ip", &["link", "del", &v]);
+        ip.push(t.elapsed());
+    }
+    let left = Handle::open(&host.ns)
+        .unwrap()
+        .link_list()
+        .unwrap()
+        .iter()
+        .filter(|l| l.kind.as_deref() == Some("veth"))
+        .count();
+    assert_eq!(left, 0, "a one-shot detach left a veth behind");
+    let (o, i) = (median(&ours), median(&ip));
+    println!(
+        "one-shot detach (a process each, {runs} runs): cnm {:.1} ms, `ip link del` {:.1} ms, ratio {:.2}",
+        ms(o),
+        ms(i),
+        o.as_secs_f64() / i.as_secs_f64()
     );
 }
 
 fn main() {
-    let n: usize = std::env::args().nth(1).map(|a| a.parse().expect("N must be a number")).unwrap_or(1000);
-    println!("{n} sequential attaches, then {n} detaches, one bridge network, controller kept alive");
-    for ports in [0u16, 1, 10] {
-        run(n, ports);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--oneshot-disconnect") {
+        return oneshot_child(&args[1..]);
     }
+    let n: usize = args.first().map(|a| a.parse().expect("N must be a number")).unwrap_or(1000);
+    let rounds: usize = args.get(1).map(|a| a.parse().expect("ROUNDS must be a number")).unwrap_or(3);
+    println!("{n} sequential attaches, then {n} detaches, one bridge network, controller kept alive, {rounds} rounds");
+    for ports in [0u16, 1, 10] {
+        sequential(n, rounds, ports);
+    }
+    oneshot(20);
 }

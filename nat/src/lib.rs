@@ -19,6 +19,7 @@
 mod error;
 mod firewall;
 pub mod iptables;
+mod nfnl;
 pub mod nft;
 mod ports;
 pub mod state;

@@ -19,26 +19,6 @@ fn q(s: &str) -> String {
     format!("\"{s}\"")
 }
 
-/// Which map a mapping's DNAT entry goes to, and the entry.
-fn dnat_element(m: &Mapping) -> (&'static str, String, String) {
-    let v4 = m.container_ip.is_ipv4();
-    let b = &m.binding;
-    let value = format!("{} . {}", m.container_ip, b.container_port);
-    match b.host_ip {
-        Some(h) if !h.is_unspecified() => {
-            (if v4 { "dnat4_ip" } else { "dnat6_ip" }, format!("{h} . {} . {}", b.protocol, b.host_port), value)
-        }
-        _ => (if v4 { "dnat4_any" } else { "dnat6_any" }, format!("{} . {}", b.protocol, b.host_port), value),
-    }
-}
-
-/// The `published` set entry: which container address/port direct-routed
-/// traffic may reach.
-fn published_element(m: &Mapping) -> (&'static str, String) {
-    let set = if m.container_ip.is_ipv4() { "published4" } else { "published6" };
-    (set, format!("{} . {} . {}", m.container_ip, m.binding.protocol, m.binding.container_port))
-}
-
 fn elements<'a>(items: impl Iterator<Item = &'a str>) -> String {
     let v: Vec<&str> = items.collect();
     if v.is_empty() {
@@ -105,11 +85,10 @@ pub fn render_ruleset(d: &Desired) -> String {
     let mut dnat: [BTreeSet<String>; 4] = Default::default();
     let mut published: [BTreeSet<String>; 2] = Default::default();
     for m in d.mappings() {
-        let (map, k, v) = dnat_element(m);
+        let ((map, k, v), (set, e)) = element_fields(m);
         let i = ["dnat4_any", "dnat4_ip", "dnat6_any", "dnat6_ip"].iter().position(|x| *x == map).unwrap();
         dnat[i].insert(format!("{k} : {v}"));
-        let (set, e) = published_element(m);
-        published[usize::from(set == "published6")].insert(e);
+        published[usize::from(set == "published6")].insert(e.to_string());
     }
     let bridges: BTreeSet<String> = d.networks.iter().map(|n| q(&n.interface)).collect();
     let mut s = String::new();
@@ -173,40 +152,172 @@ pub fn render_ruleset(d: &Desired) -> String {
     s
 }
 
-/// Adds mappings: element additions only, one command per map or set.
-pub fn render_add(mappings: &[Mapping]) -> String {
-    let mut groups: std::collections::BTreeMap<&'static str, Vec<String>> = Default::default();
-    for m in mappings {
-        let (map, k, v) = dnat_element(m);
-        groups.entry(map).or_default().push(format!("{k} : {v}"));
-        let (set, e) = published_element(m);
-        let g = groups.entry(set).or_default();
-        if !g.contains(&e) {
-            g.push(e);
-        }
-    }
-    groups.into_iter().map(|(name, els)| format!("add element {TABLE} {name} {{ {} }}\n", els.join(", "))).collect()
+/// One field of a set or map element, as nftables concatenates them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// `ipv4_addr` or `ipv6_addr`.
+    Addr(IpAddr),
+    /// `inet_proto`.
+    Proto(Protocol),
+    /// `inet_service`.
+    Port(u16),
 }
 
-/// Removes mappings: element deletions only, one command per map or set.
-/// `still_published` are the container address/port entries other mappings
-/// still need.
-pub fn render_remove(mappings: &[Mapping], still_published: &BTreeSet<(IpAddr, Protocol, u16)>) -> String {
-    let mut groups: std::collections::BTreeMap<&'static str, Vec<String>> = Default::default();
-    for m in mappings {
-        let (map, k, _) = dnat_element(m);
-        let g = groups.entry(map).or_default();
-        if !g.contains(&k) {
-            g.push(k);
-        }
-        let key = (m.container_ip, m.binding.protocol, m.binding.container_port);
-        let (set, e) = published_element(m);
-        if !still_published.contains(&key) {
-            let g = groups.entry(set).or_default();
-            if !g.contains(&e) {
-                g.push(e);
+impl Field {
+    /// The field as the kernel stores it in a concatenation: network byte
+    /// order, each field padded with zeros to a multiple of 4 bytes (one
+    /// 32-bit register).
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Field::Addr(IpAddr::V4(a)) => out.extend_from_slice(&a.octets()),
+            Field::Addr(IpAddr::V6(a)) => out.extend_from_slice(&a.octets()),
+            Field::Proto(p) => out.extend_from_slice(&[proto_number(*p), 0, 0, 0]),
+            Field::Port(n) => {
+                out.extend_from_slice(&n.to_be_bytes());
+                out.extend_from_slice(&[0, 0]);
             }
         }
     }
-    groups.into_iter().map(|(name, els)| format!("delete element {TABLE} {name} {{ {} }}\n", els.join(", "))).collect()
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Field::Addr(a) => a.fmt(f),
+            Field::Proto(p) => p.fmt(f),
+            Field::Port(n) => n.fmt(f),
+        }
+    }
+}
+
+/// The IP protocol number.
+fn proto_number(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+        Protocol::Sctp => 132,
+    }
+}
+
+/// A concatenation of fields: an element's key, or a map element's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Concat(pub Vec<Field>);
+
+impl Concat {
+    /// The bytes the kernel compares.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.0.len() * 8);
+        for f in &self.0 {
+            f.encode(&mut out);
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for Concat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, x) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" . ")?;
+            }
+            x.fmt(f)?;
+        }
+        Ok(())
+    }
+}
+
+/// Element additions to, or deletions from, one set or map of the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElementChange {
+    /// Add (`true`) or delete.
+    pub add: bool,
+    /// The set or map.
+    pub set: &'static str,
+    /// Keys, with their values for a map (additions only).
+    pub elements: Vec<(Concat, Option<Concat>)>,
+}
+
+impl ElementChange {
+    /// The change as `nft -f` input.
+    pub fn to_script(&self) -> String {
+        let els: Vec<String> = self
+            .elements
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => format!("{k} : {v}"),
+                None => k.to_string(),
+            })
+            .collect();
+        let verb = if self.add { "add" } else { "delete" };
+        format!("{verb} element {TABLE} {} {{ {} }}\n", self.set, els.join(", "))
+    }
+}
+
+/// A mapping's DNAT map element (map, key, value) and its `published` set
+/// key, as fields.
+fn element_fields(m: &Mapping) -> ((&'static str, Concat, Concat), (&'static str, Concat)) {
+    let v4 = m.container_ip.is_ipv4();
+    let b = &m.binding;
+    let value = Concat(vec![Field::Addr(m.container_ip), Field::Port(b.container_port)]);
+    let dnat = match b.host_ip {
+        Some(h) if !h.is_unspecified() => (
+            if v4 { "dnat4_ip" } else { "dnat6_ip" },
+            Concat(vec![Field::Addr(h), Field::Proto(b.protocol), Field::Port(b.host_port)]),
+            value,
+        ),
+        _ => (
+            if v4 { "dnat4_any" } else { "dnat6_any" },
+            Concat(vec![Field::Proto(b.protocol), Field::Port(b.host_port)]),
+            value,
+        ),
+    };
+    let set = if v4 { "published4" } else { "published6" };
+    let published = Concat(vec![Field::Addr(m.container_ip), Field::Proto(b.protocol), Field::Port(b.container_port)]);
+    (dnat, (set, published))
+}
+
+/// Groups elements by set, without duplicate keys.
+fn group(add: bool, items: impl Iterator<Item = (&'static str, Concat, Option<Concat>)>) -> Vec<ElementChange> {
+    let mut groups: std::collections::BTreeMap<&'static str, Vec<(Concat, Option<Concat>)>> = Default::default();
+    for (set, k, v) in items {
+        let g = groups.entry(set).or_default();
+        if !g.iter().any(|(x, _)| *x == k) {
+            g.push((k, v));
+        }
+    }
+    groups.into_iter().map(|(set, elements)| ElementChange { add, set, elements }).collect()
+}
+
+/// The element additions that publish `mappings`, one change per map or set.
+pub fn plan_add(mappings: &[Mapping]) -> Vec<ElementChange> {
+    group(
+        true,
+        mappings.iter().flat_map(|m| {
+            let ((map, k, v), (set, e)) = element_fields(m);
+            [(map, k, Some(v)), (set, e, None)]
+        }),
+    )
+}
+
+/// The element deletions that unpublish `mappings`; `still_published` are
+/// the container address/port entries other mappings still need.
+pub fn plan_remove(mappings: &[Mapping], still_published: &BTreeSet<(IpAddr, Protocol, u16)>) -> Vec<ElementChange> {
+    group(
+        false,
+        mappings.iter().flat_map(|m| {
+            let ((map, k, _), (set, e)) = element_fields(m);
+            let keep = still_published.contains(&(m.container_ip, m.binding.protocol, m.binding.container_port));
+            std::iter::once((map, k, None)).chain((!keep).then_some((set, e, None)))
+        }),
+    )
+}
+
+/// [`plan_add`] as `nft -f` input.
+pub fn render_add(mappings: &[Mapping]) -> String {
+    plan_add(mappings).iter().map(ElementChange::to_script).collect()
+}
+
+/// [`plan_remove`] as `nft -f` input.
+pub fn render_remove(mappings: &[Mapping], still_published: &BTreeSet<(IpAddr, Protocol, u16)>) -> String {
+    plan_remove(mappings, still_published).iter().map(ElementChange::to_script).collect()
 }

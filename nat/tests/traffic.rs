@@ -162,6 +162,16 @@ fn published_port_suite(backend: Backend, test: &str) {
             assert!(items.iter().any(|i| i["chain"]["name"] == "nat_prerouting" && i["chain"]["hook"] == "prerouting"));
             let text = t.host.exec(&t.host.ns, "nft", &["list", "table", "inet", "cnm"]);
             assert!(text.contains("ip saddr 10.88.1.0/24 oifname != \"brA\" masquerade"), "{text}");
+            // The elements written over netlink, as nft decodes them.
+            for want in [
+                "tcp . 8080 : 10.88.1.2 . 80",
+                "udp . 5353 : 10.88.1.2 . 53",
+                "127.0.0.1 . tcp . 9090 : 10.88.1.2 . 80",
+                "10.88.1.2 . tcp . 80",
+                "10.88.1.2 . udp . 53",
+            ] {
+                assert!(text.contains(want), "{want:?} missing in\n{text}");
+            }
         }
         Backend::Iptables => {
             let save = t.host.exec(&t.host.ns, "iptables-save", &[]);
@@ -372,6 +382,20 @@ fn bad_input_suite(backend: Backend, test: &str) {
     assert_eq!(rules(&t), before, "no rule changed");
     // The claim of the failed request's first port was released.
     t.publish("ep3", "net-brA", &["10.88.1.4"], &["8090:81"]);
+
+    if backend == Backend::Nftables {
+        // The kernel refuses an element change (the table was deleted behind
+        // the firewall's back): a typed error naming the map and the
+        // kernel's reason, and nothing recorded.
+        t.host.exec(&t.host.ns, "nft", &["delete", "table", "inet", "cnm"]);
+        let e = t.fw.add_ports(&req(vec![pm("8100:80")], &["10.88.1.5"])).unwrap_err();
+        assert_eq!(e.kind(), cnm_core::ErrorKind::Kernel, "{e}");
+        let text = e.to_string();
+        assert!(text.contains("add element inet cnm") && text.contains("No such file or directory"), "{text}");
+        assert!(t.fw.desired().unwrap().ports.iter().all(|p| p.endpoint != "ep2"), "nothing recorded");
+        t.fw.reapply().unwrap();
+        t.publish("ep5", "net-brA", &["10.88.1.5"], &["8100:80"]);
+    }
 }
 
 macro_rules! both_backends {

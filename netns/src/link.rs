@@ -217,11 +217,32 @@ pub struct LinkAdd<'a> {
     /// it. The kernel ignores an alias in a create request, so it is set by a
     /// second request right after.
     pub alias: Option<String>,
+    /// No IPv6 link-local address (`addrgenmode none`), for links that never
+    /// carry IP traffic of their own, such as bridge ports: each such
+    /// address adds routes that the kernel walks on every link change in the
+    /// namespace, and duplicate-address detection work that takes the RTNL
+    /// lock. Set by the same second request as the alias, before the link
+    /// can have a carrier.
+    pub addrgenmode_none: bool,
+    /// Hairpin mode on the new bridge port (needs `master`); set by the
+    /// same second request.
+    pub hairpin: bool,
 }
 
 impl<'a> LinkAdd<'a> {
     fn new(name: impl Into<String>, kind: LinkKind<'a>) -> Self {
-        LinkAdd { name: name.into(), kind, mtu: None, mac: None, master: None, group: None, up: false, alias: None }
+        LinkAdd {
+            name: name.into(),
+            kind,
+            mtu: None,
+            mac: None,
+            master: None,
+            group: None,
+            up: false,
+            alias: None,
+            addrgenmode_none: false,
+            hairpin: false,
+        }
     }
     /// A bridge with the kernel's default options.
     pub fn bridge(name: impl Into<String>) -> Self {
@@ -269,6 +290,17 @@ impl<'a> LinkAdd<'a> {
         self.alias = Some(alias.into());
         self
     }
+    /// Turns hairpin mode on for the new bridge port (see
+    /// [`Handle::link_set_hairpin`](crate::Handle::link_set_hairpin)).
+    pub fn hairpin(mut self) -> Self {
+        self.hairpin = true;
+        self
+    }
+    /// Gives the link no IPv6 link-local address (`addrgenmode none`).
+    pub fn addrgenmode_none(mut self) -> Self {
+        self.addrgenmode_none = true;
+        self
+    }
 
     /// `veth "name"`, for error messages.
     pub(crate) fn object(&self) -> String {
@@ -288,6 +320,9 @@ impl<'a> LinkAdd<'a> {
             if mac.is_multicast() || mac.0 == [0; 6] {
                 return Err(Error::invalid("link_add", self.object(), format!("MAC {mac} is not a unicast address")));
             }
+        }
+        if self.hairpin && self.master.is_none() {
+            return Err(Error::invalid("link_add", self.object(), "hairpin mode needs a master bridge"));
         }
         if self.alias.as_ref().is_some_and(|a| a.len() > 255) {
             return Err(Error::invalid("link_add", self.object(), "an alias has at most 255 bytes"));

@@ -293,20 +293,15 @@ impl From<NetNs> for OwnedFd {
 fn make_shared_mount_point(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("netns_create", dir.display().to_string(), e))?;
     let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
-    if mount(None::<&str>, dir, None::<&str>, shared, None::<&str>).is_ok() && is_mount_point(dir) {
+    // The kernel refuses (EINVAL) to change the propagation of a path that
+    // is not a mount point, so success means it is one already.
+    if mount(None::<&str>, dir, None::<&str>, shared, None::<&str>).is_ok() {
         return Ok(());
     }
     mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .map_err(|e| Error::io("netns_create", dir.display().to_string(), io::Error::from(e)))?;
     mount(None::<&str>, dir, None::<&str>, shared, None::<&str>)
         .map_err(|e| Error::io("netns_create", dir.display().to_string(), io::Error::from(e)))
-}
-
-/// Whether `dir` is itself a mount point (listed in /proc/self/mountinfo).
-fn is_mount_point(dir: &Path) -> bool {
-    let Ok(canon) = dir.canonicalize() else { return false };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    info.lines().any(|l| l.split(' ').nth(4).is_some_and(|m| Path::new(m) == canon))
 }
 
 /// `ioctl(SIOCGIFFLAGS)` + `ioctl(SIOCSIFFLAGS)` on `lo` in the calling

@@ -276,9 +276,30 @@ fn bridge_port_hairpin_alias_and_group() {
     assert_eq!(link_json(&host, &host.ns, "va")["group"], "42");
     assert_eq!(h.link_get("va").unwrap().group, 42);
 
-    // Down, out of the bridge and into a group, in one request.
+    // Down and into a group in one request, still on its bridge.
+    let master = h.link_get("va").unwrap().master;
+    assert!(master.is_some());
     h.link_park("va", 43).unwrap();
     let l = h.link_get("va").unwrap();
-    assert_eq!((l.up, l.master, l.group), (false, None, 43));
-    assert!(link_json(&host, &host.ns, "va").get("master").is_none());
+    assert_eq!((l.up, l.master, l.group), (false, master, 43));
+    assert!(!link_json(&host, &host.ns, "va")["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+
+    // Hairpin, alias and no IPv6 link-local address, set with the link.
+    let add = LinkAdd::veth("vc", VethPeer::new("vd")).master(br).alias("cnm:endpoint-2").hairpin().addrgenmode_none();
+    h.link_add(&add.up()).unwrap();
+    h.link_set_up("vd").unwrap();
+    let port = host.bridge_json(&host.ns, &["-d", "link", "show", "dev", "vc"])[0].clone();
+    assert_eq!(port["hairpin"], true, "{port}");
+    let j = link_json(&host, &host.ns, "vc");
+    assert_eq!((j["ifalias"].as_str(), j["inet6_addr_gen_mode"].as_str()), (Some("cnm:endpoint-2"), Some("none")));
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let addrs = host.ip_json(&host.ns, &["-6", "addr", "show", "dev", "vc"]);
+    assert!(addrs.as_array().unwrap().iter().all(|a| a["addr_info"].as_array().unwrap().is_empty()), "{addrs}");
+    // The peer, created without it, has its link-local address.
+    let peer = host.ip_json(&host.ns, &["-6", "addr", "show", "dev", "vd"]);
+    assert!(!peer[0]["addr_info"].as_array().unwrap().is_empty(), "{peer}");
+    // Hairpin needs a bridge, and that is checked before the kernel is asked.
+    let e = h.link_add(&LinkAdd::veth("ve", VethPeer::new("vf")).hairpin()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert!(h.link_get("ve").is_err());
 }

@@ -247,14 +247,25 @@ impl Controller {
         let _op = self.ops.shared()?;
         let (net, _) = self.find_network(network)?;
         let (ep, rev) = self.find_endpoint(&net, endpoint)?;
-        self.leave_locked(&net, ep, rev)
+        self.leave_locked(&net, ep, rev, None)
     }
 
-    pub(super) fn leave_locked(&self, net: &Network, mut ep: Endpoint, rev: u64) -> Result<()> {
+    /// `sandbox`: the endpoint's sandbox when the caller has it (saves
+    /// reading every sandbox record to find it by id).
+    pub(super) fn leave_locked(
+        &self,
+        net: &Network,
+        mut ep: Endpoint,
+        rev: u64,
+        sandbox: Option<&Sandbox>,
+    ) -> Result<()> {
         let Some(sb_id) = ep.sandbox.clone() else {
             return Err(Error::conflict(format!("endpoint {:?}", ep.name), "it is not joined to a sandbox"));
         };
-        let sb = self.sandboxes()?.into_iter().find(|s| s.id == sb_id);
+        let sb = match sandbox.filter(|s| s.id == sb_id) {
+            Some(s) => Some(s.clone()),
+            None => self.sandboxes()?.into_iter().find(|s| s.id == sb_id),
+        };
         ep.join_state = JoinState::Leaving;
         let key = ep_key(&ep);
         let rev = self.store.put_json(&key, &ep, Expect::Revision(rev))?;
@@ -335,7 +346,7 @@ impl Controller {
         let (mut ep, rev) = self.find_endpoint(&net, &ep.name)?;
         ep.state = State::Deleting;
         let rev = self.store.put_json(&ep_key(&ep), &ep, Expect::Revision(rev))?;
-        self.leave_locked(&net, ep.clone(), rev)?;
+        self.leave_locked(&net, ep.clone(), rev, Some(&sb))?;
         self.delete_detached(&net, &ep.name)
     }
 

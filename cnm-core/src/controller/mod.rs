@@ -27,7 +27,7 @@ use crate::firewall::{Firewall, NoFirewall};
 use crate::id::resolve;
 use crate::ipam::IpamDriver;
 use crate::model::{Endpoint, Network, Sandbox};
-use crate::store::{FileStore, MemStore, SplitStore, Store, StoreExt};
+use crate::store::{MemStore, SplitStore, Store, StoreExt};
 use lock::OpLock;
 
 /// Key prefixes whose state lives exactly as long as the kernel objects it
@@ -78,10 +78,7 @@ impl ControllerBuilder {
     /// `/run/cnm`), where named sandbox namespaces and the cross-process
     /// operation lock live too.
     pub fn state_dirs(mut self, state_dir: impl AsRef<Path>, run_dir: impl AsRef<Path>) -> Result<Self> {
-        let durable = Arc::new(FileStore::open(state_dir.as_ref())?);
-        let volatile = Arc::new(FileStore::open_volatile(run_dir.as_ref().join("state"))?);
-        let prefixes = VOLATILE_PREFIXES.iter().map(|s| s.to_string()).collect();
-        self.store = Some(Arc::new(SplitStore::new(durable, volatile, prefixes)));
+        self.store = Some(Arc::new(SplitStore::open_state_dirs(state_dir.as_ref(), run_dir.as_ref())?));
         self.run_dir = Some(run_dir.as_ref().to_path_buf());
         Ok(self)
     }

@@ -79,7 +79,7 @@ impl Controller {
             let mut ep = ep;
             let unfinished_join = matches!(ep.join_state, JoinState::Joining | JoinState::Leaving);
             if unfinished_join || (ep.state != State::Ready && ep.sandbox.is_some()) {
-                match self.leave_locked(&net, ep.clone(), rev) {
+                match self.leave_locked(&net, ep.clone(), rev, None) {
                     Ok(()) => r.repairs.push(format!("finished interrupted join/leave of endpoint {:?}", ep.name)),
                     Err(e) => {
                         errors.push(e);
@@ -119,7 +119,7 @@ impl Controller {
                 let listed = sandboxes.iter().any(|s| &s.id == id && s.endpoints.iter().any(|m| m.id == ep.id));
                 if !listed {
                     if let Ok(net) = self.network_of(&ep) {
-                        match self.leave_locked(&net, ep.clone(), rev) {
+                        match self.leave_locked(&net, ep.clone(), rev, None) {
                             Ok(()) => {
                                 r.repairs.push(format!("detached endpoint {:?} from a sandbox that lost it", ep.name))
                             }

@@ -103,7 +103,7 @@ impl Controller {
                     continue;
                 }
             };
-            errors.extend(self.leave_locked(&net, ep.clone(), rev).err());
+            errors.extend(self.leave_locked(&net, ep.clone(), rev, Some(sb)).err());
             errors.extend(self.delete_detached(&net, &ep.name).err());
         }
         if sb.owns_netns {

@@ -24,6 +24,18 @@ impl SplitStore {
         SplitStore { durable, volatile, volatile_prefixes }
     }
 
+    /// The controller's standard layout: configuration in `state_dir`
+    /// (durable, e.g. `/var/lib/cnm`), and under `run_dir/state` (tmpfs, e.g.
+    /// `/run/cnm`) everything that lives as long as kernel objects
+    /// ([`VOLATILE_PREFIXES`](crate::controller::VOLATILE_PREFIXES)). Share
+    /// the result between the controller, IPAM and firewall.
+    pub fn open_state_dirs(state_dir: &std::path::Path, run_dir: &std::path::Path) -> Result<SplitStore> {
+        let durable = Arc::new(super::FileStore::open(state_dir)?);
+        let volatile = Arc::new(super::FileStore::open_volatile(run_dir.join("state"))?);
+        let prefixes = crate::controller::VOLATILE_PREFIXES.iter().map(|s| s.to_string()).collect();
+        Ok(SplitStore::new(durable, volatile, prefixes))
+    }
+
     fn route(&self, key: &str) -> &dyn Store {
         if self.volatile_prefixes.iter().any(|p| key.starts_with(p.as_str())) {
             &*self.volatile
