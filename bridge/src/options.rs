@@ -16,6 +16,8 @@ pub const ENABLE_IP_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masq
 pub const HOST_BINDING_IPV4: &str = "com.docker.network.bridge.host_binding_ipv4";
 /// `com.docker.network.driver.mtu`
 pub const MTU: &str = "com.docker.network.driver.mtu";
+/// `cnm.bridge.multicast_snooping` (ours; Docker has no such key).
+pub const MULTICAST_SNOOPING: &str = "cnm.bridge.multicast_snooping";
 
 /// Options of a bridge network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,11 +33,23 @@ pub struct BridgeNetworkOptions {
     pub host_binding_ipv4: Option<IpAddr>,
     /// MTU of the bridge and of every endpoint.
     pub mtu: Option<u32>,
+    /// IGMP/MLD snooping on the bridge (default off: multicast is flooded
+    /// to every port). With it on, the kernel re-arms the multicast timers
+    /// of every port whenever any port comes up, so attaches get slower as
+    /// the bridge fills (0.2 ms more per attach at 1000 ports here).
+    pub multicast_snooping: bool,
 }
 
 impl Default for BridgeNetworkOptions {
     fn default() -> Self {
-        BridgeNetworkOptions { name: None, icc: true, masquerade: true, host_binding_ipv4: None, mtu: None }
+        BridgeNetworkOptions {
+            name: None,
+            icc: true,
+            masquerade: true,
+            host_binding_ipv4: None,
+            mtu: None,
+            multicast_snooping: false,
+        }
     }
 }
 
@@ -74,10 +88,11 @@ impl BridgeNetworkOptions {
                     }
                     o.mtu = Some(m);
                 }
+                MULTICAST_SNOOPING => o.multicast_snooping = boolean(k, v)?,
                 other => {
                     return Err(Error::invalid(
                         format!("option {other}"),
-                        format!("unknown option of the bridge driver (known: {NAME}, {ENABLE_ICC}, {ENABLE_IP_MASQUERADE}, {HOST_BINDING_IPV4}, {MTU})"),
+                        format!("unknown option of the bridge driver (known: {NAME}, {ENABLE_ICC}, {ENABLE_IP_MASQUERADE}, {HOST_BINDING_IPV4}, {MTU}, {MULTICAST_SNOOPING})"),
                     ))
                 }
             }
@@ -92,13 +107,19 @@ mod tests {
 
     #[test]
     fn docker_keys_decode_and_unknown_keys_are_named() {
-        let m: BTreeMap<String, String> =
-            [(NAME, "docker1"), (ENABLE_ICC, "false"), (MTU, "1400"), (HOST_BINDING_IPV4, "127.0.0.1")]
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+        let m: BTreeMap<String, String> = [
+            (NAME, "docker1"),
+            (ENABLE_ICC, "false"),
+            (MTU, "1400"),
+            (HOST_BINDING_IPV4, "127.0.0.1"),
+            (MULTICAST_SNOOPING, "1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         let o = BridgeNetworkOptions::from_docker(&m).unwrap();
         assert_eq!((o.name.as_deref(), o.icc, o.masquerade, o.mtu), (Some("docker1"), false, true, Some(1400)));
+        assert!(o.multicast_snooping && !BridgeNetworkOptions::default().multicast_snooping);
         for (k, v, want) in [
             ("com.docker.network.bridge.bogus", "1", "com.docker.network.bridge.bogus"),
             (MTU, "9", "MTU 9"),

@@ -105,8 +105,12 @@ fn two_sandboxes_talk_reach_the_outside_masqueraded_and_publish_ports() {
             .any(|x| x["family"] == "inet6")
     };
     assert!(!has_v6(&c1, "eth0") && !has_v6(&r.host.ns, &e1.driver_data["veth"]));
-    let d = r.host.ip_json(&r.host.ns, &["-d", "link", "show", "dev", &e1.driver_data["veth"]]);
-    assert_eq!(d[0]["inet6_addr_gen_mode"], "none", "{d}");
+    // The bridge port has IPv6 off altogether: not even a multicast route.
+    let veth = &e1.driver_data["veth"];
+    let sysctl = r.host.exec(&r.host.ns, "sysctl", &["-n", &format!("net.ipv6.conf.{veth}.disable_ipv6")]);
+    assert_eq!(sysctl.trim(), "1");
+    let routes = r.host.ip_json(&r.host.ns, &["-6", "route", "show", "table", "all", "dev", veth]);
+    assert_eq!(routes.as_array().map(Vec::len), Some(0), "{routes}");
 
     assert!(r.ping(&c1, "10.1.1.3") && r.ping(&c2, "10.1.1.2"), "sandboxes ping each other");
     let _o = tcp_peer(&r.host, &r.outside.ns, 7000);

@@ -7,7 +7,8 @@
 //!    uses a fresh test host; growth is judged on the per-position medians
 //!    over the rounds, so one noisy attach does not decide it.
 //! 2. One-shot detaches: a separate process per detach (what a runtime that
-//!    shells out sees), next to `ip link del` of one veth, interleaved.
+//!    shells out sees), next to `ip link del` of another endpoint's veth,
+//!    interleaved.
 //!
 //! Sandbox namespaces are made before the clock starts, as a runtime makes
 //! them.
@@ -42,14 +43,14 @@ fn median(v: &[Duration]) -> Duration {
 }
 
 /// A controller over `store` working in `host`.
-fn controller(host: &NetNs, run_dir: &Path, store: Arc<dyn Store>) -> Controller {
+fn controller(host: &NetNs, run_dir: &Path, store: Arc<dyn Store>, driver: BridgeDriver) -> Controller {
     Controller::builder()
         .host_netns(host.try_clone().unwrap())
         .run_dir(run_dir)
         .store(store.clone())
         .ipam(Arc::new(Ipam::new(store.clone())))
         .firewall(Arc::new(NatFirewall::new(Backend::Nftables, host.try_clone().unwrap(), store)))
-        .driver(Arc::new(BridgeDriver::new()))
+        .driver(Arc::new(driver))
         .build()
         .unwrap()
 }
@@ -63,7 +64,7 @@ struct Round {
 
 fn round(n: usize, ports: u16) -> Round {
     let host = TestHost::new("bench-bridge").expect("bench-bridge needs root");
-    let ctl = controller(&host.ns, &host.dir().join("run"), Arc::new(MemStore::new()));
+    let ctl = controller(&host.ns, &host.dir().join("run"), Arc::new(MemStore::new()), BridgeDriver::new());
     ctl.create_network(NetworkConfig::new("bench", "bridge").subnet("10.80.0.0/20")).unwrap();
     let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
     for name in &names {
@@ -96,8 +97,20 @@ fn round(n: usize, ports: u16) -> Round {
     Round { attach, detach, gone: t.elapsed() }
 }
 
+/// Lets the kernel finish tearing down the namespaces of the previous round
+/// (it does that in the background, holding locks attaches need).
+fn settle() {
+    std::thread::sleep(Duration::from_secs(3));
+}
+
 fn sequential(n: usize, rounds: usize, ports: u16) {
-    let runs: Vec<Round> = (0..rounds).map(|_| round(n, ports)).collect();
+    let runs: Vec<Round> = (0..rounds)
+        .map(|_| {
+            let r = round(n, ports);
+            settle();
+            r
+        })
+        .collect();
     // Per position, the median over the rounds.
     let at = |i: usize| median(&runs.iter().map(|r| r.attach[i]).collect::<Vec<_>>());
     let first = median(&(0..10.min(n)).map(at).collect::<Vec<_>>());
@@ -107,6 +120,10 @@ fn sequential(n: usize, rounds: usize, ports: u16) {
     let mut d: Vec<Duration> = runs.iter().flat_map(|r| r.detach.iter().copied()).collect();
     d.sort();
     let gone = runs.iter().map(|r| r.gone).max().unwrap();
+    let buckets: Vec<String> = (0..n)
+        .step_by(100.max(n / 10))
+        .map(|s| format!("{:.2}", ms(median(&(s..(s + 100.max(n / 10)).min(n)).map(at).collect::<Vec<_>>()))))
+        .collect();
     println!(
         "{ports:>2} ports  attach median {:>5.2} ms  p99 {:>5.2} ms  first10 {:>5.2} ms  last10 {:>5.2} ms ({:.2}x)  \
          detach median {:>5.2} ms  p99 {:>5.2} ms  links gone {:>4.0} ms after the last detach",
@@ -119,33 +136,37 @@ fn sequential(n: usize, rounds: usize, ports: u16) {
         ms(pct(&d, 0.99)),
         ms(gone),
     );
+    println!("          attach median by position, per {}: {} ms", 100.max(n / 10), buckets.join(" "));
 }
 
 /// The child side of a one-shot detach: a fresh controller over the state
-/// directories, one disconnect, exit (the driver deletes the veth before
-/// the process ends).
+/// directories, one disconnect, exit; the one-shot driver deletes the veth
+/// within the disconnect.
 fn oneshot_child(args: &[String]) {
     let [state, run, hostns, sandbox] = args else { panic!("--oneshot-disconnect STATE RUN HOSTNS SANDBOX") };
     let host = NetNs::open(hostns).unwrap();
     let store: Arc<dyn Store> = Arc::new(SplitStore::open_state_dirs(Path::new(state), Path::new(run)).unwrap());
-    controller(&host, Path::new(run), store).disconnect("bench", sandbox).unwrap();
+    controller(&host, Path::new(run), store, BridgeDriver::one_shot()).disconnect("bench", sandbox).unwrap();
 }
 
 fn oneshot(runs: usize) {
     let host = TestHost::new("bench-oneshot").expect("bench-bridge needs root");
     let (state, run) = (host.dir().join("state"), host.dir().join("run"));
+    // Two endpoints per run: one detached by a cnm process, the other's veth
+    // deleted by `ip link del`, the same kind of link made the same way.
+    let mut veths = Vec::new();
     {
-        let ctl = controller(&host.ns, &run, Arc::new(SplitStore::open_state_dirs(&state, &run).unwrap()));
+        let store = Arc::new(SplitStore::open_state_dirs(&state, &run).unwrap());
+        let ctl = controller(&host.ns, &run, store, BridgeDriver::new());
         ctl.create_network(NetworkConfig::new("bench", "bridge").subnet("10.81.0.0/20")).unwrap();
-        for i in 0..runs {
+        for i in 0..2 * runs {
             let name = format!("s{i}");
             ctl.create_sandbox(SandboxConfig { name: name.clone(), ..Default::default() }).unwrap();
-            ctl.connect("bench", &name, EndpointConfig::default()).unwrap();
+            let ep = ctl.connect("bench", &name, EndpointConfig::default()).unwrap();
+            veths.push(ep.driver_data["veth"].clone());
         }
     }
-    let bridge = Handle::open(&host.ns).unwrap().link_list().unwrap().into_iter().find(|l| l.name.starts_with("br-"));
-    let bridge = bridge.expect("the network's bridge").name;
-    let peer = NetNs::create_anonymous().unwrap();
+    settle();
     let exe = std::env::current_exe().unwrap();
     let hostns = host.ns.proc_path();
     let (mut ours, mut ip) = (Vec::new(), Vec::new());
@@ -155,18 +176,13 @@ fn oneshot(runs: usize) {
         let st = Command::new(&exe)
             .arg("--oneshot-disconnect")
             .args([state.as_os_str(), run.as_os_str(), hostns.as_os_str()])
-            .arg(format!("s{i}"))
+            .arg(format!("s{}", 2 * i))
             .status()
             .unwrap();
         ours.push(t.elapsed());
         assert!(st.success());
-        // The anchor: `ip link del` of a veth on the same bridge.
-        let v = format!("vb{i}");
-        let peer_path = peer.proc_path();
-        let add = format!("link add {v} master {bridge} up type veth peer name eth0 netns {}", peer_path.display());
-        host.exec(&host.ns, "ip", &add.split(' ').collect::<Vec<_>>());
         let t = Instant::now();
-        host.exec(&host.ns, "ip", &["link", "del", &v]);
+        host.exec(&host.ns, "ip", &["link", "del", &veths[2 * i + 1]]);
         ip.push(t.elapsed());
     }
     let left = Handle::open(&host.ns)
@@ -179,7 +195,7 @@ fn oneshot(runs: usize) {
     assert_eq!(left, 0, "a one-shot detach left a veth behind");
     let (o, i) = (median(&ours), median(&ip));
     println!(
-        "one-shot detach (a process each, {runs} runs): cnm {:.1} ms, `ip link del` {:.1} ms, ratio {:.2}",
+        "one-shot detach (a process each, {runs} runs): cnm {:.1} ms, `ip link del` of the same kind of veth {:.1} ms, ratio {:.2}",
         ms(o),
         ms(i),
         o.as_secs_f64() / i.as_secs_f64()
@@ -197,5 +213,5 @@ fn main() {
     for ports in [0u16, 1, 10] {
         sequential(n, rounds, ports);
     }
-    oneshot(20);
+    oneshot(40);
 }

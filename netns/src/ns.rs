@@ -159,6 +159,23 @@ impl NetNs {
         Ok(self.inode()? == other.inode()?)
     }
 
+    /// [`NetNs::run`] for this crate's own short closures, which never change
+    /// the thread's namespace: on the calling thread when it is in this
+    /// namespace already (saving a thread), else on a short-lived one.
+    pub(crate) fn run_short<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        use std::os::unix::fs::MetadataExt;
+        let here = std::fs::metadata(THREAD_NETNS).map(|m| m.ino());
+        if matches!((here, self.inode()), (Ok(a), Ok(b)) if a == b) {
+            return std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .map_err(|p| Error::Panicked { namespace: self.describe(), message: panic_message(&p) });
+        }
+        self.run(f)
+    }
+
     /// Runs `f` inside this namespace on a short-lived thread and returns its
     /// result. The calling thread's namespace never changes; a panic inside
     /// `f` becomes [`Error::Panicked`].
@@ -229,7 +246,7 @@ impl NetNs {
     /// `net/ipv4/ip_forward`.
     pub fn sysctl_get(&self, key: &str) -> Result<String> {
         let path = sysctl_path(key)?;
-        self.run(|| std::fs::read_to_string(&path))?
+        self.run_short(|| std::fs::read_to_string(&path))?
             .map(|s| s.trim_end().to_string())
             .map_err(|e| Error::io("sysctl_get", key.to_string(), e))
     }
@@ -237,13 +254,14 @@ impl NetNs {
     /// Writes a sysctl of this namespace.
     pub fn sysctl_set(&self, key: &str, value: &str) -> Result<()> {
         let path = sysctl_path(key)?;
-        self.run(|| std::fs::write(&path, value))?.map_err(|e| Error::io("sysctl_set", format!("{key}={value}"), e))
+        self.run_short(|| std::fs::write(&path, value))?
+            .map_err(|e| Error::io("sysctl_set", format!("{key}={value}"), e))
     }
 
     /// Brings the loopback interface of this namespace up, with the classic
     /// `SIOCSIFFLAGS` ioctl (no netlink needed). Already up is fine.
     pub fn loopback_up(&self) -> Result<()> {
-        self.run(set_loopback_up)?.map_err(|e| Error::io("link_set_up", "link \"lo\"", e))
+        self.run_short(set_loopback_up)?.map_err(|e| Error::io("link_set_up", "link \"lo\"", e))
     }
 
     /// A short description for error messages: the path, or the inode.

@@ -138,6 +138,17 @@ impl std::ops::Deref for TestHost {
     }
 }
 
+/// Where test hosts keep their private directories: tmpfs (`/dev/shm`)
+/// when there is one, as a run directory (`/run`) is in production, else
+/// the temporary directory.
+fn scratch_base() -> std::path::PathBuf {
+    let shm = std::path::Path::new("/dev/shm");
+    match nix::sys::statfs::statfs(shm) {
+        Ok(s) if s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC => shm.to_path_buf(),
+        _ => std::env::temp_dir(),
+    }
+}
+
 impl TestHost {
     /// A fresh host for `test`, or `None` when the test must be skipped (not
     /// root; panics instead when `CI=true`).
@@ -150,7 +161,7 @@ impl TestHost {
         let host = TestNs::new(format!("{prefix}-host"), ns);
         host.ns.sysctl_set("net.ipv4.ip_forward", "1").expect("ip_forward");
         host.ns.sysctl_set("net.ipv6.conf.all.forwarding", "1").expect("ipv6 forwarding");
-        let dir = std::env::temp_dir().join(format!("cnm-test-{}-{prefix}", std::process::id()));
+        let dir = scratch_base().join(format!("cnm-test-{}-{prefix}", std::process::id()));
         Some(TestHost { host, prefix, dir, named: Mutex::new(Vec::new()) })
     }
 

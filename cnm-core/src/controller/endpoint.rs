@@ -41,7 +41,7 @@ impl Controller {
             return Err(Error::invalid("ip6", format!("network {:?} has IPv6 disabled", net.name)));
         }
         if let Some(max) = caps.max_endpoints {
-            let n = self.store.list_keys(&format!("endpoints/{}/", net.id))?.len();
+            let n = self.store.count(&format!("endpoints/{}/", net.id))?;
             if n >= max {
                 return Err(Error::Exhausted {
                     what: format!("endpoints of network {:?}", net.name),

@@ -133,6 +133,15 @@ impl Store for MemStore {
             .collect())
     }
 
+    fn count(&self, prefix: &str) -> Result<usize> {
+        let mut g = self.lock();
+        g.expire();
+        Ok(g.data
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .count())
+    }
+
     fn put(&self, key: &str, value: &[u8], expect: Expect) -> Result<u64> {
         self.lock().put(key, value, expect, None)
     }

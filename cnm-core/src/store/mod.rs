@@ -81,6 +81,12 @@ pub trait Store: Send + Sync {
         Ok(self.list(prefix)?.into_iter().map(|e| e.key).collect())
     }
 
+    /// How many keys are under `prefix` (a store may count without
+    /// copying keys).
+    fn count(&self, prefix: &str) -> Result<usize> {
+        Ok(self.list_keys(prefix)?.len())
+    }
+
     /// Writes `value` at `key` if `expect` holds and returns the new revision.
     /// A failed condition gives [`Error::AlreadyExists`] (for
     /// [`Expect::Absent`]) or [`Error::Conflict`], and changes nothing.
@@ -214,6 +220,7 @@ pub(crate) mod conformance {
         let keys: Vec<String> = s.list("a/").unwrap().into_iter().map(|e| e.key).collect();
         assert_eq!(keys, vec!["a/b", "a/c", "a/d/e"]);
         assert_eq!(s.list_keys("a/").unwrap(), keys);
+        assert_eq!((s.count("a/").unwrap(), s.count("a/d/").unwrap(), s.count("zz/").unwrap()), (3, 1, 0));
         assert_eq!(s.list("a/d/").unwrap().len(), 1);
         assert_eq!(s.list("zz/").unwrap().len(), 0);
         let wrong = s.delete("a/b", Expect::Revision(r1)).unwrap_err();

@@ -80,6 +80,13 @@ impl Store for SplitStore {
         Ok(self.list(prefix)?.into_iter().map(|e| e.key).collect())
     }
 
+    fn count(&self, prefix: &str) -> Result<usize> {
+        if self.volatile_prefixes.iter().any(|p| prefix.starts_with(p.as_str())) {
+            return self.volatile.count(prefix);
+        }
+        Ok(self.list_keys(prefix)?.len())
+    }
+
     fn put(&self, key: &str, value: &[u8], expect: Expect) -> Result<u64> {
         self.route(key).put(key, value, expect)
     }
