@@ -1,0 +1,262 @@
+//! The command line, as clap types.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+
+/// Docker's network model on the command line: bridge, host and none
+/// networks, sandboxes (network namespaces), published ports.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cnm",
+    version,
+    propagate_version = true,
+    after_help = "Example:\n  \
+    cnm network create --subnet 172.30.0.0/24 web\n  \
+    cnm sandbox create c1\n  \
+    cnm connect -p 8080:80 web c1\n  \
+    cnm exec c1 -- ip addr"
+)]
+pub struct Cli {
+    /// Durable state (networks, pools).
+    #[arg(long, global = true, value_name = "DIR", default_value = "/var/lib/cnm")]
+    pub state_dir: PathBuf,
+    /// State that lives as long as the kernel objects (endpoints, sandboxes,
+    /// leases, firewall), named namespaces and the operation lock; tmpfs.
+    #[arg(long, global = true, value_name = "DIR", default_value = "/run/cnm")]
+    pub run_dir: PathBuf,
+    /// Work inside this namespace as if it were the host (bridges, rules,
+    /// sysctls there); default: the caller's.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub host_netns: Option<PathBuf>,
+    /// Firewall backend.
+    #[arg(long, global = true, value_enum, default_value_t = FirewallArg::Nftables)]
+    pub firewall: FirewallArg,
+    /// Where the durable state lives, as a URL (`file:///var/lib/cnm`);
+    /// overrides --state-dir.
+    #[arg(long, global = true, value_name = "URL")]
+    pub store: Option<String>,
+    /// Log what happens (-v: info, -vv: debug, -vvv: trace) on stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The command.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Firewall backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FirewallArg {
+    /// `table inet cnm`.
+    Nftables,
+    /// `CNM-*` chains through iptables-restore.
+    Iptables,
+    /// No rules at all (no NAT, no published ports).
+    None,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Create, list, inspect and remove networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Create, list, inspect and remove sandboxes (network namespaces).
+    #[command(subcommand)]
+    Sandbox(SandboxCmd),
+    /// Connect a sandbox to a network (create an endpoint and join it).
+    #[command(after_help = "Example:\n  cnm connect --ip 172.30.0.10 -p 8080:80 -p 53:53/udp web c1")]
+    Connect(ConnectArgs),
+    /// Disconnect a sandbox from a network (leave and delete its endpoint).
+    #[command(after_help = "Example:\n  cnm disconnect web c1")]
+    Disconnect {
+        /// Network name or id.
+        network: String,
+        /// Sandbox name or id.
+        sandbox: String,
+    },
+    /// Run a command inside a sandbox's network namespace.
+    #[command(after_help = "Example:\n  cnm exec c1 -- ping -c1 172.30.0.1")]
+    Exec {
+        /// Sandbox name or id.
+        sandbox: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Repair the state against the kernel; prints what it fixed.
+    #[command(after_help = "Example:\n  cnm reconcile")]
+    Reconcile,
+    /// The long-running per-host agent: reconciles at start and then every
+    /// interval until SIGINT or SIGTERM (overlay peers and DNS come later).
+    #[command(after_help = "Example:\n  cnm agent --interval 30")]
+    Agent {
+        /// Seconds between reconciliations.
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
+    },
+    /// The README's main demonstration, inside namespaces it creates.
+    #[command(after_help = "Example:\n  cnm demo\n  cnm demo --firewall iptables")]
+    Demo,
+    /// Print a shell completion script.
+    #[command(after_help = "Example:\n  cnm completions bash > /etc/bash_completion.d/cnm")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `cnm network …`
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network.
+    #[command(after_help = "Example:\n  cnm network create --subnet 172.30.0.0/24 --gateway 172.30.0.1 web\n  \
+        cnm network create --ipv6 --subnet 10.5.0.0/24 --subnet fd00:5::/64 dual\n  \
+        cnm network create -d host host")]
+    Create(NetworkCreate),
+    /// List networks.
+    #[command(alias = "list", after_help = "Example:\n  cnm network ls --format json")]
+    Ls {
+        /// Print the ids only.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show networks as `docker network inspect` does (a JSON array).
+    #[command(after_help = "Example:\n  cnm network inspect web")]
+    Inspect {
+        /// Network names or ids.
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove networks (refused while endpoints are connected).
+    #[command(alias = "remove", after_help = "Example:\n  cnm network rm web")]
+    Rm {
+        /// Network names or ids.
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+}
+
+/// Output formats of `ls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Docker's columns.
+    Table,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `cnm network create`
+#[derive(Debug, Args)]
+pub struct NetworkCreate {
+    /// Driver.
+    #[arg(short, long, default_value = "bridge", value_parser = ["bridge", "host", "null", "overlay"])]
+    pub driver: String,
+    /// Subnet in CIDR form; repeat for several (one per family at most for bridge).
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Vec<IpNet>,
+    /// Allocate container addresses from this range of a subnet.
+    #[arg(long, value_name = "CIDR")]
+    pub ip_range: Vec<IpNet>,
+    /// Gateway of a subnet.
+    #[arg(long, value_name = "IP")]
+    pub gateway: Vec<IpAddr>,
+    /// An address of a subnet that is never handed out.
+    #[arg(long, value_name = "NAME=IP")]
+    pub aux_address: Vec<String>,
+    /// No traffic in or out beyond the network itself.
+    #[arg(long)]
+    pub internal: bool,
+    /// Give endpoints IPv6 addresses too.
+    #[arg(long)]
+    pub ipv6: bool,
+    /// Standalone sandboxes may attach (overlay).
+    #[arg(long)]
+    pub attachable: bool,
+    /// A driver option (`com.docker.network.bridge.name=br0` …).
+    #[arg(short, long = "opt", value_name = "KEY=VALUE")]
+    pub opt: Vec<String>,
+    /// A label.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// The network's name.
+    pub name: String,
+}
+
+/// `cnm sandbox …`
+#[derive(Debug, Subcommand)]
+pub enum SandboxCmd {
+    /// Create a sandbox: a named namespace under the run directory (its path
+    /// is printed), or a namespace the caller made (`--netns`).
+    #[command(
+        after_help = "Example:\n  cnm sandbox create --hostname web1 --dns 10.0.0.2 --dns-search example.com c1\n  \
+        cnm sandbox create --netns /run/netns/ctr1 ctr1"
+    )]
+    Create(SandboxCreate),
+    /// List sandboxes.
+    #[command(alias = "list", after_help = "Example:\n  cnm sandbox ls")]
+    Ls,
+    /// Show a sandbox, its endpoints and its resolv.conf and hosts files, as JSON.
+    #[command(after_help = "Example:\n  cnm sandbox inspect c1")]
+    Inspect {
+        /// Sandbox name or id.
+        sandbox: String,
+    },
+    /// Remove a sandbox: leaves every network, removes its namespace if cnm made it.
+    #[command(alias = "remove", after_help = "Example:\n  cnm sandbox rm c1")]
+    Rm {
+        /// Sandbox name or id.
+        sandbox: String,
+    },
+}
+
+/// `cnm sandbox create`
+#[derive(Debug, Args)]
+pub struct SandboxCreate {
+    /// Use this existing network namespace (a runtime's, or the host's for host mode).
+    #[arg(long, value_name = "PATH")]
+    pub netns: Option<PathBuf>,
+    /// Host name (written into the sandbox's hosts file).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// A name server for the sandbox's resolv.conf.
+    #[arg(long, value_name = "IP")]
+    pub dns: Vec<IpAddr>,
+    /// A search domain for the sandbox's resolv.conf.
+    #[arg(long, value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// A resolv.conf option (`ndots:2` …).
+    #[arg(long, value_name = "OPT")]
+    pub dns_option: Vec<String>,
+    /// The sandbox's name.
+    pub name: String,
+}
+
+/// `cnm connect`
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// A static IPv4 address.
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<IpAddr>,
+    /// A static IPv6 address.
+    #[arg(long, value_name = "IP")]
+    pub ip6: Option<IpAddr>,
+    /// A static MAC address.
+    #[arg(long, value_name = "MAC")]
+    pub mac: Option<cnm_netns::MacAddr>,
+    /// A DNS alias of the endpoint.
+    #[arg(long, value_name = "NAME")]
+    pub alias: Vec<String>,
+    /// Publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|udp|sctp].
+    #[arg(short, long, value_name = "MAPPING")]
+    pub publish: Vec<cnm_core::PortMapping>,
+    /// Network name or id.
+    pub network: String,
+    /// Sandbox name or id.
+    pub sandbox: String,
+}

@@ -1,0 +1,417 @@
+//! The commands other than `demo`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cnm_core::{
+    Controller, DnsConfig, Endpoint, EndpointConfig, Error, IpamPoolConfig, NetworkConfig, Result, SandboxConfig,
+};
+use cnm_netns::NetNs;
+use serde_json::json;
+
+use crate::args::{Cli, Cmd, ConnectArgs, Format, NetworkCmd, NetworkCreate, SandboxCmd, SandboxCreate};
+use crate::dns;
+use crate::stack::{self, Paths};
+
+/// Runs a command; the process's exit status.
+pub fn run(cli: &Cli) -> Result<i32> {
+    let paths = Paths::from_cli(cli)?;
+    let host = stack::host_netns(cli)?;
+    let ctl = stack::controller(cli, &paths, &host)?;
+    match &cli.cmd {
+        Cmd::Network(n) => network(&ctl, n),
+        Cmd::Sandbox(s) => sandbox(&ctl, &paths, s),
+        Cmd::Connect(c) => connect(&ctl, &paths, c),
+        Cmd::Disconnect { network, sandbox } => {
+            ctl.disconnect(network, sandbox)?;
+            write_files(&ctl, &paths, sandbox)?;
+            Ok(0)
+        }
+        Cmd::Exec { sandbox, command } => {
+            let sb = ctl.sandbox(sandbox)?;
+            let ns = NetNs::open(&sb.netns)?;
+            let status = ns
+                .command(&command[0])
+                .args(&command[1..])
+                .status()
+                .map_err(|e| Error::invalid("exec", format!("{}: {e}", command[0])))?;
+            Ok(status.code().unwrap_or(1))
+        }
+        Cmd::Reconcile => {
+            ctl.restore()?;
+            let report = ctl.reconcile()?;
+            if report.repairs.is_empty() {
+                println!("nothing to repair");
+            }
+            for r in report.repairs {
+                println!("{r}");
+            }
+            Ok(0)
+        }
+        Cmd::Agent { interval } => agent(&ctl, *interval),
+        Cmd::Demo | Cmd::Completions { .. } => unreachable!("handled in main"),
+    }
+}
+
+/// `KEY=VALUE` into its parts.
+fn key_value(flag: &str, s: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(Error::invalid(flag, format!("{s:?} is not KEY=VALUE"))),
+    }
+}
+
+/// The network configuration the flags describe: ranges, gateways and
+/// auxiliary addresses go to the subnet that contains them.
+pub fn network_config(c: &NetworkCreate) -> Result<NetworkConfig> {
+    let mut cfg = NetworkConfig::new(&c.name, &c.driver);
+    cfg.internal = c.internal;
+    cfg.attachable = c.attachable;
+    cfg.enable_ipv6 = c.ipv6;
+    for s in &c.subnet {
+        if s.addr().is_ipv6() && !c.ipv6 {
+            return Err(Error::invalid("--subnet", format!("{s} is an IPv6 subnet: add --ipv6")));
+        }
+        cfg.ipam.config.push(IpamPoolConfig { subnet: Some(*s), ..Default::default() });
+    }
+    let pool_of = |cfg: &mut NetworkConfig, flag: &str, a: IpAddr| -> Result<usize> {
+        cfg.ipam
+            .config
+            .iter()
+            .position(|p| p.subnet.is_some_and(|s| s.contains(&a)))
+            .ok_or_else(|| Error::invalid(flag, format!("{a} is in no --subnet")))
+    };
+    for r in &c.ip_range {
+        let i = pool_of(&mut cfg, "--ip-range", r.addr())?;
+        cfg.ipam.config[i].ip_range = Some(*r);
+    }
+    for g in &c.gateway {
+        let i = pool_of(&mut cfg, "--gateway", *g)?;
+        if cfg.ipam.config[i].gateway.is_some() {
+            return Err(Error::invalid(
+                "--gateway",
+                format!("a second gateway for subnet {}", cfg.ipam.config[i].subnet.unwrap()),
+            ));
+        }
+        cfg.ipam.config[i].gateway = Some(*g);
+    }
+    for a in &c.aux_address {
+        let (name, ip) = key_value("--aux-address", a)?;
+        let ip: IpAddr =
+            ip.parse().map_err(|_| Error::invalid("--aux-address", format!("{ip:?} is not an IP address")))?;
+        let i = pool_of(&mut cfg, "--aux-address", ip)?;
+        cfg.ipam.config[i].auxiliary_addresses.insert(name, ip);
+    }
+    for o in &c.opt {
+        let (k, v) = key_value("--opt", o)?;
+        cfg.options.insert(k, v);
+    }
+    for l in &c.label {
+        let (k, v) = key_value("--label", l)?;
+        cfg.labels.insert(k, v);
+    }
+    Ok(cfg)
+}
+
+/// Docker-style columns: each as wide as its widest cell, three spaces apart.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<width$}", width = w[i] + 3));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn network(ctl: &Controller, cmd: &NetworkCmd) -> Result<i32> {
+    match cmd {
+        NetworkCmd::Create(c) => {
+            let net = ctl.create_network(network_config(c)?)?;
+            println!("{}", net.id);
+            Ok(0)
+        }
+        NetworkCmd::Ls { quiet, format } => {
+            let mut nets = ctl.networks()?;
+            nets.sort_by(|a, b| a.name.cmp(&b.name));
+            if *quiet {
+                for n in &nets {
+                    println!("{}", n.id.short());
+                }
+                return Ok(0);
+            }
+            match format {
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = nets
+                        .iter()
+                        .map(|n| vec![n.id.short().to_string(), n.name.clone(), n.driver.clone(), n.scope.to_string()])
+                        .collect();
+                    print!("{}", table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows));
+                }
+                Format::Json => {
+                    for n in &nets {
+                        let v = json!({
+                            "ID": n.id.short(), "Name": n.name, "Driver": n.driver, "Scope": n.scope.to_string(),
+                            "IPv6": n.enable_ipv6.to_string(), "Internal": n.internal.to_string(),
+                            "Labels": n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+                        });
+                        println!("{v}");
+                    }
+                }
+            }
+            Ok(0)
+        }
+        NetworkCmd::Inspect { networks } => {
+            let all = networks.iter().map(|n| ctl.inspect_network(n)).collect::<Result<Vec<_>>>()?;
+            println!("{}", serde_json::to_string_pretty(&all).expect("inspect output serializes"));
+            Ok(0)
+        }
+        NetworkCmd::Rm { networks } => {
+            let mut failed = false;
+            for n in networks {
+                match ctl.delete_network(n) {
+                    Ok(()) => println!("{n}"),
+                    Err(e) => {
+                        eprintln!("cnm: error: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            Ok(i32::from(failed))
+        }
+    }
+}
+
+fn sandbox_config(c: &SandboxCreate) -> SandboxConfig {
+    SandboxConfig {
+        name: c.name.clone(),
+        netns: c.netns.clone(),
+        hostname: c.hostname.clone(),
+        dns: DnsConfig { servers: c.dns.clone(), search: c.dns_search.clone(), options: c.dns_option.clone() },
+    }
+}
+
+/// The endpoints joined to a sandbox, in join order.
+fn sandbox_endpoints(ctl: &Controller, sb: &cnm_core::Sandbox) -> Result<Vec<Endpoint>> {
+    let all = ctl.endpoints(None)?;
+    Ok(sb.endpoints.iter().filter_map(|r| all.iter().find(|e| e.id == r.id).cloned()).collect())
+}
+
+/// (Re)writes a sandbox's resolv.conf and hosts file.
+fn write_files(ctl: &Controller, paths: &Paths, sandbox: &str) -> Result<()> {
+    let sb = ctl.sandbox(sandbox)?;
+    let dir = paths.sandbox_files(&sb.name);
+    let io = |e: std::io::Error| Error::invalid("sandbox files", format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    std::fs::write(dir.join("resolv.conf"), dns::resolv_conf(&sb, &host_resolv)).map_err(io)?;
+    std::fs::write(dir.join("hosts"), dns::hosts(&sb, &sandbox_endpoints(ctl, &sb)?)).map_err(io)?;
+    Ok(())
+}
+
+fn sandbox(ctl: &Controller, paths: &Paths, cmd: &SandboxCmd) -> Result<i32> {
+    match cmd {
+        SandboxCmd::Create(c) => {
+            let sb = ctl.create_sandbox(sandbox_config(c))?;
+            if let Err(e) = write_files(ctl, paths, &sb.name) {
+                let _ = ctl.delete_sandbox(&sb.name);
+                return Err(e);
+            }
+            println!("{}", sb.netns.display());
+            Ok(0)
+        }
+        SandboxCmd::Ls => {
+            let all = ctl.endpoints(None)?;
+            let rows: Vec<Vec<String>> = ctl
+                .sandboxes()?
+                .iter()
+                .map(|s| {
+                    let nets: Vec<String> = s
+                        .endpoints
+                        .iter()
+                        .filter_map(|r| all.iter().find(|e| e.id == r.id).map(|e| e.network.clone()))
+                        .collect();
+                    vec![s.name.clone(), s.id.short().to_string(), s.netns.display().to_string(), nets.join(",")]
+                })
+                .collect();
+            print!("{}", table(&["NAME", "SANDBOX ID", "NETNS", "NETWORKS"], &rows));
+            Ok(0)
+        }
+        SandboxCmd::Inspect { sandbox } => {
+            let sb = ctl.sandbox(sandbox)?;
+            let files = paths.sandbox_files(&sb.name);
+            let eps: Vec<_> = sandbox_endpoints(ctl, &sb)?
+                .iter()
+                .map(|e| {
+                    json!({
+                        "Network": e.network, "EndpointID": e.id, "Interface": e.ifname,
+                        "MacAddress": e.mac.map(|m| m.to_string()).unwrap_or_default(),
+                        "IPv4Address": e.ipv4.map(|a| a.to_string()).unwrap_or_default(),
+                        "IPv6Address": e.ipv6.map(|a| a.to_string()).unwrap_or_default(),
+                        "Gateway": e.gateway, "Aliases": e.aliases,
+                        "Ports": e.bindings.iter().map(|b| json!({
+                            "HostIp": b.host_ip.map(|a| a.to_string()).unwrap_or_else(|| "0.0.0.0".into()),
+                            "HostPort": b.host_port.to_string(),
+                            "ContainerPort": format!("{}/{}", b.container_port, b.protocol),
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            let v = json!({
+                "Name": sb.name, "Id": sb.id, "NetNs": sb.netns, "Hostname": sb.hostname,
+                "Dns": { "Servers": sb.dns.servers, "Search": sb.dns.search, "Options": sb.dns.options },
+                "Endpoints": eps,
+                "ResolvConfPath": files.join("resolv.conf"), "HostsPath": files.join("hosts"),
+            });
+            println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
+            Ok(0)
+        }
+        SandboxCmd::Rm { sandbox } => {
+            let sb = ctl.sandbox(sandbox)?;
+            ctl.delete_sandbox(&sb.name)?;
+            let _ = std::fs::remove_dir_all(paths.sandbox_files(&sb.name));
+            println!("{}", sb.name);
+            Ok(0)
+        }
+    }
+}
+
+fn connect(ctl: &Controller, paths: &Paths, c: &ConnectArgs) -> Result<i32> {
+    let cfg = EndpointConfig {
+        name: None,
+        ipv4: c.ip,
+        ipv6: c.ip6,
+        mac: c.mac,
+        aliases: c.alias.clone(),
+        ports: c.publish.clone(),
+    };
+    let ep = ctl.connect(&c.network, &c.sandbox, cfg)?;
+    write_files(ctl, paths, &c.sandbox)?;
+    let mut line = format!("{} {}", c.sandbox, ep.ifname.as_deref().unwrap_or("-"));
+    for a in [ep.ipv4, ep.ipv6].into_iter().flatten() {
+        line.push_str(&format!(" {a}"));
+    }
+    if let Some(m) = ep.mac {
+        line.push_str(&format!(" {m}"));
+    }
+    for b in &ep.bindings {
+        let host = b.host_ip.map(|a| a.to_string()).unwrap_or_else(|| "0.0.0.0".into());
+        line.push_str(&format!(" {host}:{}->{}/{}", b.host_port, b.container_port, b.protocol));
+    }
+    println!("{line}");
+    Ok(0)
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: nix::libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn agent(ctl: &Controller, interval: u64) -> Result<i32> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let act = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    for s in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { sigaction(s, &act) }.map_err(|e| Error::invalid("agent", format!("signal handler: {e}")))?;
+    }
+    ctl.restore()?;
+    println!("cnm agent: reconciling every {interval} s; SIGINT or SIGTERM stops it");
+    let mut counters: BTreeMap<&str, usize> = BTreeMap::new();
+    while !STOP.load(Ordering::SeqCst) {
+        match ctl.reconcile() {
+            Ok(r) => {
+                for line in &r.repairs {
+                    println!("{line}");
+                }
+                *counters.entry("repairs").or_default() += r.repairs.len();
+            }
+            Err(e) => eprintln!("cnm: error: reconcile: {e}"),
+        }
+        for _ in 0..interval * 10 {
+            if STOP.load(Ordering::SeqCst) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    println!("cnm agent: stopped after {} repairs", counters.get("repairs").copied().unwrap_or(0));
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn create(args: &[&str]) -> Result<NetworkConfig> {
+        let cli = Cli::try_parse_from(["cnm", "network", "create"].iter().chain(args)).unwrap();
+        match cli.cmd {
+            Cmd::Network(NetworkCmd::Create(c)) => network_config(&c),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn flags_map_to_the_subnet_that_contains_them() {
+        let c = create(&[
+            "--subnet",
+            "10.1.0.0/16",
+            "--subnet",
+            "10.2.0.0/24",
+            "--gateway",
+            "10.2.0.254",
+            "--ip-range",
+            "10.1.5.0/24",
+            "--aux-address",
+            "router=10.1.0.2",
+            "-o",
+            "com.docker.network.bridge.name=br0",
+            "--label",
+            "team=a",
+            "n",
+        ])
+        .unwrap();
+        assert_eq!(c.ipam.config[0].ip_range, Some("10.1.5.0/24".parse().unwrap()));
+        assert_eq!(c.ipam.config[1].gateway, Some("10.2.0.254".parse().unwrap()));
+        assert_eq!(c.ipam.config[0].auxiliary_addresses["router"], "10.1.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(c.options["com.docker.network.bridge.name"], "br0");
+        assert_eq!(c.labels["team"], "a");
+    }
+
+    #[test]
+    fn misplaced_flags_are_named() {
+        for (args, want) in [
+            (vec!["--subnet", "10.1.0.0/24", "--gateway", "10.9.0.1", "n"], "--gateway: 10.9.0.1 is in no --subnet"),
+            (vec!["--subnet", "fd00::/64", "n"], "add --ipv6"),
+            (vec!["-o", "novalue", "n"], "\"novalue\" is not KEY=VALUE"),
+            (vec!["--subnet", "10.1.0.0/24", "--aux-address", "x=10.1.0.300", "n"], "not an IP address"),
+        ] {
+            let e = create(&args).unwrap_err().to_string();
+            assert!(e.contains(want), "{e} should contain {want}");
+        }
+    }
+
+    #[test]
+    fn columns_are_padded_like_docker() {
+        let t = table(&["NETWORK ID", "NAME"], &[vec!["0123456789ab".into(), "web".into()]]);
+        assert_eq!(t, "NETWORK ID     NAME\n0123456789ab   web\n");
+    }
+}

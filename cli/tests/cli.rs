@@ -1,0 +1,238 @@
+//! The `cnm` binary driven as a user drives it: separate processes, a fresh
+//! state directory and a fresh host namespace (`--host-netns`) per test,
+//! results checked with iproute2 and against Docker's reference shapes.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use cnm_netns::testing::TestHost;
+
+struct Cnm {
+    host: TestHost,
+    state: PathBuf,
+    run: PathBuf,
+}
+
+impl Cnm {
+    fn new(test: &str) -> Option<Cnm> {
+        let host = TestHost::new(test)?;
+        let (state, run) = (host.dir().join("state"), host.dir().join("run"));
+        Some(Cnm { host, state, run })
+    }
+
+    /// Runs `cnm` with the test's directories and host namespace.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cnm"))
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg("--run-dir")
+            .arg(&self.run)
+            .arg("--host-netns")
+            .arg(self.host.ns.proc_path())
+            .args(args)
+            .output()
+            .expect("running cnm")
+    }
+
+    /// Runs `cnm` and expects success; its standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(o.status.success(), "cnm {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// Runs `cnm` and expects exit status `code`; its standard error.
+    fn fails(&self, code: i32, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert_eq!(o.status.code(), Some(code), "cnm {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stderr).unwrap()
+    }
+
+    /// Names of the links in the host namespace.
+    fn host_links(&self) -> Vec<String> {
+        let j = self.host.ip_json(&self.host.ns, &["link", "show"]);
+        j.as_array().unwrap().iter().map(|l| l["ifname"].as_str().unwrap().to_string()).collect()
+    }
+}
+
+#[test]
+fn networks_are_created_listed_inspected_and_removed() {
+    let Some(c) = Cnm::new("cli_networks") else { return };
+    let id = c.ok(&["network", "create", "--subnet", "10.71.0.0/24", "--label", "team=a", "web"]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "the full id is printed: {id}");
+    c.ok(&["network", "create", "-d", "null", "none"]);
+    c.ok(&["network", "create", "-d", "host", "host"]);
+    assert!(c.host_links().contains(&format!("br-{}", &id[..12])), "{:?}", c.host_links());
+
+    let ls = c.ok(&["network", "ls"]);
+    let lines: Vec<&str> = ls.lines().collect();
+    assert_eq!(lines[0], "NETWORK ID     NAME   DRIVER   SCOPE");
+    assert!(lines.contains(&format!("{}   web    bridge   local", &id[..12]).as_str()), "{ls}");
+    assert_eq!(lines.len(), 4);
+    let q = c.ok(&["network", "ls", "-q"]);
+    assert!(q.lines().any(|l| l == &id[..12]));
+    let json = c.ok(&["network", "ls", "--format", "json"]);
+    let first: serde_json::Value = serde_json::from_str(json.lines().find(|l| l.contains("\"web\"")).unwrap()).unwrap();
+    assert_eq!((first["Driver"].as_str(), first["Labels"].as_str()), (Some("bridge"), Some("team=a")));
+
+    // Inspect: a JSON array with the keys of Docker's output.
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&["network", "inspect", "web"])).unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_str(include_str!("../../cnm-core/tests/fixtures/docker-network-inspect-bridge.json")).unwrap();
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&v[0]), keys(&reference[0]));
+    assert_eq!(v[0]["IPAM"]["Config"][0]["Subnet"], "10.71.0.0/24");
+    assert_eq!(v[0]["Id"], id);
+
+    c.ok(&["network", "rm", "web", "none", "host"]);
+    assert_eq!(c.ok(&["network", "ls"]).lines().count(), 1);
+    assert!(!c.host_links().iter().any(|l| l.starts_with("br-")), "the bridge went with the network");
+}
+
+#[test]
+fn sandboxes_connect_publish_exec_and_write_dns_files() {
+    let Some(c) = Cnm::new("cli_sandboxes") else { return };
+    c.ok(&["network", "create", "--subnet", "10.72.0.0/24", "web"]);
+    let path = c.ok(&[
+        "sandbox",
+        "create",
+        "--hostname",
+        "web1",
+        "--dns",
+        "10.0.0.2",
+        "--dns-search",
+        "example.com",
+        "--dns-option",
+        "ndots:2",
+        "c1",
+    ]);
+    assert!(std::path::Path::new(path.trim()).exists(), "the namespace path is printed: {path}");
+    c.ok(&["sandbox", "create", "c2"]);
+    let line = c.ok(&["connect", "--ip", "10.72.0.10", "-p", "8080:80", "web", "c1"]);
+    assert!(line.contains("eth0 10.72.0.10/24 02:42:0a:48:00:0a") && line.contains("0.0.0.0:8080->80/tcp"), "{line}");
+    c.ok(&["connect", "web", "c2"]);
+
+    let inspect: serde_json::Value = serde_json::from_str(&c.ok(&["sandbox", "inspect", "c1"])).unwrap();
+    let resolv = std::fs::read_to_string(inspect["ResolvConfPath"].as_str().unwrap()).unwrap();
+    assert_eq!(resolv, "nameserver 10.0.0.2\nsearch example.com\noptions ndots:2\n");
+    let hosts = std::fs::read_to_string(inspect["HostsPath"].as_str().unwrap()).unwrap();
+    assert!(hosts.contains("10.72.0.10\tweb1"), "{hosts}");
+    assert_eq!(inspect["Endpoints"][0]["Ports"][0]["HostPort"], "8080");
+
+    // exec runs inside the sandbox: iproute2 sees eth0 with its address, and
+    // ping reaches the other sandbox.
+    let out = c.ok(&["exec", "c1", "--", "ip", "-j", "addr", "show", "dev", "eth0"]);
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j[0]["addr_info"][0]["local"], "10.72.0.10");
+    c.ok(&["exec", "c2", "--", "ping", "-c1", "-W2", "10.72.0.10"]);
+    let o = c.run(&["exec", "c1", "--", "false"]);
+    assert_eq!(o.status.code(), Some(1), "exec passes on the command's status");
+
+    let ls = c.ok(&["sandbox", "ls"]);
+    assert!(ls.lines().any(|l| l.starts_with("c1 ") && l.ends_with("web")), "{ls}");
+    c.ok(&["disconnect", "web", "c1"]);
+    let hosts = std::fs::read_to_string(inspect["HostsPath"].as_str().unwrap()).unwrap();
+    assert!(!hosts.contains("10.72.0.10"), "the hosts file follows disconnect: {hosts}");
+    c.ok(&["sandbox", "rm", "c1"]);
+    c.ok(&["sandbox", "rm", "c2"]);
+    c.ok(&["network", "rm", "web"]);
+    assert_eq!(c.host_links(), vec!["lo".to_string()], "nothing left in the host namespace");
+    assert_eq!(c.ok(&["reconcile"]).trim(), "nothing to repair");
+}
+
+#[test]
+fn documented_errors_are_one_line_and_leave_nothing_half_done() {
+    let Some(c) = Cnm::new("cli_errors") else { return };
+    c.ok(&["network", "create", "--subnet", "10.73.0.0/24", "web"]);
+    c.ok(&["sandbox", "create", "c1"]);
+    c.ok(&["sandbox", "create", "c2"]);
+    c.ok(&["connect", "-p", "8080:80", "web", "c1"]);
+    let links = c.host_links();
+
+    // Usage errors: the command's usage, exit 2.
+    let e = c.fails(2, &["network", "create", "--subnet", "10.1.0.0/33", "x"]);
+    assert!(e.contains("10.1.0.0/33") && e.contains("Usage: cnm network create"), "{e}");
+    let e = c.fails(2, &["network", "create", "-d", "macvlan9", "x"]);
+    assert!(e.contains("macvlan9"), "{e}");
+    let e = c.fails(2, &["connect", "-p", "80/icmp", "web", "c2"]);
+    assert!(e.contains("80/icmp"), "{e}");
+
+    // Everything else: one line naming what was wrong, exit 1.
+    for (args, want) in [
+        (
+            vec!["network", "create", "--subnet", "10.74.0.0/24", "--gateway", "10.9.9.1", "x"],
+            "10.9.9.1 is in no --subnet",
+        ),
+        (vec!["network", "create", "-o", "com.docker.network.bridge.bogus=1", "x"], "com.docker.network.bridge.bogus"),
+        (vec!["network", "create", "--subnet", "10.75.0.0/24", "web"], "already exists"),
+        (vec!["connect", "-p", "8080:81", "web", "c2"], "already published"),
+        (vec!["connect", "nosuchnet", "c2"], "nosuchnet"),
+        (vec!["connect", "web", "nosuchsandbox"], "nosuchsandbox"),
+        (vec!["network", "rm", "web"], "web"),
+        (vec!["--store", "etcd://127.0.0.1:2379", "network", "ls"], "--store"),
+    ] {
+        let e = c.fails(1, &args);
+        assert!(e.starts_with("cnm: error: ") && e.lines().count() == 1, "{args:?}: {e}");
+        assert!(e.contains(want), "{args:?}: {e} should name {want}");
+    }
+    assert_eq!(c.host_links(), links, "no link was added or removed by a failed command");
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&["network", "inspect", "web"])).unwrap();
+    assert_eq!(v[0]["Containers"].as_object().unwrap().len(), 1, "no endpoint was left by a failed connect");
+    let nets = c.ok(&["network", "ls", "-q"]);
+    assert_eq!(nets.lines().count(), 1, "no half-made network: {nets}");
+    c.ok(&["sandbox", "rm", "c1"]);
+    c.ok(&["sandbox", "rm", "c2"]);
+    c.ok(&["network", "rm", "web"]);
+}
+
+#[test]
+fn every_command_has_help_with_an_example_and_completions_exist() {
+    for args in [
+        vec!["--help"],
+        vec!["network", "create", "--help"],
+        vec!["network", "ls", "--help"],
+        vec!["network", "inspect", "--help"],
+        vec!["network", "rm", "--help"],
+        vec!["sandbox", "create", "--help"],
+        vec!["sandbox", "ls", "--help"],
+        vec!["sandbox", "inspect", "--help"],
+        vec!["sandbox", "rm", "--help"],
+        vec!["connect", "--help"],
+        vec!["disconnect", "--help"],
+        vec!["exec", "--help"],
+        vec!["reconcile", "--help"],
+        vec!["agent", "--help"],
+        vec!["demo", "--help"],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_cnm")).args(&args).output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success() && text.contains("Example"), "{args:?}: {text}");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_cnm")).args(["completions", "bash"]).output().unwrap();
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("_cnm"));
+}
+
+#[test]
+fn the_demo_passes_and_leaves_nothing_behind() {
+    if !cnm_netns::testing::require_root("cli_demo") {
+        return;
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_cnm"))
+        .arg("demo")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("checks passed") && !out.contains("[FAIL]"), "{out}");
+    let scratch = format!("cnm-demo-{pid}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&scratch), "a mount of the demo is left");
+    for base in [std::path::Path::new("/dev/shm").to_path_buf(), std::env::temp_dir()] {
+        assert!(!base.join(&scratch).exists(), "{} is left", base.join(&scratch).display());
+    }
+}
