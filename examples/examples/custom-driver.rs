@@ -66,7 +66,7 @@ impl NetworkDriver for RoutedDriver {
         let rest = || -> cnm_core::Result<()> {
             host.addr_add(link.index, format!("{GATEWAY}/32").parse().unwrap(), AddrFlags::empty())
                 .map_err(kernel("addr_add"))?;
-            host.route_add(&Route::device(IpAddr::from(addr).into(), link.index)).map_err(kernel("route_add"))?;
+            host.route_add(&Route::device(addr.into(), link.index)).map_err(kernel("route_add"))?;
             let inside = Handle::open(join.netns).map_err(kernel("open sandbox"))?;
             let eth = link.peer_index.filter(|i| *i != 0).ok_or_else(|| Error::invalid("veth", "no peer index"))?;
             inside.link_set_up("lo").map_err(kernel("lo up"))?;
