@@ -252,7 +252,7 @@ pub struct ConnectArgs {
     /// A DNS alias of the endpoint.
     #[arg(long, value_name = "NAME")]
     pub alias: Vec<String>,
-    /// Publish a port: [HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|udp|sctp].
+    /// Publish a port: `[HOSTIP:][HOSTPORT[-END]:]PORT[-END][/tcp|udp|sctp]`.
     #[arg(short, long, value_name = "MAPPING")]
     pub publish: Vec<cnm_core::PortMapping>,
     /// Network name or id.

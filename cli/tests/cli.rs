@@ -236,3 +236,95 @@ fn the_demo_passes_and_leaves_nothing_behind() {
         assert!(!base.join(&scratch).exists(), "{} is left", base.join(&scratch).display());
     }
 }
+
+#[test]
+fn host_mode_ipv6_static_addresses_and_the_iptables_backend() {
+    let Some(c) = Cnm::new("cli_more") else { return };
+    // Host mode: a sandbox on the host namespace itself.
+    c.ok(&["network", "create", "-d", "host", "host"]);
+    let hostns = c.host.ns.proc_path();
+    c.ok(&["sandbox", "create", "--netns", hostns.to_str().unwrap(), "h1"]);
+    c.ok(&["connect", "host", "h1"]);
+    c.ok(&["network", "create", "-d", "null", "none"]);
+    let e = c.fails(1, &["connect", "none", "h1"]);
+    assert!(e.contains("\"host\"") && e.contains("no other network"), "a host-mode sandbox joins nothing else: {e}");
+
+    // Dual stack with static addresses, MAC and alias.
+    c.ok(&["network", "create", "--ipv6", "--subnet", "10.76.0.0/24", "--subnet", "fd00:76::/64", "dual"]);
+    c.ok(&["sandbox", "create", "c1"]);
+    let line = c.ok(&[
+        "connect",
+        "--ip",
+        "10.76.0.9",
+        "--ip6",
+        "fd00:76::9",
+        "--mac",
+        "02:00:00:00:00:09",
+        "--alias",
+        "db",
+        "dual",
+        "c1",
+    ]);
+    assert!(
+        line.contains("10.76.0.9/24") && line.contains("fd00:76::9/64") && line.contains("02:00:00:00:00:09"),
+        "{line}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&["sandbox", "inspect", "c1"])).unwrap();
+    assert_eq!(v["Endpoints"][0]["Aliases"][0], "db");
+    let out = c.ok(&["exec", "c1", "--", "ip", "-j", "-6", "addr", "show", "dev", "eth0"]);
+    assert!(out.contains("fd00:76::9"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&["network", "inspect", "dual", "host"])).unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(2));
+    assert_eq!(v[0]["EnableIPv6"], true);
+    c.ok(&["sandbox", "rm", "c1"]);
+    c.ok(&["sandbox", "rm", "h1"]);
+    c.ok(&["network", "rm", "dual", "host"]);
+    c.ok(&["network", "rm", "none"]);
+
+    // The iptables backend: the same commands, rules in CNM-* chains.
+    let ipt = |args: &[&str]| {
+        let mut full = vec!["--firewall", "iptables"];
+        full.extend_from_slice(args);
+        c.ok(&full)
+    };
+    ipt(&["network", "create", "--subnet", "10.77.0.0/24", "web"]);
+    ipt(&["sandbox", "create", "c2"]);
+    ipt(&["connect", "-p", "9090:90", "web", "c2"]);
+    let save = c.host.exec(&c.host.ns, "iptables-save", &[]);
+    assert!(save.contains("--dport 9090") && save.contains("-j DNAT --to-destination 10.77.0.2:90"), "{save}");
+    ipt(&["sandbox", "rm", "c2"]);
+    ipt(&["network", "rm", "web"]);
+    let save = c.host.exec(&c.host.ns, "iptables-save", &[]);
+    assert!(!save.contains("--dport 9090"), "the rule went with the endpoint");
+}
+
+#[test]
+fn the_agent_reconciles_until_told_to_stop() {
+    let Some(c) = Cnm::new("cli_agent") else { return };
+    let id = c.ok(&["network", "create", "--subnet", "10.78.0.0/24", "web"]);
+    // A reboot, as far as the bridge is concerned: it is gone.
+    c.host.exec(&c.host.ns, "ip", &["link", "del", &format!("br-{}", &id.trim()[..12])]);
+    let child = Command::new(env!("CARGO_BIN_EXE_cnm"))
+        .arg("--state-dir")
+        .arg(&c.state)
+        .arg("--run-dir")
+        .arg(&c.run)
+        .arg("--host-netns")
+        .arg(c.host.ns.proc_path())
+        .args(["agent", "--interval", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bridge = format!("br-{}", &id.trim()[..12]);
+    let t = std::time::Instant::now();
+    while !c.host_links().contains(&bridge) && t.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(c.host_links().contains(&bridge), "the agent re-created the bridge: {out}");
+    assert!(out.contains("re-created bridge") && out.contains("stopped after"), "{out}");
+    c.ok(&["network", "rm", "web"]);
+}

@@ -123,7 +123,7 @@ impl ControllerBuilder {
 
 /// The CNM controller: networks, endpoints and sandboxes, persisted in a
 /// store, with the kernel work delegated to drivers. Safe to share between
-/// threads; with a [`FileStore`] also between processes.
+/// threads; with a [`FileStore`](crate::FileStore) also between processes.
 pub struct Controller {
     drivers: BTreeMap<String, Arc<dyn NetworkDriver>>,
     ipam: Option<Arc<dyn IpamDriver>>,
