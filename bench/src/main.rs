@@ -1,0 +1,94 @@
+//! `cnm-bench`: cnm side by side with netavark, the CNI plugins and the
+//! kernel floor, inside test host namespaces it creates. Systems are
+//! interleaved run by run (A B C D, A B C D …) so machine noise hits all of
+//! them alike. Prints median, p10, p90, p99 and runs per workload and
+//! system with each anchor's ratio to cnm, and writes `summary.json`,
+//! `samples.json` and `single.svg` to `--out`.
+//!
+//! Run as root: `cargo run --release -p cnm-bench -- [--quick] [--out DIR]`.
+
+mod plot;
+mod stats;
+mod systems;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::stats::Record;
+use crate::systems::System;
+
+/// Command-line options.
+#[derive(Debug, Parser)]
+#[command(name = "cnm-bench", about = "cnm side by side with netavark, the CNI plugins and the kernel floor")]
+struct Args {
+    /// Where the JSON and the plots go.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+    /// A reduced run (under two minutes), to keep the harness working.
+    #[arg(long)]
+    quick: bool,
+    /// Runs per workload and system (default: 30, or 5 with --quick).
+    #[arg(long)]
+    runs: Option<usize>,
+}
+
+fn build(name: &str, n: usize) -> Box<dyn System> {
+    match name {
+        "cnm" => Box::new(systems::Cnm::new(n)),
+        "netavark" => Box::new(systems::Netavark::new(n)),
+        "cni" => Box::new(systems::Cni::new(n)),
+        "floor" => Box::new(systems::Floor::new(n)),
+        other => unreachable!("unknown system {other}"),
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    if !cnm_netns::testing::require_root("cnm-bench") {
+        eprintln!("cnm-bench: run it as root");
+        std::process::exit(1);
+    }
+    let runs = args.runs.unwrap_or(if args.quick { 5 } else { 30 });
+    let mut names = Vec::new();
+    for (name, found) in systems::available() {
+        match found {
+            Ok(()) => {
+                println!("system {name}: found");
+                names.push(name);
+            }
+            Err(why) => println!("system {name}: skipped, {why}"),
+        }
+    }
+    let mut samples: BTreeMap<(String, &'static str), Vec<Duration>> = BTreeMap::new();
+    for ports in [0u16, 1, 10] {
+        // A fresh test host per system and workload; containers are made
+        // before the clock starts.
+        let mut systems: Vec<Box<dyn System>> = names.iter().map(|n| build(n, runs)).collect();
+        for r in 0..runs {
+            for s in systems.iter_mut() {
+                let a = s.attach(r, ports);
+                let d = s.detach(r);
+                samples.entry((format!("attach-{ports}-ports"), s.name())).or_default().push(a);
+                samples.entry((format!("detach-{ports}-ports"), s.name())).or_default().push(d);
+            }
+        }
+    }
+    let records: Vec<Record> = samples.iter().map(|((w, s), v)| Record::new(w, s, v)).collect();
+    print!("{}", stats::table(&records));
+    std::fs::create_dir_all(&args.out).expect("creating the output directory");
+    let raw: Vec<serde_json::Value> = samples
+        .iter()
+        .map(|((w, s), v)| {
+            serde_json::json!({"workload": w, "system": s, "samples_ms": v.iter().map(|d| d.as_secs_f64() * 1e3).collect::<Vec<_>>()})
+        })
+        .collect();
+    std::fs::write(args.out.join("summary.json"), serde_json::to_string_pretty(&records).unwrap()).unwrap();
+    std::fs::write(args.out.join("samples.json"), serde_json::to_string_pretty(&raw).unwrap()).unwrap();
+    let mut written: Vec<String> =
+        ["summary.json", "samples.json"].map(|f| args.out.join(f).display().to_string()).into();
+    written.extend(plot::single(&records, &args.out, "single").expect("drawing the single-container chart"));
+    println!("wrote {}", written.join(", "));
+}

@@ -1,0 +1,45 @@
+//! `cnm-bench --quick` runs end to end and writes the summary in the
+//! documented shape, the raw samples and the plots. Speed is not judged here.
+
+use std::process::Command;
+
+#[test]
+fn the_quick_suite_writes_its_json_and_plots() {
+    if !cnm_netns::testing::require_root("cnm-bench --quick") {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("cnm-bench-quick-{}", std::process::id()));
+    let o = Command::new(env!("CARGO_BIN_EXE_cnm-bench")).args(["--quick", "--out"]).arg(&out).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}\n{}", String::from_utf8_lossy(&o.stderr));
+
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let records = summary.as_array().unwrap();
+    for r in records {
+        let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["median_ms", "p10_ms", "p90_ms", "p99_ms", "runs", "system", "workload"], "{r}");
+        assert!(["cnm", "netavark", "cni", "floor"].contains(&r["system"].as_str().unwrap()));
+        assert_eq!(r["runs"], 5);
+        let (p10, med, p90) =
+            (r["p10_ms"].as_f64().unwrap(), r["median_ms"].as_f64().unwrap(), r["p90_ms"].as_f64().unwrap());
+        assert!(0.0 < p10 && p10 <= med && med <= p90, "{r}");
+    }
+    for w in
+        ["attach-0-ports", "attach-1-ports", "attach-10-ports", "detach-0-ports", "detach-1-ports", "detach-10-ports"]
+    {
+        assert!(records.iter().any(|r| r["workload"] == w && r["system"] == "cnm"), "no cnm record for {w}");
+        // Every system the suite found was measured on every workload.
+        for line in text.lines().filter(|l| l.ends_with(": found")) {
+            let system = line.trim_start_matches("system ").trim_end_matches(": found");
+            assert!(records.iter().any(|r| r["workload"] == w && r["system"] == system), "{system} missing on {w}");
+        }
+    }
+    let samples: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("samples.json")).unwrap()).unwrap();
+    assert_eq!(samples.as_array().unwrap().len(), records.len());
+    for f in ["single.svg", "single.png"] {
+        assert!(std::fs::metadata(out.join(f)).map(|m| m.len() > 1000).unwrap_or(false), "{f} missing or empty");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
