@@ -45,6 +45,78 @@ fn build(name: &str, n: usize) -> Box<dyn System> {
     }
 }
 
+/// Samples per (workload, system).
+type Samples = BTreeMap<(String, &'static str), Vec<Duration>>;
+
+/// Workload 1: attach and detach one container with 0, 1 and 10 ports.
+fn single(names: &[&'static str], runs: usize, samples: &mut Samples) {
+    for ports in [0u16, 1, 10] {
+        // A fresh test host per system and workload; containers are made
+        // before the clock starts.
+        let mut systems: Vec<Box<dyn System>> = names.iter().map(|n| build(n, runs)).collect();
+        for r in 0..runs {
+            for s in systems.iter_mut() {
+                let a = s.attach(r, ports);
+                let d = s.detach(r);
+                samples.entry((format!("attach-{ports}-ports"), s.name())).or_default().push(a);
+                samples.entry((format!("detach-{ports}-ports"), s.name())).or_default().push(d);
+            }
+        }
+    }
+}
+
+/// Workload 2: attaches with one published port one after another, `n` for
+/// cnm and the floor, for an anchor as many as fit in `budget` but at least
+/// `min_anchor`; then all the detaches. Returns the attach latencies in
+/// order, per system.
+fn scale(
+    names: &[&'static str],
+    n: usize,
+    min_anchor: usize,
+    budget: Duration,
+    samples: &mut Samples,
+) -> Vec<(String, Vec<f64>)> {
+    let mut systems: Vec<Box<dyn System>> = names.iter().map(|s| build(s, n)).collect();
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); systems.len()];
+    let mut spent = vec![Duration::ZERO; systems.len()];
+    for i in 0..n {
+        for (k, s) in systems.iter_mut().enumerate() {
+            let anchor = !matches!(s.name(), "cnm" | "floor");
+            if anchor && i >= min_anchor && spent[k] > budget {
+                continue;
+            }
+            let t = s.attach(i, 1);
+            spent[k] += t;
+            times[k].push(t);
+        }
+    }
+    let mut series = Vec::new();
+    for (k, s) in systems.iter_mut().enumerate() {
+        let detach: Vec<Duration> = (0..times[k].len()).map(|i| s.detach(i)).collect();
+        samples.insert(("scale-attach-1-port".into(), s.name()), times[k].clone());
+        samples.insert(("scale-detach-1-port".into(), s.name()), detach);
+        let med = |r: std::ops::Range<usize>| {
+            let mut v = times[k].get(r)?.to_vec();
+            v.sort();
+            Some(v[v.len() / 2].as_secs_f64() * 1e3)
+        };
+        let growth = |at: usize| match (med(0..10), med(at - 10..at)) {
+            (Some(a), Some(b)) => format!("attach {at}: {b:.2} ms ({:.2}x attach 10)", b / a),
+            _ => String::new(),
+        };
+        println!(
+            "scale {:<9} {} attaches; attaches 1-10 {:.2} ms; {}; {}",
+            s.name(),
+            times[k].len(),
+            med(0..10).unwrap_or(0.0),
+            growth(300),
+            growth(1000)
+        );
+        series.push((s.name().to_string(), times[k].iter().map(|d| d.as_secs_f64() * 1e3).collect()));
+    }
+    series
+}
+
 fn main() {
     let args = Args::parse();
     if !cnm_netns::testing::require_root("cnm-bench") {
@@ -62,20 +134,11 @@ fn main() {
             Err(why) => println!("system {name}: skipped, {why}"),
         }
     }
-    let mut samples: BTreeMap<(String, &'static str), Vec<Duration>> = BTreeMap::new();
-    for ports in [0u16, 1, 10] {
-        // A fresh test host per system and workload; containers are made
-        // before the clock starts.
-        let mut systems: Vec<Box<dyn System>> = names.iter().map(|n| build(n, runs)).collect();
-        for r in 0..runs {
-            for s in systems.iter_mut() {
-                let a = s.attach(r, ports);
-                let d = s.detach(r);
-                samples.entry((format!("attach-{ports}-ports"), s.name())).or_default().push(a);
-                samples.entry((format!("detach-{ports}-ports"), s.name())).or_default().push(d);
-            }
-        }
-    }
+    let mut samples = Samples::new();
+    single(&names, runs, &mut samples);
+    let (n, min_anchor, budget) =
+        if args.quick { (100, 30, Duration::from_secs(3)) } else { (1000, 300, Duration::from_secs(60)) };
+    let series = scale(&names, n, min_anchor, budget, &mut samples);
     let records: Vec<Record> = samples.iter().map(|((w, s), v)| Record::new(w, s, v)).collect();
     print!("{}", stats::table(&records));
     std::fs::create_dir_all(&args.out).expect("creating the output directory");
@@ -89,6 +152,12 @@ fn main() {
     std::fs::write(args.out.join("samples.json"), serde_json::to_string_pretty(&raw).unwrap()).unwrap();
     let mut written: Vec<String> =
         ["summary.json", "samples.json"].map(|f| args.out.join(f).display().to_string()).into();
-    written.extend(plot::single(&records, &args.out, "single").expect("drawing the single-container chart"));
+    let single: Vec<Record> = records.iter().filter(|r| !r.workload.starts_with("scale-")).cloned().collect();
+    written.extend(plot::single(&single, &args.out, "single").expect("drawing the single-container chart"));
+    let title = "attach latency (1 published port) against containers already attached";
+    written.extend(
+        plot::lines(&series, 50.min(n / 4), title, "containers attached", &args.out, "scale")
+            .expect("drawing the scale chart"),
+    );
     println!("wrote {}", written.join(", "));
 }

@@ -116,3 +116,76 @@ where
     root.present()?;
     Ok(())
 }
+
+/// Writes `name`.svg and `name`.png: one line per system, the median of
+/// each bucket of `bucket` consecutive samples against how many came before.
+pub fn lines(
+    series: &[(String, Vec<f64>)],
+    bucket: usize,
+    title: &str,
+    x_desc: &str,
+    dir: &Path,
+    name: &str,
+) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    font()?;
+    let points: Vec<(String, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(system, v)| {
+            let pts = v
+                .chunks(bucket)
+                .enumerate()
+                .map(|(i, c)| {
+                    let mut c = c.to_vec();
+                    c.sort_by(f64::total_cmp);
+                    ((i * bucket) as f64, c[c.len() / 2])
+                })
+                .collect();
+            (system.clone(), pts)
+        })
+        .collect();
+    let svg = dir.join(format!("{name}.svg"));
+    draw_lines(&points, title, x_desc, SVGBackend::new(&svg, (1100, 520)).into_drawing_area())?;
+    let png = dir.join(format!("{name}.png"));
+    draw_lines(&points, title, x_desc, BitMapBackend::new(&png, (1100, 520)).into_drawing_area())?;
+    Ok(vec![svg.display().to_string(), png.display().to_string()])
+}
+
+fn draw_lines<DB: DrawingBackend>(
+    points: &[(String, Vec<(f64, f64)>)],
+    title: &str,
+    x_desc: &str,
+    root: DrawingArea<DB, plotters::coord::Shift>,
+) -> Res
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let all = points.iter().flat_map(|(_, p)| p.iter());
+    let xmax = all.clone().map(|p| p.0).fold(1.0, f64::max) * 1.05;
+    let ymax = all.clone().map(|p| p.1).fold(0.01, f64::max) * 3.0;
+    let ymin = all.map(|p| p.1).fold(ymax, f64::min).max(0.001) / 3.0;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..xmax, (ymin..ymax).log_scale())?;
+    chart.configure_mesh().x_desc(x_desc).y_desc("ms (median per bucket, log scale)").draw()?;
+    let mut order: Vec<&(String, Vec<(f64, f64)>)> = points.iter().collect();
+    order.sort_by_key(|(s, _)| (s != "cnm", s.clone()));
+    for (i, (system, pts)) in order.into_iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
+            .label(system.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 15, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
