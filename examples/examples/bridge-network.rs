@@ -17,7 +17,7 @@ use cnm_ipam::Ipam;
 use cnm_nat::{Backend, NatFirewall};
 use cnm_netns::NetNs;
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+use cnm_examples::scratch::Result;
 
 fn run(scratch: &Path) -> Result<String> {
     // The namespace the controller treats as "the host". A real host would
@@ -78,33 +78,18 @@ fn run(scratch: &Path) -> Result<String> {
     Ok(format!("sandbox a ({}) talked to sandbox b ({}) over bridge network net1", addrs[0], addrs[1]))
 }
 
-/// A scratch directory on tmpfs, removed (with the mount the controller
-/// makes for its named namespaces) when done.
-fn with_scratch(f: impl FnOnce(&Path) -> Result<String>) -> Result<String> {
-    let dir = Path::new("/dev/shm").join(format!("cnm-example-bridge-{}", std::process::id()));
-    let r = f(&dir);
-    let _ = NetNs::release_dir(dir.join("run/netns"));
-    let _ = std::fs::remove_dir_all(&dir);
-    r
-}
-
 fn main() -> std::process::ExitCode {
-    match with_scratch(run) {
-        Ok(what) => {
-            println!("ok: {what}");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("bridge-network failed: {e} (run it as root, with nftables installed)");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    cnm_examples::scratch::report(
+        "bridge-network",
+        "run it as root, with nftables installed",
+        cnm_examples::scratch::with_scratch("bridge", run),
+    )
 }
 
 #[cfg(test)]
 #[test]
 fn bridge_network_example() {
     if cnm_netns::testing::require_root("example bridge-network") {
-        println!("{}", with_scratch(run).unwrap());
+        println!("{}", cnm_examples::scratch::with_scratch("bridge", run).unwrap());
     }
 }

@@ -16,7 +16,7 @@ use cnm_core::{Controller, Endpoint, EndpointConfig, Error, Network, NetworkConf
 use cnm_ipam::Ipam;
 use cnm_netns::{AddrFlags, Handle, LinkAdd, NetNs, Route, VethPeer};
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+use cnm_examples::scratch::Result;
 
 /// The address every host end has and every sandbox routes through.
 const GATEWAY: &str = "169.254.1.1";
@@ -123,31 +123,14 @@ fn run(scratch: &Path) -> Result<String> {
     Ok(format!("the host reached sandbox s1 at {addr} over a /32 route of the custom `routed` driver"))
 }
 
-fn with_scratch(f: impl FnOnce(&Path) -> Result<String>) -> Result<String> {
-    let dir = Path::new("/dev/shm").join(format!("cnm-example-driver-{}", std::process::id()));
-    let r = f(&dir);
-    let _ = NetNs::release_dir(dir.join("run/netns"));
-    let _ = std::fs::remove_dir_all(&dir);
-    r
-}
-
 fn main() -> std::process::ExitCode {
-    match with_scratch(run) {
-        Ok(what) => {
-            println!("ok: {what}");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("custom-driver failed: {e} (run it as root)");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    cnm_examples::scratch::report("custom-driver", "run it as root", cnm_examples::scratch::with_scratch("driver", run))
 }
 
 #[cfg(test)]
 #[test]
 fn custom_driver_example() {
     if cnm_netns::testing::require_root("example custom-driver") {
-        println!("{}", with_scratch(run).unwrap());
+        println!("{}", cnm_examples::scratch::with_scratch("driver", run).unwrap());
     }
 }

@@ -17,7 +17,7 @@ use cnm_ipam::Ipam;
 use cnm_nat::{Backend, NatFirewall};
 use cnm_netns::{Handle, NetNs};
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+use cnm_examples::scratch::Result;
 
 /// What a runtime keeps per container.
 struct Container {
@@ -81,31 +81,18 @@ fn run(scratch: &Path) -> Result<String> {
     Ok(format!("container ctr1 got {attached} in its own namespace and lost it when it stopped"))
 }
 
-fn with_scratch(f: impl FnOnce(&Path) -> Result<String>) -> Result<String> {
-    let dir = Path::new("/dev/shm").join(format!("cnm-example-embed-{}", std::process::id()));
-    let r = f(&dir);
-    let _ = NetNs::release_dir(dir.join("run/netns"));
-    let _ = std::fs::remove_dir_all(&dir);
-    r
-}
-
 fn main() -> std::process::ExitCode {
-    match with_scratch(run) {
-        Ok(what) => {
-            println!("ok: {what}");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("embed-runtime failed: {e} (run it as root, with nftables installed)");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    cnm_examples::scratch::report(
+        "embed-runtime",
+        "run it as root, with nftables installed",
+        cnm_examples::scratch::with_scratch("embed", run),
+    )
 }
 
 #[cfg(test)]
 #[test]
 fn embed_runtime_example() {
     if cnm_netns::testing::require_root("example embed-runtime") {
-        println!("{}", with_scratch(run).unwrap());
+        println!("{}", cnm_examples::scratch::with_scratch("embed", run).unwrap());
     }
 }

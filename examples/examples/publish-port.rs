@@ -17,7 +17,7 @@ use cnm_ipam::Ipam;
 use cnm_nat::{Backend, NatFirewall};
 use cnm_netns::{AddrFlags, Handle, LinkAdd, NetNs, VethPeer};
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+use cnm_examples::scratch::Result;
 
 /// The host namespace with an uplink to an outside namespace:
 /// host 198.51.100.1/24 <-> outside 198.51.100.2/24.
@@ -81,31 +81,18 @@ fn run(scratch: &Path) -> Result<String> {
     Ok("198.51.100.1:8080 reached the server in the sandbox, which saw the client's 198.51.100.2; gone after disconnect".into())
 }
 
-fn with_scratch(f: impl FnOnce(&Path) -> Result<String>) -> Result<String> {
-    let dir = Path::new("/dev/shm").join(format!("cnm-example-publish-{}", std::process::id()));
-    let r = f(&dir);
-    let _ = NetNs::release_dir(dir.join("run/netns"));
-    let _ = std::fs::remove_dir_all(&dir);
-    r
-}
-
 fn main() -> std::process::ExitCode {
-    match with_scratch(run) {
-        Ok(what) => {
-            println!("ok: {what}");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("publish-port failed: {e} (run it as root, with nftables installed)");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    cnm_examples::scratch::report(
+        "publish-port",
+        "run it as root, with nftables installed",
+        cnm_examples::scratch::with_scratch("publish", run),
+    )
 }
 
 #[cfg(test)]
 #[test]
 fn publish_port_example() {
     if cnm_netns::testing::require_root("example publish-port") {
-        println!("{}", with_scratch(run).unwrap());
+        println!("{}", cnm_examples::scratch::with_scratch("publish", run).unwrap());
     }
 }

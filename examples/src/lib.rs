@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod probe;
+pub mod scratch;
 pub mod veth_ping;
 
 /// The README's code samples, compiled as doc tests.
