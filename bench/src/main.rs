@@ -117,6 +117,59 @@ fn scale(
     series
 }
 
+/// Workload 5: whole processes, `cnm connect`/`cnm disconnect` against
+/// `netavark setup`/`teardown`, with 0 and 10 ports.
+fn processes(names: &[&'static str], runs: usize, samples: &mut Samples) {
+    if systems::CnmCli::binary().is_none() {
+        println!("process workloads: skipped, no cnm binary next to cnm-bench (cargo build -p cnm-cli)");
+        return;
+    }
+    for ports in [0u16, 10] {
+        let mut systems: Vec<Box<dyn System>> = vec![Box::new(systems::CnmCli::new(runs))];
+        if names.contains(&"netavark") {
+            systems.push(Box::new(systems::Netavark::new(runs)));
+        }
+        for r in 0..runs {
+            for s in systems.iter_mut() {
+                let a = s.attach(r, ports);
+                let d = s.detach(r);
+                samples.entry((format!("process-attach-{ports}-ports"), s.name())).or_default().push(a);
+                samples.entry((format!("process-detach-{ports}-ports"), s.name())).or_default().push(d);
+            }
+        }
+    }
+}
+
+/// Workload 4: `n` `cnm connect` processes started at once; the total time
+/// until the last one finished.
+fn concurrent(n: usize, samples: &mut Samples) {
+    if systems::CnmCli::binary().is_none() {
+        return;
+    }
+    let cli = systems::CnmCli::new(n);
+    let t = std::time::Instant::now();
+    let children: Vec<std::process::Child> = (0..n)
+        .map(|i| {
+            cli.command(&["connect", "bench", &format!("c{i}")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "concurrent cnm connect: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let total = t.elapsed();
+    println!(
+        "concurrency: {n} cnm connect processes at once: {:.1} ms in all, {:.0} attaches/s",
+        total.as_secs_f64() * 1e3,
+        n as f64 / total.as_secs_f64()
+    );
+    samples.insert((format!("concurrent-{n}-attaches"), "cnm"), vec![total]);
+}
+
 fn main() {
     let args = Args::parse();
     if !cnm_netns::testing::require_root("cnm-bench") {
@@ -139,6 +192,8 @@ fn main() {
     let (n, min_anchor, budget) =
         if args.quick { (100, 30, Duration::from_secs(3)) } else { (1000, 300, Duration::from_secs(60)) };
     let series = scale(&names, n, min_anchor, budget, &mut samples);
+    processes(&names, runs, &mut samples);
+    concurrent(32, &mut samples);
     let records: Vec<Record> = samples.iter().map(|((w, s), v)| Record::new(w, s, v)).collect();
     print!("{}", stats::table(&records));
     std::fs::create_dir_all(&args.out).expect("creating the output directory");
@@ -152,7 +207,11 @@ fn main() {
     std::fs::write(args.out.join("samples.json"), serde_json::to_string_pretty(&raw).unwrap()).unwrap();
     let mut written: Vec<String> =
         ["summary.json", "samples.json"].map(|f| args.out.join(f).display().to_string()).into();
-    let single: Vec<Record> = records.iter().filter(|r| !r.workload.starts_with("scale-")).cloned().collect();
+    let single: Vec<Record> = records
+        .iter()
+        .filter(|r| r.workload.starts_with("attach-") || r.workload.starts_with("detach-"))
+        .cloned()
+        .collect();
     written.extend(plot::single(&single, &args.out, "single").expect("drawing the single-container chart"));
     let title = "attach latency (1 published port) against containers already attached";
     written.extend(

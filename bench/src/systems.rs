@@ -365,3 +365,72 @@ impl System for Floor {
         })
     }
 }
+
+/// The `cnm` command-line tool, one process per operation (what a runtime
+/// that shells out sees).
+pub struct CnmCli {
+    host: TestHost,
+    exe: PathBuf,
+    containers: Containers,
+}
+
+impl CnmCli {
+    /// The `cnm` binary next to this one, if it was built.
+    pub fn binary() -> Option<PathBuf> {
+        let exe = std::env::current_exe().ok()?.parent()?.join("cnm");
+        exe.is_file().then_some(exe)
+    }
+
+    /// A fresh test host with a bridge network and `n` sandboxes on
+    /// container namespaces, made through the tool before the clock starts.
+    pub fn new(n: usize) -> CnmCli {
+        let host = TestHost::new("bench-cnm-cli").expect("cnm-bench needs root");
+        let exe = Self::binary().expect("the cnm binary (cargo build -p cnm-cli)");
+        let containers = Containers::new(&host, n);
+        let c = CnmCli { host, exe, containers };
+        c.cnm(&["network", "create", "--subnet", "10.92.0.0/16", "bench"]);
+        for i in 0..n {
+            let path = c.containers.paths[i].display().to_string();
+            c.cnm(&["sandbox", "create", "--netns", &path, &format!("c{i}")]);
+        }
+        c
+    }
+
+    /// The command for `cnm ARGS` against this test host.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("--state-dir")
+            .arg(self.host.dir().join("state"))
+            .arg("--run-dir")
+            .arg(self.host.dir().join("run"))
+            .arg("--host-netns")
+            .arg(self.host.ns.proc_path())
+            .args(args);
+        cmd
+    }
+
+    fn cnm(&self, args: &[&str]) {
+        run(&mut self.command(args), "", &format!("cnm {}", args.join(" ")));
+    }
+}
+
+impl System for CnmCli {
+    fn name(&self) -> &'static str {
+        "cnm"
+    }
+    fn attach(&mut self, i: usize, ports: u16) -> Duration {
+        let maps: Vec<String> = (0..ports).map(|p| format!("{}:{}", host_port(i, ports, p), 80 + p)).collect();
+        let mut args: Vec<String> = Vec::new();
+        for m in &maps {
+            args.push("-p".into());
+            args.push(m.clone());
+        }
+        args.extend(["bench".to_string(), format!("c{i}")]);
+        let mut full = vec!["connect"];
+        full.extend(args.iter().map(String::as_str));
+        time(|| self.cnm(&full))
+    }
+    fn detach(&mut self, i: usize) -> Duration {
+        time(|| self.cnm(&["disconnect", "bench", &format!("c{i}")]))
+    }
+}
