@@ -3,7 +3,7 @@
 //! interleaved run by run (A B C D, A B C D …) so machine noise hits all of
 //! them alike. Prints median, p10, p90, p99 and runs per workload and
 //! system with each anchor's ratio to cnm, and writes `summary.json`,
-//! `samples.json` and `single.svg` to `--out`.
+//! `samples.json`, `datapath.json` and the plots (SVG and PNG) to `--out`.
 //!
 //! Run as root: `cargo run --release -p cnm-bench -- [--quick] [--out DIR]`.
 
@@ -170,6 +170,28 @@ fn concurrent(n: usize, samples: &mut Samples) {
     samples.insert((format!("concurrent-{n}-attaches"), "cnm"), vec![total]);
 }
 
+/// Workload 6: one iperf3 TCP stream between two containers on one
+/// network, for cnm and netavark; both use the kernel's bridge, so they must
+/// be equal within noise. Returns (system, Gbit/s) pairs.
+fn datapath(names: &[&'static str], secs: u32) -> Vec<(&'static str, f64)> {
+    let mut out = Vec::new();
+    for name in names.iter().filter(|n| matches!(**n, "cnm" | "netavark")) {
+        let mut s = build(name, 2);
+        s.attach(0, 0);
+        s.attach(1, 0);
+        match systems::iperf3(s.as_ref(), secs) {
+            Some(g) => {
+                println!("datapath {name:<9} iperf3 one TCP stream, {secs} s: {g:.1} Gbit/s");
+                out.push((*name, g));
+            }
+            None => println!("datapath {name:<9} skipped: iperf3 did not run (apt-get install iperf3)"),
+        }
+        s.detach(0);
+        s.detach(1);
+    }
+    out
+}
+
 fn main() {
     let args = Args::parse();
     if !cnm_netns::testing::require_root("cnm-bench") {
@@ -194,6 +216,7 @@ fn main() {
     let series = scale(&names, n, min_anchor, budget, &mut samples);
     processes(&names, runs, &mut samples);
     concurrent(32, &mut samples);
+    let throughput = datapath(&names, if args.quick { 2 } else { 10 });
     let records: Vec<Record> = samples.iter().map(|((w, s), v)| Record::new(w, s, v)).collect();
     print!("{}", stats::table(&records));
     std::fs::create_dir_all(&args.out).expect("creating the output directory");
@@ -205,8 +228,13 @@ fn main() {
         .collect();
     std::fs::write(args.out.join("summary.json"), serde_json::to_string_pretty(&records).unwrap()).unwrap();
     std::fs::write(args.out.join("samples.json"), serde_json::to_string_pretty(&raw).unwrap()).unwrap();
+    let dp: Vec<serde_json::Value> = throughput
+        .iter()
+        .map(|(s, g)| serde_json::json!({"workload": "datapath-iperf3", "system": s, "gbit_s": g}))
+        .collect();
+    std::fs::write(args.out.join("datapath.json"), serde_json::to_string_pretty(&dp).unwrap()).unwrap();
     let mut written: Vec<String> =
-        ["summary.json", "samples.json"].map(|f| args.out.join(f).display().to_string()).into();
+        ["summary.json", "samples.json", "datapath.json"].map(|f| args.out.join(f).display().to_string()).into();
     let single: Vec<Record> = records
         .iter()
         .filter(|r| r.workload.starts_with("attach-") || r.workload.starts_with("detach-"))

@@ -35,6 +35,10 @@ pub trait System {
     fn attach(&mut self, i: usize, ports: u16) -> Duration;
     /// Detaches container `i`; the time taken.
     fn detach(&mut self, i: usize) -> Duration;
+    /// Container `i`'s namespace and address, while attached (for traffic).
+    fn endpoint(&self, _i: usize) -> Option<(PathBuf, String)> {
+        None
+    }
 }
 
 /// Which systems are installed here, with a sentence for those that are not.
@@ -107,6 +111,7 @@ impl Containers {
 pub struct Cnm {
     _host: TestHost,
     ctl: Controller,
+    addrs: std::collections::HashMap<usize, String>,
 }
 
 impl Cnm {
@@ -127,7 +132,7 @@ impl Cnm {
         for i in 0..n {
             ctl.create_sandbox(SandboxConfig { name: format!("c{i}"), ..Default::default() }).unwrap();
         }
-        Cnm { _host: host, ctl }
+        Cnm { _host: host, ctl, addrs: Default::default() }
     }
 }
 
@@ -142,12 +147,20 @@ impl System for Cnm {
                 .collect(),
             ..Default::default()
         };
-        time(|| {
-            self.ctl.connect("bench", &format!("c{i}"), cfg).unwrap();
-        })
+        let mut ep = None;
+        let t = time(|| ep = Some(self.ctl.connect("bench", &format!("c{i}"), cfg).unwrap()));
+        if let Some(a) = ep.and_then(|e| e.ipv4) {
+            self.addrs.insert(i, a.addr().to_string());
+        }
+        t
     }
     fn detach(&mut self, i: usize) -> Duration {
+        self.addrs.remove(&i);
         time(|| self.ctl.disconnect("bench", &format!("c{i}")).unwrap())
+    }
+    fn endpoint(&self, i: usize) -> Option<(PathBuf, String)> {
+        let sb = self.ctl.sandbox(&format!("c{i}")).ok()?;
+        Some((sb.netns, self.addrs.get(&i)?.clone()))
     }
 }
 
@@ -209,6 +222,10 @@ impl System for Netavark {
     }
     fn detach(&mut self, i: usize) -> Duration {
         time(|| self.call("teardown", i))
+    }
+    fn endpoint(&self, i: usize) -> Option<(PathBuf, String)> {
+        self.opts[i].as_ref()?;
+        Some((self.containers.paths[i].clone(), format!("10.95.{}.{}", 1 + i / 250, 2 + i % 250)))
     }
 }
 
@@ -433,4 +450,37 @@ impl System for CnmCli {
     fn detach(&mut self, i: usize) -> Duration {
         time(|| self.cnm(&["disconnect", "bench", &format!("c{i}")]))
     }
+}
+
+/// TCP throughput from container 1 to container 0 of `s` (both attached),
+/// one iperf3 stream for `secs` seconds, in Gbit/s.
+pub fn iperf3(s: &dyn System, secs: u32) -> Option<f64> {
+    let (server_ns, server_ip) = s.endpoint(0)?;
+    let (client_ns, _) = s.endpoint(1)?;
+    let server = NetNs::open(&server_ns).ok()?;
+    let client = NetNs::open(&client_ns).ok()?;
+    let mut srv = server
+        .command("iperf3")
+        .args(["-s", "-1", "-p", "5201"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    // The server listens within a few milliseconds; retry the client briefly.
+    let mut out = None;
+    for _ in 0..50 {
+        let o = client
+            .command("iperf3")
+            .args(["-c", &server_ip, "-p", "5201", "-t", &secs.to_string(), "-J"])
+            .output()
+            .ok()?;
+        if o.status.success() {
+            out = Some(o.stdout);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = srv.wait();
+    let v: serde_json::Value = serde_json::from_slice(&out?).ok()?;
+    v["end"]["sum_received"]["bits_per_second"].as_f64().map(|b| b / 1e9)
 }

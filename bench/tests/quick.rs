@@ -46,5 +46,10 @@ fn the_quick_suite_writes_its_json_and_plots() {
     for f in ["single.svg", "single.png", "scale.svg", "scale.png"] {
         assert!(std::fs::metadata(out.join(f)).map(|m| m.len() > 1000).unwrap_or(false), "{f} missing or empty");
     }
+    // The data path: cnm's bridge carries TCP at kernel speed.
+    let dp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("datapath.json")).unwrap()).unwrap();
+    let cnm = dp.as_array().unwrap().iter().find(|r| r["system"] == "cnm").expect("an iperf3 result for cnm");
+    assert!(cnm["gbit_s"].as_f64().unwrap() > 1.0, "{dp}");
     let _ = std::fs::remove_dir_all(&out);
 }
