@@ -192,6 +192,63 @@ fn datapath(names: &[&'static str], secs: u32) -> Vec<(&'static str, f64)> {
     out
 }
 
+/// Workload 3: attach latency against the number of published ports on one
+/// container, then one more port when many mappings exist (cnm and the
+/// floor only: the anchors would need hours for 10,000 mappings). Returns
+/// the median attach latency per port count, per system, for the plot.
+fn port_scale(names: &[&'static str], quick: bool, samples: &mut Samples) -> Vec<(String, Vec<(f64, f64)>)> {
+    let counts: &[u16] = if quick { &[1, 10, 100] } else { &[1, 10, 100, 1000] };
+    let runs_of = |p: u16, system: &str| -> usize {
+        match (p, system) {
+            (1000, "netavark") | (1000, "cni") => 1,
+            (1000, _) => 3,
+            _ if quick => 2,
+            _ => 5,
+        }
+    };
+    let slots: usize = counts.iter().map(|p| runs_of(*p, "cnm")).sum::<usize>() + 11;
+    let mut systems: Vec<Box<dyn System>> = names.iter().map(|n| build(n, slots)).collect();
+    let mut lines: Vec<(String, Vec<(f64, f64)>)> = systems.iter().map(|s| (s.name().to_string(), Vec::new())).collect();
+    let mut slot = 0;
+    for &p in counts {
+        let runs = runs_of(p, "cnm");
+        for r in 0..runs {
+            for (k, s) in systems.iter_mut().enumerate() {
+                if r >= runs_of(p, s.name()) {
+                    continue;
+                }
+                let t = s.attach(slot + r, p);
+                s.detach(slot + r);
+                samples.entry((format!("publish-{p}-ports"), s.name())).or_default().push(t);
+                let _ = k;
+            }
+        }
+        slot += runs;
+        for (k, s) in systems.iter().enumerate() {
+            if let Some(v) = samples.get(&(format!("publish-{p}-ports"), s.name())) {
+                let mut v = v.clone();
+                v.sort();
+                lines[k].1.push((f64::from(p), v[v.len() / 2].as_secs_f64() * 1e3));
+            }
+        }
+    }
+    // One more port when many mappings exist: ten containers with a tenth
+    // of them each, then the timed one.
+    let (per, total) = if quick { (100u16, 1000) } else { (1000u16, 10000) };
+    for s in systems.iter_mut().filter(|s| matches!(s.name(), "cnm" | "floor")) {
+        for c in 0..10 {
+            s.attach(slot + c, per);
+        }
+        let t = s.attach(slot + 10, 1);
+        samples.insert((format!("add-1-port-{total}-mappings"), s.name()), vec![t]);
+        println!("one more port with {total} mappings in place, {:<6}: {:.2} ms", s.name(), t.as_secs_f64() * 1e3);
+        for c in 0..=10 {
+            s.detach(slot + c);
+        }
+    }
+    lines
+}
+
 fn main() {
     let args = Args::parse();
     if !cnm_netns::testing::require_root("cnm-bench") {
@@ -217,6 +274,7 @@ fn main() {
     processes(&names, runs, &mut samples);
     concurrent(32, &mut samples);
     let throughput = datapath(&names, if args.quick { 2 } else { 10 });
+    let by_ports = port_scale(&names, args.quick, &mut samples);
     let records: Vec<Record> = samples.iter().map(|((w, s), v)| Record::new(w, s, v)).collect();
     print!("{}", stats::table(&records));
     std::fs::create_dir_all(&args.out).expect("creating the output directory");
@@ -246,5 +304,7 @@ fn main() {
         plot::lines(&series, 50.min(n / 4), title, "containers attached", &args.out, "scale")
             .expect("drawing the scale chart"),
     );
+    let title = "attach latency against the number of published ports";
+    written.extend(plot::xy(&by_ports, title, "published ports", &args.out, "ports").expect("drawing the ports chart"));
     println!("wrote {}", written.join(", "));
 }

@@ -143,10 +143,23 @@ pub fn lines(
             (system.clone(), pts)
         })
         .collect();
+    xy(&points, title, x_desc, dir, name)
+}
+
+/// Writes `name`.svg and `name`.png: one line per system through `points`
+/// (x, milliseconds), the y axis logarithmic.
+pub fn xy(
+    points: &[(String, Vec<(f64, f64)>)],
+    title: &str,
+    x_desc: &str,
+    dir: &Path,
+    name: &str,
+) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    font()?;
     let svg = dir.join(format!("{name}.svg"));
-    draw_lines(&points, title, x_desc, SVGBackend::new(&svg, (1100, 520)).into_drawing_area())?;
+    draw_lines(points, title, x_desc, SVGBackend::new(&svg, (1100, 520)).into_drawing_area())?;
     let png = dir.join(format!("{name}.png"));
-    draw_lines(&points, title, x_desc, BitMapBackend::new(&png, (1100, 520)).into_drawing_area())?;
+    draw_lines(points, title, x_desc, BitMapBackend::new(&png, (1100, 520)).into_drawing_area())?;
     Ok(vec![svg.display().to_string(), png.display().to_string()])
 }
 
@@ -170,7 +183,7 @@ where
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..xmax, (ymin..ymax).log_scale())?;
-    chart.configure_mesh().x_desc(x_desc).y_desc("ms (median per bucket, log scale)").draw()?;
+    chart.configure_mesh().x_desc(x_desc).y_desc("ms (median, log scale)").draw()?;
     let mut order: Vec<&(String, Vec<(f64, f64)>)> = points.iter().collect();
     order.sort_by_key(|(s, _)| (s != "cnm", s.clone()));
     for (i, (system, pts)) in order.into_iter().enumerate() {

@@ -43,7 +43,11 @@ fn the_quick_suite_writes_its_json_and_plots() {
     assert_eq!(samples.as_array().unwrap().len(), records.len());
     let cnm_scale = records.iter().find(|r| r["workload"] == "scale-attach-1-port" && r["system"] == "cnm").unwrap();
     assert_eq!(cnm_scale["runs"], 100, "cnm attaches all 100 in the quick scale run");
-    for f in ["single.svg", "single.png", "scale.svg", "scale.png"] {
+    for w in ["publish-1-ports", "publish-10-ports", "publish-100-ports"] {
+        assert!(records.iter().any(|r| r["workload"] == w && r["system"] == "cnm"), "no cnm record for {w}");
+    }
+    assert!(records.iter().any(|r| r["workload"] == "add-1-port-1000-mappings" && r["system"] == "cnm"));
+    for f in ["single.svg", "single.png", "scale.svg", "scale.png", "ports.svg", "ports.png"] {
         assert!(std::fs::metadata(out.join(f)).map(|m| m.len() > 1000).unwrap_or(false), "{f} missing or empty");
     }
     // The data path: cnm's bridge carries TCP at kernel speed.
