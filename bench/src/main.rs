@@ -208,7 +208,8 @@ fn port_scale(names: &[&'static str], quick: bool, samples: &mut Samples) -> Vec
     };
     let slots: usize = counts.iter().map(|p| runs_of(*p, "cnm")).sum::<usize>() + 11;
     let mut systems: Vec<Box<dyn System>> = names.iter().map(|n| build(n, slots)).collect();
-    let mut lines: Vec<(String, Vec<(f64, f64)>)> = systems.iter().map(|s| (s.name().to_string(), Vec::new())).collect();
+    let mut lines: Vec<(String, Vec<(f64, f64)>)> =
+        systems.iter().map(|s| (s.name().to_string(), Vec::new())).collect();
     let mut slot = 0;
     for &p in counts {
         let runs = runs_of(p, "cnm");
