@@ -466,20 +466,19 @@ pub fn iperf3(s: &dyn System, secs: u32) -> Option<f64> {
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
-    // The server listens within a few milliseconds; retry the client briefly.
+    // The server listens within a few milliseconds; retry the client for up
+    // to five seconds, and never leave the server waiting.
     let mut out = None;
-    for _ in 0..50 {
-        let o = client
-            .command("iperf3")
-            .args(["-c", &server_ip, "-p", "5201", "-t", &secs.to_string(), "-J"])
-            .output()
-            .ok()?;
-        if o.status.success() {
-            out = Some(o.stdout);
-            break;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while out.is_none() && Instant::now() < deadline {
+        let o = client.command("iperf3").args(["-c", &server_ip, "-p", "5201", "-t", &secs.to_string(), "-J"]).output();
+        match o {
+            Ok(o) if o.status.success() => out = Some(o.stdout),
+            Ok(_) => std::thread::sleep(Duration::from_millis(100)),
+            Err(_) => break,
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = srv.kill();
     let _ = srv.wait();
     let v: serde_json::Value = serde_json::from_slice(&out?).ok()?;
     v["end"]["sum_received"]["bits_per_second"].as_f64().map(|b| b / 1e9)
