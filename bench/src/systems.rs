@@ -453,33 +453,46 @@ impl System for CnmCli {
 }
 
 /// TCP throughput from container 1 to container 0 of `s` (both attached),
-/// one iperf3 stream for `secs` seconds, in Gbit/s.
-pub fn iperf3(s: &dyn System, secs: u32) -> Option<f64> {
-    let (server_ns, server_ip) = s.endpoint(0)?;
-    let (client_ns, _) = s.endpoint(1)?;
-    let server = NetNs::open(&server_ns).ok()?;
-    let client = NetNs::open(&client_ns).ok()?;
+/// one iperf3 stream for `secs` seconds, in Gbit/s; or why it did not run.
+pub fn iperf3(s: &dyn System, secs: u32) -> Result<f64, String> {
+    let (server_ns, server_ip) = s.endpoint(0).ok_or("container 0 is not attached")?;
+    let (client_ns, _) = s.endpoint(1).ok_or("container 1 is not attached")?;
+    let server = NetNs::open(&server_ns).map_err(|e| e.to_string())?;
+    let client = NetNs::open(&client_ns).map_err(|e| e.to_string())?;
     let mut srv = server
         .command("iperf3")
         .args(["-s", "-1", "-p", "5201"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .ok()?;
+        .map_err(|e| format!("iperf3: {e}"))?;
     // The server listens within a few milliseconds; retry the client for up
     // to five seconds, and never leave the server waiting.
     let mut out = None;
+    let mut last = String::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while out.is_none() && Instant::now() < deadline {
         let o = client.command("iperf3").args(["-c", &server_ip, "-p", "5201", "-t", &secs.to_string(), "-J"]).output();
         match o {
             Ok(o) if o.status.success() => out = Some(o.stdout),
-            Ok(_) => std::thread::sleep(Duration::from_millis(100)),
-            Err(_) => break,
+            Ok(o) => {
+                // iperf3 -J reports its error inside the JSON.
+                let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+                last = v["error"].as_str().unwrap_or("failed").to_string();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => {
+                last = e.to_string();
+                break;
+            }
         }
     }
     let _ = srv.kill();
     let _ = srv.wait();
-    let v: serde_json::Value = serde_json::from_slice(&out?).ok()?;
-    v["end"]["sum_received"]["bits_per_second"].as_f64().map(|b| b / 1e9)
+    let out = out.ok_or_else(|| format!("iperf3 client to {server_ip}: {last}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| e.to_string())?;
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|b| b / 1e9)
+        .ok_or_else(|| "no result in iperf3's report".into())
 }

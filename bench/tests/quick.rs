@@ -53,7 +53,13 @@ fn the_quick_suite_writes_its_json_and_plots() {
     // The data path: cnm's bridge carries TCP at kernel speed.
     let dp: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("datapath.json")).unwrap()).unwrap();
-    let cnm = dp.as_array().unwrap().iter().find(|r| r["system"] == "cnm").expect("an iperf3 result for cnm");
+    let cnm = dp.as_array().unwrap().iter().find(|r| r["system"] == "cnm");
+    let cnm = cnm.unwrap_or_else(|| {
+        panic!(
+            "no iperf3 result for cnm:\n{}",
+            text.lines().filter(|l| l.starts_with("datapath")).collect::<Vec<_>>().join("\n")
+        )
+    });
     assert!(cnm["gbit_s"].as_f64().unwrap() > 1.0, "{dp}");
     let _ = std::fs::remove_dir_all(&out);
 }
