@@ -459,40 +459,51 @@ pub fn iperf3(s: &dyn System, secs: u32) -> Result<f64, String> {
     let (client_ns, _) = s.endpoint(1).ok_or("container 1 is not attached")?;
     let server = NetNs::open(&server_ns).map_err(|e| e.to_string())?;
     let client = NetNs::open(&client_ns).map_err(|e| e.to_string())?;
-    let mut srv = server
-        .command("iperf3")
-        .args(["-s", "-1", "-p", "5201"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("iperf3: {e}"))?;
-    // The server listens within a few milliseconds; retry the client for up
-    // to five seconds, and never leave the server waiting.
-    let mut out = None;
-    let mut last = String::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while out.is_none() && Instant::now() < deadline {
-        let o = client.command("iperf3").args(["-c", &server_ip, "-p", "5201", "-t", &secs.to_string(), "-J"]).output();
-        match o {
-            Ok(o) if o.status.success() => out = Some(o.stdout),
-            Ok(o) => {
-                // iperf3 -J reports its error inside the JSON.
-                let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-                last = v["error"].as_str().unwrap_or("failed").to_string();
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => {
-                last = e.to_string();
-                break;
+    // Up to three attempts, each with a fresh one-shot server: a run that
+    // fails or reports no result is tried again from scratch.
+    let mut last = String::from("did not run");
+    for _ in 0..3 {
+        let mut srv = server
+            .command("iperf3")
+            .args(["-s", "-1", "-p", "5201"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("iperf3: {e}"))?;
+        // The server listens within milliseconds; the client retries for up
+        // to five seconds until it gets a complete report.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut result = None;
+        while result.is_none() && Instant::now() < deadline {
+            let o =
+                client.command("iperf3").args(["-c", &server_ip, "-p", "5201", "-t", &secs.to_string(), "-J"]).output();
+            let o = match o {
+                Ok(o) => o,
+                Err(e) => {
+                    last = e.to_string();
+                    break;
+                }
+            };
+            // iperf3 -J reports errors inside the JSON, sometimes with a
+            // zero exit status.
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            match v["end"]["sum_received"]["bits_per_second"].as_f64() {
+                Some(b) if o.status.success() && b > 0.0 => result = Some(b / 1e9),
+                _ => {
+                    last = v["error"].as_str().unwrap_or("no result in iperf3's report").to_string();
+                    if o.status.success() {
+                        // The one-shot server is done; start another.
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
         }
+        let _ = srv.kill();
+        let _ = srv.wait();
+        if let Some(g) = result {
+            return Ok(g);
+        }
     }
-    let _ = srv.kill();
-    let _ = srv.wait();
-    let out = out.ok_or_else(|| format!("iperf3 client to {server_ip}: {last}"))?;
-    let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| e.to_string())?;
-    v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .map(|b| b / 1e9)
-        .ok_or_else(|| "no result in iperf3's report".into())
+    Err(format!("iperf3 client to {server_ip}: {last}"))
 }
