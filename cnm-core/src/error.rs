@@ -23,6 +23,9 @@ pub enum ErrorKind {
     Kernel,
     /// A bug or an unexpected condition (corrupt state, I/O failure).
     Internal,
+    /// A service the operation needs (a remote store) cannot be reached
+    /// now; the same request may work later.
+    Unavailable,
 }
 
 /// Errors of cnm-core and of the drivers, IPAM, stores and firewalls that
@@ -107,6 +110,16 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A remote service (the etcd store) cannot be reached.
+    #[error("{op}: {service} is unreachable: {reason}")]
+    Unavailable {
+        /// What was being done.
+        op: String,
+        /// The service and its address, e.g. `etcd at 10.0.0.1:2379`.
+        service: String,
+        /// The socket error.
+        reason: String,
+    },
     /// Anything else unexpected.
     #[error("internal error: {0}")]
     Internal(String),
@@ -144,6 +157,7 @@ impl Error {
             Error::Forbidden { .. } => ErrorKind::Forbidden,
             Error::Kernel { .. } => ErrorKind::Kernel,
             Error::Store { .. } | Error::Internal(_) => ErrorKind::Internal,
+            Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Teardown { errors, .. } => errors.first().map(Error::kind).unwrap_or(ErrorKind::Internal),
             Error::RollbackFailed { source, .. } => source.kind(),
         }

@@ -199,11 +199,14 @@ pub fn validate_key(key: &str) -> Result<()> {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod conformance {
-    //! The behaviour every store must show, run against each implementation.
+pub mod conformance {
+    //! The behaviour every store must show, for the tests of each
+    //! implementation (this workspace's and third parties'). It panics on
+    //! the first difference and leaves keys under `a/` and `ab` behind.
     use super::*;
 
+    /// Checks create/compare-and-swap/list/count/delete semantics on a store
+    /// with no keys under `a` yet.
     pub fn run(s: &dyn Store) {
         assert!(s.get("a/b").unwrap().is_none());
         let r1 = s.put("a/b", b"{\"v\":1}", Expect::Absent).unwrap();
