@@ -34,10 +34,20 @@ pub struct Cli {
     /// Firewall backend.
     #[arg(long, global = true, value_enum, default_value_t = FirewallArg::Nftables)]
     pub firewall: FirewallArg,
-    /// Where the durable state lives, as a URL (`file:///var/lib/cnm`);
-    /// overrides --state-dir.
+    /// Where the durable state lives, as a URL: `file:///var/lib/cnm`
+    /// overrides --state-dir; `etcd://HOST:2379[/PREFIX/]` keeps what all
+    /// hosts of a cluster share (overlay networks, global pools) in etcd and
+    /// the rest in the state directories.
     #[arg(long, global = true, value_name = "URL")]
     pub store: Option<String>,
+    /// This host's name in the cluster (overlay `Peers`); default: the
+    /// system's host name.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub host_name: Option<String>,
+    /// This host's underlay (VTEP) address, which other hosts reach; turns
+    /// the overlay driver on (needs an etcd store).
+    #[arg(long, global = true, value_name = "IP")]
+    pub advertise_addr: Option<IpAddr>,
     /// Log what happens (-v: info, -vv: debug, -vvv: trace) on stderr.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -90,12 +100,16 @@ pub enum Cmd {
     #[command(after_help = "Example:\n  cnm reconcile")]
     Reconcile,
     /// The long-running per-host agent: reconciles at start and then every
-    /// interval until SIGINT or SIGTERM (overlay peers and DNS come later).
-    #[command(after_help = "Example:\n  cnm agent --interval 30")]
+    /// interval until SIGINT or SIGTERM; with the overlay driver on, it also
+    /// keeps this host's lease alive and programs other hosts' endpoints.
+    #[command(after_help = "Example:\n  cnm --store etcd://10.0.0.1:2379 --advertise-addr 10.0.0.2 agent")]
     Agent {
         /// Seconds between reconciliations.
         #[arg(long, default_value_t = 30)]
         interval: u64,
+        /// Seconds this host's overlay endpoints outlive the agent.
+        #[arg(long, default_value_t = 10)]
+        lease_ttl: u64,
     },
     /// The README's main demonstration, inside namespaces it creates.
     #[command(after_help = "Example:\n  cnm demo\n  cnm demo --firewall iptables")]

@@ -19,7 +19,7 @@ use crate::stack::{self, Paths};
 pub fn run(cli: &Cli) -> Result<i32> {
     let paths = Paths::from_cli(cli)?;
     let host = stack::host_netns(cli)?;
-    let ctl = stack::controller(cli, &paths, &host)?;
+    let (ctl, overlay) = stack::controller(cli, &paths, &host)?;
     match &cli.cmd {
         Cmd::Network(n) => network(&ctl, n),
         Cmd::Sandbox(s) => sandbox(&ctl, &paths, s),
@@ -50,7 +50,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Agent { interval } => agent(&ctl, *interval),
+        Cmd::Agent { interval, lease_ttl } => agent(&ctl, overlay.as_ref(), *interval, *lease_ttl),
         Cmd::Demo | Cmd::Completions { .. } => unreachable!("handled in main"),
     }
 }
@@ -325,7 +325,12 @@ extern "C" fn on_signal(_: nix::libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-fn agent(ctl: &Controller, interval: u64) -> Result<i32> {
+fn agent(
+    ctl: &Controller,
+    overlay: Option<&std::sync::Arc<cnm_vxlan::overlay::OverlayDriver>>,
+    interval: u64,
+    lease_ttl: u64,
+) -> Result<i32> {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let act = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
     for s in [Signal::SIGINT, Signal::SIGTERM] {
@@ -333,6 +338,13 @@ fn agent(ctl: &Controller, interval: u64) -> Result<i32> {
         unsafe { sigaction(s, &act) }.map_err(|e| Error::invalid("agent", format!("signal handler: {e}")))?;
     }
     ctl.restore()?;
+    let overlay_thread = overlay.map(|d| {
+        let opts =
+            cnm_vxlan::overlay::AgentOptions { ttl: Duration::from_secs(lease_ttl.max(1)), ..Default::default() };
+        let agent = cnm_vxlan::overlay::Agent::new(d.clone(), opts);
+        println!("cnm agent: overlay host {:?} at {}", d.config().host_name, d.config().advertise_addr);
+        std::thread::spawn(move || agent.run(&STOP))
+    });
     println!("cnm agent: reconciling every {interval} s; SIGINT or SIGTERM stops it");
     let mut counters: BTreeMap<&str, usize> = BTreeMap::new();
     while !STOP.load(Ordering::SeqCst) {
@@ -351,6 +363,9 @@ fn agent(ctl: &Controller, interval: u64) -> Result<i32> {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+    if let Some(t) = overlay_thread {
+        let _ = t.join();
     }
     println!("cnm agent: stopped after {} repairs", counters.get("repairs").copied().unwrap_or(0));
     Ok(0)

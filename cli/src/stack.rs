@@ -10,6 +10,7 @@ use cnm_core::{Controller, Error, Result, SplitStore, Store};
 use cnm_ipam::Ipam;
 use cnm_nat::{Backend, NatFirewall};
 use cnm_netns::NetNs;
+use cnm_vxlan::overlay::{OverlayConfig, OverlayDriver};
 
 use crate::args::{Cli, FirewallArg};
 
@@ -27,12 +28,13 @@ impl Paths {
     pub fn from_cli(cli: &Cli) -> Result<Paths> {
         let state = match &cli.store {
             None => cli.state_dir.clone(),
+            Some(url) if etcd_url(url) => cli.state_dir.clone(),
             Some(url) => match url.strip_prefix("file://") {
                 Some(dir) if dir.starts_with('/') => PathBuf::from(dir),
                 _ => {
                     return Err(Error::invalid(
                         "--store",
-                        format!("{url:?}: only file:///ABSOLUTE/DIR is supported (etcd comes with the overlay driver)"),
+                        format!("{url:?}: use file:///ABSOLUTE/DIR or etcd://HOST:PORT[/PREFIX/]"),
                     ))
                 }
             },
@@ -46,6 +48,17 @@ impl Paths {
     }
 }
 
+fn etcd_url(url: &str) -> bool {
+    url.starts_with("etcd://") || url.starts_with("http://")
+}
+
+/// The system's host name.
+fn system_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
 /// The host namespace: `--host-netns`, or the caller's.
 pub fn host_netns(cli: &Cli) -> Result<NetNs> {
     Ok(match &cli.host_netns {
@@ -54,10 +67,29 @@ pub fn host_netns(cli: &Cli) -> Result<NetNs> {
     })
 }
 
-/// A controller for one command. The bridge driver runs in one-shot mode:
-/// this process exits right after, so detached veths are deleted at once.
-pub fn controller(cli: &Cli, paths: &Paths, host: &NetNs) -> Result<Controller> {
-    let store: Arc<dyn Store> = Arc::new(SplitStore::open_state_dirs(&paths.state, &paths.run)?);
+/// A controller for one command, and the overlay driver when it is on. The
+/// bridge driver runs in one-shot mode: this process exits right after, so
+/// detached veths are deleted at once.
+pub fn controller(cli: &Cli, paths: &Paths, host: &NetNs) -> Result<(Controller, Option<Arc<OverlayDriver>>)> {
+    let local: Arc<dyn Store> = Arc::new(SplitStore::open_state_dirs(&paths.state, &paths.run)?);
+    let store: Arc<dyn Store> = match cli.store.as_deref() {
+        Some(url) if etcd_url(url) => {
+            let etcd = cnm_store_etcd::EtcdStore::connect_in(url, Some(host)).map_err(cnm_core::Error::from)?;
+            Arc::new(SplitStore::cluster(local, Arc::new(etcd)))
+        }
+        _ => local,
+    };
+    let overlay = match cli.advertise_addr {
+        None => None,
+        Some(_) if !cli.store.as_deref().is_some_and(etcd_url) => {
+            return Err(Error::invalid("--advertise-addr", "the overlay driver needs --store etcd://HOST:PORT"))
+        }
+        Some(addr) => {
+            let name = cli.host_name.clone().unwrap_or_else(system_host_name);
+            let cfg = OverlayConfig::new(name, addr, paths.run.join("overlay"));
+            Some(Arc::new(OverlayDriver::new(cfg, store.clone())?))
+        }
+    };
     let mut b = Controller::builder()
         .store(store.clone())
         .run_dir(&paths.run)
@@ -74,5 +106,8 @@ pub fn controller(cli: &Cli, paths: &Paths, host: &NetNs) -> Result<Controller> 
     if let Some(backend) = backend {
         b = b.firewall(Arc::new(NatFirewall::new(backend, host.try_clone()?, store)));
     }
-    b.build()
+    if let Some(o) = &overlay {
+        b = b.driver(o.clone());
+    }
+    Ok((b.build()?, overlay))
 }

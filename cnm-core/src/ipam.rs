@@ -82,7 +82,9 @@ pub trait IpamDriver: Send + Sync {
     /// Every address of a pool handed out by `request_address` (reserved
     /// addresses are not listed).
     fn addresses(&self, pool_id: &str) -> Result<Vec<IpAddr>>;
-    /// Releases every allocated address not in `live` and returns what it freed.
+    /// Releases every allocated address not in `live` and returns what it
+    /// freed. Addresses of global pools (ids starting `global-`) are shared
+    /// by a cluster and must be left alone: `live` lists one host's only.
     fn gc(&self, live: &BTreeSet<(String, IpAddr)>) -> Result<Vec<(String, IpAddr)>> {
         let mut freed = Vec::new();
         for p in self.pools()? {

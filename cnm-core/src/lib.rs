@@ -20,7 +20,9 @@ pub mod store;
 pub mod time;
 pub mod undo;
 
-pub use controller::{Controller, ControllerBuilder, ReconcileReport, RestoreSummary, VOLATILE_PREFIXES};
+pub use controller::{
+    Controller, ControllerBuilder, ReconcileReport, RestoreSummary, GLOBAL_PREFIXES, VOLATILE_PREFIXES,
+};
 pub use driver::{Capabilities, DriverContext, JoinInfo, NetworkDriver};
 pub use error::{Error, ErrorKind, Result};
 pub use firewall::{Firewall, FirewallNetwork, NoFirewall, PortRequest};

@@ -467,12 +467,15 @@ impl Ipam {
         Ok(c.leases.allocated.iter().map(|x| from_u128(x, v6)).collect())
     }
 
-    /// Releases every allocated address not in `live`, and leases of pools
-    /// that no longer exist; returns what it freed.
+    /// Releases every allocated address of the local address space not in
+    /// `live`, and leases of local pools that no longer exist; returns what
+    /// it freed. Global pools are shared by every host of a cluster, and no
+    /// host alone knows which of their addresses are live, so their leases
+    /// are never collected here.
     pub fn collect_garbage(&self, live: &BTreeSet<(String, IpAddr)>) -> Result<Vec<(String, IpAddr)>, IpamError> {
         let pools: BTreeSet<String> = self.list_pools()?.into_iter().map(|p| p.id).collect();
         let mut freed = Vec::new();
-        for e in self.store.list("leases/")? {
+        for e in self.store.list("leases/local-")? {
             let mut parts = e.key.splitn(3, '/').skip(1);
             let (Some(pool), Some(addr)) = (parts.next(), parts.next()) else { continue };
             let Ok(addr) = addr.parse::<IpAddr>() else { continue };

@@ -148,6 +148,10 @@ pub struct VxlanOptions {
     pub l3miss: bool,
     /// Outer TTL (default: 64 via the kernel's inheritance rules).
     pub ttl: Option<u8>,
+    /// Compute the outer UDP checksum over an IPv4 underlay (kernel
+    /// default: on). RFC 7348 says it SHOULD be zero over IPv4; over IPv6 it
+    /// is always computed.
+    pub udp_csum: bool,
 }
 
 impl Default for VxlanOptions {
@@ -163,6 +167,7 @@ impl Default for VxlanOptions {
             l2miss: false,
             l3miss: false,
             ttl: None,
+            udp_csum: true,
         }
     }
 }
@@ -450,6 +455,7 @@ fn vxlan_data(v: &VxlanOptions) -> Vec<InfoVxlan> {
     d.push(InfoVxlan::Proxy(v.proxy));
     d.push(InfoVxlan::L2Miss(v.l2miss));
     d.push(InfoVxlan::L3Miss(v.l3miss));
+    d.push(InfoVxlan::UDPCsum(v.udp_csum));
     d
 }
 

@@ -30,6 +30,11 @@ impl Conn {
         Ok(Conn { reader: BufReader::new(stream), addr })
     }
 
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     fn io(&self, path: &str, e: io::Error) -> Error {
         Error::Io { endpoint: self.addr.to_string(), path: path.to_string(), source: e }
     }

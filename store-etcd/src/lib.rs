@@ -41,6 +41,8 @@ pub struct EtcdStore {
     url: String,
     prefix: String,
     conn: Mutex<Option<Conn>>,
+    /// The namespace connections are made in (`None`: the caller's).
+    netns: Option<cnm_netns::NetNs>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -54,6 +56,13 @@ impl EtcdStore {
     /// `etcd://host:port[/prefix/]`) and checks that etcd answers. Keys go
     /// under the prefix (`/cnm/` when none is given).
     pub fn connect(url: &str) -> Result<EtcdStore, Error> {
+        Self::connect_in(url, None)
+    }
+
+    /// Like [`EtcdStore::connect`], with every connection (also later
+    /// reconnections and watches) made inside `netns`: the host namespace a
+    /// controller works in, which need not be the caller's.
+    pub fn connect_in(url: &str, netns: Option<&cnm_netns::NetNs>) -> Result<EtcdStore, Error> {
         let bad = |reason: &str| Error::BadUrl { url: url.to_string(), reason: reason.to_string() };
         let rest = url
             .strip_prefix("http://")
@@ -72,7 +81,14 @@ impl EtcdStore {
         if !prefix.ends_with('/') {
             prefix.push('/');
         }
-        let store = EtcdStore { addr, url: format!("http://{addr}"), prefix, conn: Mutex::new(None) };
+        let netns = match netns {
+            Some(ns) => Some(ns.try_clone().map_err(|e| Error::BadUrl {
+                url: url.to_string(),
+                reason: format!("cannot use the namespace: {e}"),
+            })?),
+            None => None,
+        };
+        let store = EtcdStore { addr, url: format!("http://{addr}"), prefix, conn: Mutex::new(None), netns };
         store.call("/v3/maintenance/status", &json!({}))?;
         Ok(store)
     }
@@ -91,7 +107,7 @@ impl EtcdStore {
             let reused = guard.is_some();
             let conn = match guard.as_mut() {
                 Some(c) => c,
-                None => guard.insert(Conn::connect(self.addr)?),
+                None => guard.insert(self.dial()?),
             };
             let result = conn.send(path, &body).and_then(|()| conn.read_head(path));
             let (status, length) = match result {
@@ -126,13 +142,24 @@ impl EtcdStore {
         unreachable!("the loop returns on its second pass")
     }
 
+    /// A new connection, made in the store's namespace.
+    fn dial(&self) -> Result<Conn, Error> {
+        match &self.netns {
+            None => Conn::connect(self.addr),
+            Some(ns) => ns.run(|| Conn::connect(self.addr)).map_err(|e| Error::Connect {
+                endpoint: self.addr.to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?,
+        }
+    }
+
     fn full(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
 
     fn entry(&self, kv: &Value) -> Result<KvEntry, Error> {
-        let key = b64::decode(kv["key"].as_str().unwrap_or(""))
-            .ok_or_else(|| Error::Protocol("key is not base64".into()))?;
+        let key =
+            b64::decode(kv["key"].as_str().unwrap_or("")).ok_or_else(|| Error::Protocol("key is not base64".into()))?;
         let key = String::from_utf8_lossy(&key);
         let key = key.strip_prefix(&self.prefix).unwrap_or(&key).to_string();
         let value = b64::decode(kv["value"].as_str().unwrap_or(""))
@@ -142,7 +169,8 @@ impl EtcdStore {
 
     fn range(&self, prefix: &str, extra: Value) -> Result<Value, Error> {
         let full = self.full(prefix);
-        let mut req = json!({ "key": b64::encode(full.as_bytes()), "range_end": b64::encode(&range_end(full.as_bytes())) });
+        let mut req =
+            json!({ "key": b64::encode(full.as_bytes()), "range_end": b64::encode(&range_end(full.as_bytes())) });
         if let (Some(r), Some(e)) = (req.as_object_mut(), extra.as_object()) {
             r.extend(e.clone());
         }
@@ -162,7 +190,9 @@ impl EtcdStore {
                 return Ok(num(&v["header"]["revision"]) as u64);
             }
             Expect::Absent => json!({ "key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0" }),
-            Expect::Revision(r) => json!({ "key": k, "target": "MOD", "result": "EQUAL", "mod_revision": r.to_string() }),
+            Expect::Revision(r) => {
+                json!({ "key": k, "target": "MOD", "result": "EQUAL", "mod_revision": r.to_string() })
+            }
         };
         let txn = json!({
             "compare": [compare],
@@ -270,13 +300,16 @@ impl Store for EtcdStore {
         let k = b64::encode(self.full(key).as_bytes());
         let compare = match expect {
             Expect::Any | Expect::Absent => {
-                let v = self.call("/v3/kv/deleterange", &json!({ "key": k })).map_err(|e| store_err("delete", key, e))?;
+                let v =
+                    self.call("/v3/kv/deleterange", &json!({ "key": k })).map_err(|e| store_err("delete", key, e))?;
                 if num(&v["deleted"]) == 0 {
                     return Err(cnm_core::Error::NotFound { what: "key", name: key.to_string() });
                 }
                 return Ok(());
             }
-            Expect::Revision(r) => json!({ "key": k, "target": "MOD", "result": "EQUAL", "mod_revision": r.to_string() }),
+            Expect::Revision(r) => {
+                json!({ "key": k, "target": "MOD", "result": "EQUAL", "mod_revision": r.to_string() })
+            }
         };
         let txn = json!({
             "compare": [compare],
@@ -292,14 +325,20 @@ impl Store for EtcdStore {
 
     fn watch(&self, prefix: &str) -> cnm_core::Result<Box<dyn Watch>> {
         let full = self.full(prefix);
-        let w = watch::EtcdWatch::start(self.addr, self.prefix.clone(), full.as_bytes(), &range_end(full.as_bytes()))
+        let w = self
+            .dial()
+            .and_then(|conn| {
+                watch::EtcdWatch::start(conn, self.prefix.clone(), full.as_bytes(), &range_end(full.as_bytes()))
+            })
             .map_err(|e| store_err("watch", prefix, e))?;
         Ok(Box::new(w))
     }
 
     fn grant_lease(&self, ttl: Duration) -> cnm_core::Result<LeaseId> {
         let secs = ttl.as_secs().max(1);
-        let v = self.call("/v3/lease/grant", &json!({ "TTL": secs.to_string() })).map_err(|e| store_err("grant_lease", "", e))?;
+        let v = self
+            .call("/v3/lease/grant", &json!({ "TTL": secs.to_string() }))
+            .map_err(|e| store_err("grant_lease", "", e))?;
         let id = num(&v["ID"]);
         if id == 0 {
             return Err(store_err("grant_lease", "", Error::Protocol(format!("no lease id in {v}"))));

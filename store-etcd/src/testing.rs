@@ -2,6 +2,7 @@
 //! inside a namespace the test made, with its data on tmpfs, and killed
 //! (data removed) when dropped.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use cnm_netns::NetNs;
 /// A running etcd.
 pub struct EtcdServer {
     child: Option<Child>,
+    ns: NetNs,
     dir: PathBuf,
     /// `http://ip:2379`.
     pub url: String,
@@ -19,18 +21,29 @@ pub struct EtcdServer {
 impl EtcdServer {
     /// Starts etcd in `ns`, serving clients on `ip:2379`, with its data
     /// under `dir` (created; removed on drop), and waits until it answers.
-    pub fn start(ns: &NetNs, ip: std::net::IpAddr, dir: impl Into<PathBuf>) -> EtcdServer {
+    pub fn start(ns: &NetNs, ip: IpAddr, dir: impl Into<PathBuf>) -> EtcdServer {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         let host = match ip {
-            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            IpAddr::V6(v6) => format!("[{v6}]"),
             v4 => v4.to_string(),
         };
-        let url = format!("http://{host}:2379");
-        let child = ns
+        let ns = ns.try_clone().expect("clone namespace");
+        let mut server = EtcdServer { child: None, ns, dir, url: format!("http://{host}:2379") };
+        server.restart();
+        server
+    }
+
+    /// Starts it again (after [`EtcdServer::kill`]) on the same data, and
+    /// waits until it answers.
+    pub fn restart(&mut self) {
+        self.kill();
+        let url = self.url.clone();
+        let child = self
+            .ns
             .command("etcd")
             .args(["--name", "cnm-test", "--data-dir"])
-            .arg(dir.join("data"))
+            .arg(self.dir.join("data"))
             .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
             .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
             .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
@@ -38,21 +51,21 @@ impl EtcdServer {
             .args(["--log-level", "error", "--logger", "zap"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("etcd.log")).expect("etcd log"))
+            .stderr(std::fs::File::create(self.dir.join("etcd.log")).expect("etcd log"))
             .spawn()
             .unwrap_or_else(|e| panic!("starting etcd (Debian package etcd-server): {e}"));
-        let mut server = EtcdServer { child: Some(child), dir, url };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let up = ns.run(|| crate::EtcdStore::connect(&server.url).is_ok()).unwrap_or(false);
+            let up = self.ns.run(|| crate::EtcdStore::connect(&url).is_ok()).unwrap_or(false);
             if up {
-                return server;
+                return;
             }
-            if let Some(status) = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                let log = std::fs::read_to_string(server.dir.join("etcd.log")).unwrap_or_default();
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                let log = std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default();
                 panic!("etcd exited ({status}): {log}");
             }
-            assert!(Instant::now() < deadline, "etcd did not answer on {} within 20 s", server.url);
+            assert!(Instant::now() < deadline, "etcd did not answer on {url} within 20 s");
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -2,7 +2,6 @@
 //! chunked answer carries one JSON message per change batch.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use cnm_core::store::{Watch, WatchEvent};
@@ -25,8 +24,8 @@ pub struct EtcdWatch {
 
 impl EtcdWatch {
     /// Starts watching keys in `[key, range_end)` from now on.
-    pub fn start(addr: SocketAddr, prefix: String, key: &[u8], range_end: &[u8]) -> Result<EtcdWatch, Error> {
-        let mut conn = Conn::connect(addr)?;
+    pub fn start(mut conn: Conn, prefix: String, key: &[u8], range_end: &[u8]) -> Result<EtcdWatch, Error> {
+        let addr = conn.addr();
         let req = json!({ "create_request": { "key": b64::encode(key), "range_end": b64::encode(range_end) } });
         conn.send(PATH, &serde_json::to_vec(&req).expect("JSON values always encode"))?;
         let (status, length) = conn.read_head(PATH)?;

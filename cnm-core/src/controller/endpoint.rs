@@ -364,9 +364,11 @@ impl Controller {
     /// The network an endpoint belongs to, by id (a network of the same
     /// name may have been deleted and created again since).
     pub(super) fn network_of(&self, ep: &Endpoint) -> Result<Network> {
-        if let Some((n, _)) = self.store.get_json::<Network>(&super::net_key(&ep.network))? {
-            if n.id == ep.network_id {
-                return Ok(n);
+        for scope in [crate::model::Scope::Local, crate::model::Scope::Global] {
+            if let Some((n, _)) = self.store.get_json::<Network>(&super::net_key(&ep.network, scope))? {
+                if n.id == ep.network_id {
+                    return Ok(n);
+                }
             }
         }
         self.networks()?

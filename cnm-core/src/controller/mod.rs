@@ -37,6 +37,12 @@ use lock::OpLock;
 /// a reboot too).
 pub const VOLATILE_PREFIXES: &[&str] = &["endpoints/", "sandboxes/", "leases/", "firewall/"];
 
+/// Key prefixes every host of a cluster shares: global-scope networks
+/// (`global/networks/`), what global drivers keep (`global/<driver>/`), and
+/// the global address space with its leases. [`SplitStore::cluster`] sends
+/// them to the shared store (etcd) and keeps everything else on the host.
+pub const GLOBAL_PREFIXES: &[&str] = &["global/", "ipam/spaces/global", "leases/global-"];
+
 /// Builds a [`Controller`].
 pub struct ControllerBuilder {
     drivers: Vec<Arc<dyn NetworkDriver>>,
@@ -181,7 +187,10 @@ impl Controller {
 
     /// Every network, sorted by name.
     pub fn networks(&self) -> Result<Vec<Network>> {
-        Ok(self.store.list_json::<Network>("networks/")?.into_iter().map(|(n, _)| n).collect())
+        let mut all: Vec<Network> = self.store.list_json::<Network>("networks/")?.into_iter().map(|(n, _)| n).collect();
+        all.extend(self.store.list_json::<Network>(GLOBAL_NETWORKS)?.into_iter().map(|(n, _)| n));
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
     }
 
     /// The network named `key`, or whose id is or starts with `key`.
@@ -211,7 +220,13 @@ impl Controller {
     }
 
     fn find_network(&self, key: &str) -> Result<(Network, u64)> {
-        self.find("network", "networks/", key, |n: &Network| &n.name, |n| &n.id)
+        // Local networks first (one read by name), then the cluster's.
+        match self.find("network", "networks/", key, |n: &Network| &n.name, |n| &n.id) {
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+                self.find("network", GLOBAL_NETWORKS, key, |n: &Network| &n.name, |n| &n.id)
+            }
+            other => other,
+        }
     }
 
     /// Every endpoint of a network (all networks with `None`).
@@ -248,8 +263,14 @@ impl Controller {
     }
 }
 
-fn net_key(name: &str) -> String {
-    format!("networks/{name}")
+/// Where global-scope networks are stored (shared by every host).
+const GLOBAL_NETWORKS: &str = "global/networks/";
+
+fn net_key(name: &str, scope: crate::model::Scope) -> String {
+    match scope {
+        crate::model::Scope::Local => format!("networks/{name}"),
+        crate::model::Scope::Global => format!("{GLOBAL_NETWORKS}{name}"),
+    }
 }
 
 fn ep_key(ep: &Endpoint) -> String {

@@ -44,7 +44,15 @@ impl Controller {
         let requests = if caps.needs_addresses { self.pool_requests(&cfg, &net, &*driver)? } else { Vec::new() };
 
         let _op = self.ops.shared()?;
-        let key = net_key(&net.name);
+        // A name is unique across both scopes.
+        let other_scope = match net.scope {
+            Scope::Local => Scope::Global,
+            Scope::Global => Scope::Local,
+        };
+        if self.store.get(&net_key(&net.name, other_scope))?.is_some() {
+            return Err(Error::AlreadyExists { what: "network", name: net.name.clone() });
+        }
+        let key = net_key(&net.name, net.scope);
         let mut rev = self.store.put_json(&key, &net, Expect::Absent).map_err(|e| match e.kind() {
             crate::ErrorKind::AlreadyExists => Error::AlreadyExists { what: "network", name: net.name.clone() },
             _ => e,
@@ -145,7 +153,7 @@ impl Controller {
             ));
         }
         net.state = State::Deleting;
-        self.store.put_json(&net_key(&net.name), &net, Expect::Revision(rev))?;
+        self.store.put_json(&net_key(&net.name, net.scope), &net, Expect::Revision(rev))?;
         self.teardown_network(&net)?;
         tracing::info!(network = %net.name, "network deleted");
         Ok(())
@@ -173,7 +181,7 @@ impl Controller {
             }
         }
         if errors.is_empty() {
-            delete_record(&*self.store, &net_key(&net.name))?;
+            delete_record(&*self.store, &net_key(&net.name, net.scope))?;
         }
         Error::teardown(format!("delete network {:?}", net.name), errors)
     }

@@ -71,10 +71,18 @@ impl Controller {
 
         // 2. Endpoints whose join, leave, creation or deletion did not finish.
         for (ep, rev) in self.store.list_json::<Endpoint>("endpoints/")? {
-            let Ok(net) = self.network_of(&ep) else {
-                errors.extend(super::delete_record(&*self.store, &ep_key(&ep)).err());
-                r.repairs.push(format!("removed endpoint {:?} of a network that no longer exists", ep.name));
-                continue;
+            let net = match self.network_of(&ep) {
+                Ok(net) => net,
+                // Unreachable (a remote store down) is not gone.
+                Err(e) if e.kind() != crate::ErrorKind::NotFound => {
+                    errors.push(e);
+                    continue;
+                }
+                Err(_) => {
+                    errors.extend(super::delete_record(&*self.store, &ep_key(&ep)).err());
+                    r.repairs.push(format!("removed endpoint {:?} of a network that no longer exists", ep.name));
+                    continue;
+                }
             };
             let mut ep = ep;
             let unfinished_join = matches!(ep.join_state, JoinState::Joining | JoinState::Leaving);
@@ -204,7 +212,11 @@ impl Controller {
                 networks.iter().flat_map(|n| n.pools.iter().map(|p| p.pool_id.as_str())).collect();
             match ipam.pools() {
                 Ok(pools) => {
-                    for p in pools.into_iter().filter(|p| !used_pools.contains(p.id.as_str())) {
+                    // Global pools are the cluster's: another host may be
+                    // half-way through creating the network that owns one.
+                    // (IPAM drivers name global pools `global-…`.)
+                    let local = |p: &crate::ipam::Pool| !p.id.starts_with("global-");
+                    for p in pools.into_iter().filter(|p| local(p) && !used_pools.contains(p.id.as_str())) {
                         match ipam.release_pool(&p.id) {
                             Ok(()) => r.repairs.push(format!("released pool {} that no network uses", p.subnet)),
                             Err(e) => errors.push(e),

@@ -1,8 +1,10 @@
-//! A store that keeps some prefixes in one store and the rest in another:
-//! what lives exactly as long as kernel objects (endpoints, sandboxes,
-//! address leases) on tmpfs under /run, so a reboot clears it together with
-//! what the kernel lost and writes cost no disk flush; configuration
-//! (networks, pools) under /var/lib.
+//! A store that keeps some prefixes in one store and the rest in another.
+//! Two uses: on one host, what lives exactly as long as kernel objects
+//! (endpoints, sandboxes, address leases) on tmpfs under /run, so a reboot
+//! clears it together with what the kernel lost and writes cost no disk
+//! flush, and configuration (networks, pools) under /var/lib; in a cluster,
+//! what every host shares (global networks, global pools) in etcd and the
+//! rest on the host.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,13 +17,32 @@ pub struct SplitStore {
     durable: Arc<dyn Store>,
     volatile: Arc<dyn Store>,
     volatile_prefixes: Vec<String>,
+    /// Whether leases live in the second store (the shared one).
+    leases_in_volatile: bool,
 }
 
 impl SplitStore {
     /// Keys starting with one of `volatile_prefixes` go to `volatile`, all
     /// others to `durable`.
     pub fn new(durable: Arc<dyn Store>, volatile: Arc<dyn Store>, volatile_prefixes: Vec<String>) -> SplitStore {
-        SplitStore { durable, volatile, volatile_prefixes }
+        SplitStore { durable, volatile, volatile_prefixes, leases_in_volatile: false }
+    }
+
+    /// A cluster member's store: the keys every host shares
+    /// ([`GLOBAL_PREFIXES`](crate::controller::GLOBAL_PREFIXES)), and leases
+    /// and watches on them, go to `shared` (etcd); everything else stays in
+    /// `host` (typically [`SplitStore::open_state_dirs`]).
+    pub fn cluster(host: Arc<dyn Store>, shared: Arc<dyn Store>) -> SplitStore {
+        let prefixes = crate::controller::GLOBAL_PREFIXES.iter().map(|s| s.to_string()).collect();
+        SplitStore { durable: host, volatile: shared, volatile_prefixes: prefixes, leases_in_volatile: true }
+    }
+
+    fn lease_store(&self) -> &dyn Store {
+        if self.leases_in_volatile {
+            &*self.volatile
+        } else {
+            &*self.durable
+        }
     }
 
     /// The controller's standard layout: configuration in `state_dir`
@@ -100,15 +121,15 @@ impl Store for SplitStore {
     }
 
     fn grant_lease(&self, ttl: Duration) -> Result<LeaseId> {
-        self.durable.grant_lease(ttl)
+        self.lease_store().grant_lease(ttl)
     }
 
     fn keep_alive(&self, lease: LeaseId) -> Result<()> {
-        self.durable.keep_alive(lease)
+        self.lease_store().keep_alive(lease)
     }
 
     fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
-        self.durable.revoke_lease(lease)
+        self.lease_store().revoke_lease(lease)
     }
 
     fn put_with_lease(&self, key: &str, value: &[u8], expect: Expect, lease: LeaseId) -> Result<u64> {

@@ -1,0 +1,206 @@
+//! The per-host agent: keeps this host's lease alive, publishes this host's
+//! endpoints under it, and programs every other host's endpoints as the
+//! store reports them. The only long-running part of the project.
+//!
+//! It survives losing the store: the kernel entries stay (traffic between
+//! known endpoints keeps flowing), and once the store answers again it
+//! takes a new lease if the old one expired, publishes again and programs
+//! everything from scratch, so nothing missed while away is lost.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cnm_core::store::{LeaseId, Watch, WatchEvent};
+use cnm_core::{Expect, Result};
+
+use super::records::{self, HostRecord, PeerRecord};
+use super::OverlayDriver;
+
+/// How the agent paces itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentOptions {
+    /// The lease's time to live: how long after this host dies its
+    /// endpoints vanish from the other hosts. Renewed every third of it.
+    pub ttl: Duration,
+    /// How often everything is programmed again from scratch, as a safety
+    /// net under the watch.
+    pub resync_every: Duration,
+    /// How long to wait before trying again when the store is unreachable.
+    pub retry: Duration,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions {
+            ttl: Duration::from_secs(10),
+            resync_every: Duration::from_secs(30),
+            retry: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The agent of one host.
+pub struct Agent {
+    driver: Arc<OverlayDriver>,
+    opts: AgentOptions,
+}
+
+impl Agent {
+    /// An agent for `driver`'s host.
+    pub fn new(driver: Arc<OverlayDriver>, opts: AgentOptions) -> Agent {
+        Agent { driver, opts }
+    }
+
+    /// Takes a new lease, writes this host's record under it, and publishes
+    /// this host's endpoints under it again (removing shared records of this
+    /// host that it no longer has).
+    pub fn register(&self) -> Result<LeaseId> {
+        let store = self.driver.store();
+        let cfg = self.driver.config();
+        let lease = store.grant_lease(self.opts.ttl)?;
+        let host = HostRecord { name: cfg.host_name.clone(), addr: cfg.advertise_addr, lease: lease.0 };
+        let bytes = serde_json::to_vec(&host).map_err(|e| cnm_core::Error::Internal(e.to_string()))?;
+        store.put_with_lease(&records::host_key(&cfg.host_name), &bytes, Expect::Any, lease)?;
+        let mine: Vec<(PeerRecord, String)> = store
+            .list(records::LOCAL_PEERS)?
+            .into_iter()
+            .filter_map(|e| {
+                let net = e.key[records::LOCAL_PEERS.len()..].split('/').next()?.to_string();
+                Some((serde_json::from_slice::<PeerRecord>(&e.value).ok()?, net))
+            })
+            .collect();
+        let mut keep = BTreeSet::new();
+        for (p, net) in &mine {
+            let key = records::peer_key(net, &cfg.host_name, &p.endpoint);
+            let bytes = serde_json::to_vec(p).map_err(|e| cnm_core::Error::Internal(e.to_string()))?;
+            store.put_with_lease(&key, &bytes, Expect::Any, lease)?;
+            keep.insert(key);
+        }
+        for e in store.list(records::PEERS)? {
+            let Ok(p) = serde_json::from_slice::<PeerRecord>(&e.value) else { continue };
+            if p.host == cfg.host_name && !keep.contains(&e.key) {
+                let _ = store.delete(&e.key, Expect::Revision(e.revision));
+            }
+        }
+        tracing::info!(host = %cfg.host_name, lease = lease.0, endpoints = mine.len(), "overlay host registered");
+        Ok(lease)
+    }
+
+    /// Programs every network this host has endpoints on; returns how many
+    /// kernel entries changed.
+    pub fn resync(&self) -> Result<usize> {
+        let mut changed = 0;
+        let mut errors = Vec::new();
+        for net in self.driver.local_networks()? {
+            match self.driver.sync_network(&net) {
+                Ok(r) => changed += r.added + r.removed,
+                Err(e) => errors.push(e),
+            }
+        }
+        cnm_core::Error::teardown("resynchronise overlay peers", errors)?;
+        Ok(changed)
+    }
+
+    /// Runs until `stop` is set.
+    pub fn run(&self, stop: &AtomicBool) {
+        let mut lease: Option<LeaseId> = None;
+        let mut watch: Option<Box<dyn Watch>> = None;
+        let renew = self.opts.ttl / 3;
+        let mut renewed = Instant::now();
+        let mut resynced = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            if lease.is_none() {
+                match self.register() {
+                    Ok(l) => {
+                        lease = Some(l);
+                        renewed = Instant::now();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "overlay agent: cannot register; retrying");
+                        std::thread::sleep(self.opts.retry);
+                        continue;
+                    }
+                }
+            }
+            if watch.is_none() {
+                // Watch first, then program everything: a change between the
+                // two is seen twice rather than not at all.
+                match self.driver.store().watch(records::PEERS) {
+                    Ok(w) => watch = Some(w),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "overlay agent: cannot watch; retrying");
+                        std::thread::sleep(self.opts.retry);
+                        continue;
+                    }
+                }
+                self.resync_logged();
+                resynced = Instant::now();
+            }
+            if renewed.elapsed() >= renew {
+                match self.driver.store().keep_alive(lease.expect("registered above")) {
+                    Ok(()) => renewed = Instant::now(),
+                    Err(e) if e.kind() == cnm_core::ErrorKind::NotFound => {
+                        tracing::warn!("overlay agent: lease expired; registering again");
+                        lease = None;
+                        watch = None;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "overlay agent: cannot renew the lease");
+                        watch = None;
+                        std::thread::sleep(self.opts.retry);
+                        continue;
+                    }
+                }
+            }
+            if resynced.elapsed() >= self.opts.resync_every {
+                self.resync_logged();
+                resynced = Instant::now();
+            }
+            let wait = renew.saturating_sub(renewed.elapsed()).min(Duration::from_millis(200));
+            let w = watch.as_mut().expect("watching");
+            match w.next(wait) {
+                Ok(None) => {}
+                Ok(Some(first)) => {
+                    let mut nets = BTreeSet::new();
+                    let mut ev = Some(first);
+                    // Take every change already queued, then program once
+                    // per network.
+                    while let Some(e) = ev {
+                        let key = match &e {
+                            WatchEvent::Put(kv) => kv.key.clone(),
+                            WatchEvent::Delete { key } => key.clone(),
+                        };
+                        if let Some(n) = records::network_of_peer_key(&key) {
+                            nets.insert(n.to_string());
+                        }
+                        ev = w.next(Duration::ZERO).unwrap_or(None);
+                    }
+                    for n in nets {
+                        match self.driver.sync_network(&n) {
+                            Ok(r) if r.added + r.removed > 0 => {
+                                tracing::debug!(network = %n, added = r.added, removed = r.removed, "overlay peers programmed")
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(network = %n, error = %e, "overlay agent: programming failed"),
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "overlay agent: watch lost; reconnecting");
+                    watch = None;
+                    std::thread::sleep(self.opts.retry);
+                }
+            }
+        }
+    }
+
+    fn resync_logged(&self) {
+        match self.resync() {
+            Ok(n) => tracing::debug!(changed = n, "overlay peers resynchronised"),
+            Err(e) => tracing::warn!(error = %e, "overlay agent: resynchronising failed"),
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! Docker's multi-host overlay network driver (scope global).
+//!
+//! - A network may have several subnets; each gets its own VXLAN id, unique
+//!   in the cluster, taken through the shared store from 4097 up (or as
+//!   given in `com.docker.network.driver.overlay.vxlanid_list`).
+//! - On each host the network lives in its own namespace (see [`layout`]),
+//!   made at the first join on that host and removed at the last leave.
+//! - Endpoints are veth pairs from the sandbox to their subnet's bridge,
+//!   with the underlay MTU less the VXLAN overhead and Docker's MAC rule.
+//! - Where endpoints live is in the shared store under the host's lease;
+//!   every host programs permanent neighbour and FDB entries from it (see
+//!   [`program`]): no flooding, no learning. The driver does this for the
+//!   joining host at join; the [`Agent`] does it as peers come and go.
+
+mod agent;
+pub mod layout;
+pub mod program;
+pub mod records;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cnm_core::driver::{Capabilities, DriverContext, JoinInfo, NetworkDriver};
+use cnm_core::inspect::Peer;
+use cnm_core::{Endpoint, Error, Expect, Network, Result, Scope, Store, StoreExt, Undo};
+use cnm_netns::{AddrFlags, Handle, LinkAdd, MacAddr, NetNs, Route, VethPeer};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+pub use agent::{Agent, AgentOptions};
+use layout::SubnetPlan;
+use records::PeerRecord;
+
+/// The option (and inspect key) listing a network's VXLAN ids, one per
+/// subnet, comma-separated.
+pub const VXLANID_LIST: &str = "com.docker.network.driver.overlay.vxlanid_list";
+/// The option overriding the MTU of the network's interfaces.
+pub const MTU_OPTION: &str = "com.docker.network.driver.mtu";
+
+pub(crate) fn kernel(op: impl Into<String>) -> impl FnOnce(cnm_netns::Error) -> Error {
+    let op = op.into();
+    move |e| match (e.kind(), e.errno()) {
+        (cnm_netns::ErrorKind::InvalidArgument, None) => Error::invalid("interface", e.to_string()),
+        _ => Error::kernel(op, e),
+    }
+}
+
+fn random_mac() -> MacAddr {
+    use std::io::Read;
+    let mut b = [0u8; 6];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    // Locally administered, unicast.
+    b[0] = (b[0] & 0xfc) | 0x02;
+    MacAddr(b)
+}
+
+/// How this host takes part in overlays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayConfig {
+    /// This host's name, unique in the cluster (shown in inspect's `Peers`).
+    pub host_name: String,
+    /// This host's VTEP address: an address of the host namespace that the
+    /// other hosts reach (Docker's `--advertise-addr`).
+    pub advertise_addr: IpAddr,
+    /// Where overlay namespaces are bound (e.g. `/run/cnm/overlay`).
+    pub netns_dir: PathBuf,
+    /// VXLAN UDP port (IANA: 4789).
+    #[serde(default = "default_port")]
+    pub port: u16,
+}
+
+fn default_port() -> u16 {
+    4789
+}
+
+impl OverlayConfig {
+    /// A configuration with the standard port.
+    pub fn new(host_name: impl Into<String>, advertise_addr: IpAddr, netns_dir: impl Into<PathBuf>) -> Self {
+        OverlayConfig { host_name: host_name.into(), advertise_addr, netns_dir: netns_dir.into(), port: 4789 }
+    }
+}
+
+/// The overlay driver. Give it the same store as the controller: one that
+/// sends the cluster's keys to etcd (see
+/// [`SplitStore::cluster`](cnm_core::SplitStore::cluster)).
+pub struct OverlayDriver {
+    cfg: OverlayConfig,
+    store: Arc<dyn Store>,
+}
+
+impl OverlayDriver {
+    /// A driver for this host. Checks the configuration; touches nothing.
+    pub fn new(cfg: OverlayConfig, store: Arc<dyn Store>) -> Result<OverlayDriver> {
+        cnm_core::store::validate_key(&records::host_key(&cfg.host_name))
+            .map_err(|_| Error::invalid("overlay host name", format!("{:?} cannot be a store key", cfg.host_name)))?;
+        if cfg.advertise_addr.is_unspecified() || cfg.advertise_addr.is_multicast() {
+            return Err(Error::invalid(
+                "overlay advertise address",
+                format!("{} is not a unicast address", cfg.advertise_addr),
+            ));
+        }
+        Ok(OverlayDriver { cfg, store })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &OverlayConfig {
+        &self.cfg
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn mtu(&self, host: &Handle, net: &Network) -> Result<u32> {
+        if let Some(m) = net.options.get(MTU_OPTION) {
+            return m.parse().map_err(|_| Error::invalid(MTU_OPTION, format!("{m:?} is not a number")));
+        }
+        let overhead = if self.cfg.advertise_addr.is_ipv4() { layout::OVERHEAD_V4 } else { layout::OVERHEAD_V6 };
+        Ok(layout::underlay_mtu(host, self.cfg.advertise_addr)?.saturating_sub(overhead))
+    }
+
+    /// Opens the overlay namespace of `net`, making it first if this host
+    /// has none. Call with the network's lock held.
+    fn ensure_ns(&self, host: &NetNs, net: &Network, plan: &[SubnetPlan]) -> Result<(layout::OverlayNs, bool)> {
+        if let Some(o) = layout::open(&self.cfg.netns_dir, net.id.as_str())? {
+            return Ok((o, false));
+        }
+        let hh = Handle::open(host).map_err(kernel("open host namespace"))?;
+        let b = layout::Build {
+            host,
+            host_handle: &hh,
+            dir: &self.cfg.netns_dir,
+            vtep: self.cfg.advertise_addr,
+            port: self.cfg.port,
+            mtu: self.mtu(&hh, net)?,
+        };
+        Ok((layout::create(&b, net, plan)?, true))
+    }
+
+    /// Programs every remote peer of `net` into this host's overlay
+    /// namespace, if it has one; returns what changed.
+    pub fn sync_network(&self, net_id: &str) -> Result<program::SyncReport> {
+        let nets = self.store.list_json::<Network>("global/networks/")?;
+        let Some((net, _)) = nets.into_iter().find(|(n, _)| n.id.as_str() == net_id) else {
+            return Ok(Default::default());
+        };
+        let _lock = layout::lock(&self.cfg.netns_dir, net_id)?;
+        let Some(o) = layout::open(&self.cfg.netns_dir, net_id)? else { return Ok(Default::default()) };
+        let devs = program::devices(&o.handle, &layout::plan(&net)?)?;
+        let peers = records::peers(&*self.store, net_id)?;
+        program::sync(&o.handle, &devs, &self.cfg.host_name, &peers)
+    }
+
+    /// Ids of the networks this host has overlay namespaces for.
+    pub fn local_networks(&self) -> Result<Vec<String>> {
+        let mut ids: BTreeSet<String> = BTreeSet::new();
+        for k in self.store.list_keys(records::LOCAL_PEERS)? {
+            if let Some(id) = k[records::LOCAL_PEERS.len()..].split('/').next() {
+                ids.insert(id.to_string());
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+
+    fn veth_name(ep: &Endpoint) -> String {
+        format!("veth{}", &ep.id.as_str()[..7])
+    }
+}
+
+impl NetworkDriver for OverlayDriver {
+    fn name(&self) -> &str {
+        "overlay"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // Every bridge of the overlay namespace is a Linux bridge.
+        Capabilities { scope: Scope::Global, needs_addresses: true, exclusive: false, max_endpoints: None }
+    }
+
+    fn validate_network(&self, net: &Network) -> Result<()> {
+        for (k, v) in &net.options {
+            match k.as_str() {
+                VXLANID_LIST => {
+                    for s in v.split(',') {
+                        let ok = s.trim().parse::<u32>().is_ok_and(|n| (1..=records::LAST_VNI).contains(&n));
+                        if !ok {
+                            return Err(Error::invalid(
+                                VXLANID_LIST,
+                                format!("{s:?} is not a VXLAN id (1 to 16777215)"),
+                            ));
+                        }
+                    }
+                }
+                MTU_OPTION => {
+                    if !v.parse::<u32>().is_ok_and(|m| (1280..=65535).contains(&m)) {
+                        return Err(Error::invalid(MTU_OPTION, format!("{v:?} is not an MTU (1280 to 65535)")));
+                    }
+                }
+                other => {
+                    return Err(Error::invalid(
+                        format!("option {other:?}"),
+                        format!("unknown to the overlay driver (known: {VXLANID_LIST}, {MTU_OPTION})"),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn peers(&self, _: &DriverContext<'_>, net: &Network) -> Result<Option<Vec<Peer>>> {
+        let mut hosts: Vec<(String, IpAddr)> =
+            records::peers(&*self.store, net.id.as_str())?.into_iter().map(|p| (p.host, p.vtep)).collect();
+        hosts.sort();
+        hosts.dedup();
+        Ok(Some(hosts.into_iter().map(|(name, ip)| Peer { name, ip: ip.to_string() }).collect()))
+    }
+
+    fn create_network(&self, _: &DriverContext<'_>, net: &mut Network) -> Result<()> {
+        let wanted: Vec<u32> = match net.options.get(VXLANID_LIST) {
+            Some(list) => list.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
+            None => Vec::new(),
+        };
+        if !wanted.is_empty() && wanted.len() != net.pools.len() {
+            return Err(Error::invalid(
+                VXLANID_LIST,
+                format!("{} ids given for {} subnets", wanted.len(), net.pools.len()),
+            ));
+        }
+        let mut undo = Undo::new();
+        let mut vnis = Vec::new();
+        for (i, p) in net.pools.iter().enumerate() {
+            match records::allocate_vni(&*self.store, net.id.as_str(), p.subnet, wanted.get(i).copied()) {
+                Ok(v) => {
+                    vnis.push(v.to_string());
+                    let (store, id) = (self.store.clone(), net.id.to_string());
+                    undo.push(format!("release VXLAN id {v}"), move || records::release_vni(&*store, &id, v));
+                }
+                Err(e) => return undo.fail(e),
+            }
+        }
+        net.driver_options.insert(VXLANID_LIST.into(), vnis.join(","));
+        undo.commit();
+        tracing::debug!(network = %net.name, vnis = %net.driver_options[VXLANID_LIST], "overlay network created");
+        Ok(())
+    }
+
+    fn delete_network(&self, ctx: &DriverContext<'_>, net: &Network) -> Result<()> {
+        let peers = records::peers(&*self.store, net.id.as_str())?;
+        if !peers.is_empty() {
+            let hosts: BTreeSet<&str> = peers.iter().map(|p| p.host.as_str()).collect();
+            return Err(Error::conflict(
+                format!("overlay network {:?}", net.name),
+                format!(
+                    "it has {} endpoint(s) on host(s) {}",
+                    peers.len(),
+                    hosts.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        let _ = ctx;
+        let mut errors = Vec::new();
+        let plan = layout::plan(net).unwrap_or_default();
+        {
+            let _lock = layout::lock(&self.cfg.netns_dir, net.id.as_str())?;
+            if let Some(o) = layout::open(&self.cfg.netns_dir, net.id.as_str())? {
+                errors.extend(layout::destroy(&o.ns, &self.cfg.netns_dir, net.id.as_str(), &plan).err());
+            }
+        }
+        for vni in layout::vni_list(net).unwrap_or_default() {
+            errors.extend(records::release_vni(&*self.store, net.id.as_str(), vni).err());
+        }
+        Error::teardown(format!("delete overlay network {:?}", net.name), errors)
+    }
+
+    fn create_endpoint(&self, _: &DriverContext<'_>, _: &Network, ep: &mut Endpoint) -> Result<()> {
+        if !ep.ports.is_empty() {
+            return Err(Error::invalid(
+                format!("ports of endpoint {:?}", ep.name),
+                "the overlay driver publishes no ports (publish them on a bridge network)",
+            ));
+        }
+        if ep.mac.is_none() {
+            ep.mac = Some(match ep.ipv4 {
+                // Docker's rule: 02:42 and the IPv4 address.
+                Some(IpNet::V4(a)) => {
+                    let o = a.addr().octets();
+                    MacAddr([0x02, 0x42, o[0], o[1], o[2], o[3]])
+                }
+                _ => random_mac(),
+            });
+        }
+        Ok(())
+    }
+
+    fn join(&self, ctx: &DriverContext<'_>, net: &Network, ep: &mut Endpoint, join: &JoinInfo<'_>) -> Result<()> {
+        // Everything that can be refused is checked before the kernel is touched.
+        let lease = records::host_lease(&*self.store, &self.cfg.host_name)?;
+        let plan = layout::plan(net)?;
+        let ip =
+            ep.ipv4.or(ep.ipv6).ok_or_else(|| Error::invalid("endpoint", format!("{:?} has no address", ep.name)))?;
+        let mac = ep.mac.ok_or_else(|| Error::Internal(format!("endpoint {:?} has no MAC", ep.name)))?;
+        let home = plan
+            .iter()
+            .find(|s| s.subnet.contains(&ip.addr()))
+            .ok_or_else(|| Error::Internal(format!("{ip} is in no subnet of network {:?}", net.name)))?
+            .clone();
+
+        let _lock = layout::lock(&self.cfg.netns_dir, net.id.as_str())?;
+        let mut undo = Undo::new();
+        let (o, created) = self.ensure_ns(ctx.host, net, &plan)?;
+        if created {
+            let dir = self.cfg.netns_dir.clone();
+            let (id, plan2) = (net.id.to_string(), plan.clone());
+            undo.push("remove overlay namespace", move || match NetNs::open(dir.join(layout::netns_name(&id))) {
+                Ok(ns) => layout::destroy(&ns, &dir, &id, &plan2),
+                Err(_) => Ok(()),
+            });
+        }
+        let devs = match program::devices(&o.handle, &plan) {
+            Ok(d) => d,
+            Err(e) => return undo.fail(e),
+        };
+        let br = devs.iter().find(|d| d.plan.vni == home.vni).expect("home subnet is in the plan").bridge;
+        let mtu = match o.handle.link_get(br) {
+            Ok(l) => l.mtu,
+            Err(e) => return undo.fail(kernel("read bridge MTU")(e)),
+        };
+
+        let veth = Self::veth_name(ep);
+        let add = LinkAdd::veth(veth.as_str(), VethPeer::new(join.ifname).netns(join.netns).mac(mac).mtu(mtu))
+            .mtu(mtu)
+            .master(br)
+            .up();
+        let link = match o.handle.link_add(&add) {
+            Ok(l) => l,
+            Err(e) => return undo.fail(kernel(format!("create veth {veth:?}"))(e)),
+        };
+        {
+            let v = veth.clone();
+            let ns_path = self.cfg.netns_dir.join(layout::netns_name(net.id.as_str()));
+            undo.push("delete veth", move || {
+                let ns = NetNs::open(&ns_path).map_err(kernel("open overlay namespace"))?;
+                let h = Handle::open(&ns).map_err(kernel("open overlay namespace"))?;
+                match h.link_del(v.as_str()) {
+                    Err(e) if e.kind() != cnm_netns::ErrorKind::NotFound => Err(kernel("delete veth")(e)),
+                    _ => Ok(()),
+                }
+            });
+        }
+
+        let sandbox_side = || -> Result<()> {
+            let k = |what: &str| kernel(format!("{what} of endpoint {:?}", ep.name));
+            let c = Handle::open(join.netns).map_err(k("open sandbox namespace"))?;
+            let eth = match link.peer_index {
+                Some(i) if i != 0 => i,
+                _ => c.link_get(join.ifname).map_err(k("find interface"))?.index,
+            };
+            c.link_set_up("lo").map_err(k("loopback up"))?;
+            if ep.ipv6.is_none() {
+                c.link_set_addrgenmode_none(eth).map_err(k("addrgenmode none"))?;
+            }
+            c.link_set_up(eth).map_err(k("interface up"))?;
+            for (a, flags) in [(ep.ipv4, AddrFlags::empty()), (ep.ipv6, AddrFlags::NODAD)] {
+                if let Some(a) = a {
+                    c.addr_add(eth, a, flags).map_err(k("address"))?;
+                }
+            }
+            for addr in [ep.ipv4, ep.ipv6].into_iter().flatten() {
+                let Some(own) = plan.iter().find(|s| s.subnet.contains(&addr.addr())) else { continue };
+                // The other subnets of this network: through this subnet's gateway.
+                for other in
+                    plan.iter().filter(|s| s.vni != own.vni && s.subnet.addr().is_ipv4() == addr.addr().is_ipv4())
+                {
+                    c.route_replace(&Route { gateway: Some(own.gateway.addr()), ..Route::new(other.subnet) })
+                        .map_err(k("route to another subnet"))?;
+                }
+                if join.gateway {
+                    c.route_replace(&Route::default_via(own.gateway.addr())).map_err(k("default route"))?;
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = sandbox_side() {
+            return undo.fail(e);
+        }
+
+        // The remote peers, so this sandbox reaches them at once.
+        let peers = match records::peers(&*self.store, net.id.as_str()) {
+            Ok(p) => p,
+            Err(e) => return undo.fail(e),
+        };
+        if let Err(e) = program::sync(&o.handle, &devs, &self.cfg.host_name, &peers) {
+            return undo.fail(e);
+        }
+
+        // Where it lives: for this host's agent, and for every other host.
+        let rec = PeerRecord {
+            endpoint: ep.id.to_string(),
+            ip,
+            mac,
+            host: self.cfg.host_name.clone(),
+            vtep: self.cfg.advertise_addr,
+        };
+        let local_key = records::local_peer_key(net.id.as_str(), ep.id.as_str());
+        if let Err(e) = self.store.put_json(&local_key, &rec, Expect::Any) {
+            return undo.fail(e);
+        }
+        let store = self.store.clone();
+        undo.push("delete local peer record", move || match store.delete(&local_key, Expect::Any) {
+            Err(e) if e.kind() != cnm_core::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        });
+        let bytes = serde_json::to_vec(&rec).map_err(|e| Error::Internal(e.to_string()))?;
+        let key = records::peer_key(net.id.as_str(), &self.cfg.host_name, ep.id.as_str());
+        if let Err(e) = self.store.put_with_lease(&key, &bytes, Expect::Any, lease) {
+            return undo.fail(e);
+        }
+        ep.driver_data.insert("veth".into(), veth);
+        ep.driver_data.insert("vni".into(), home.vni.to_string());
+        undo.commit();
+        tracing::debug!(endpoint = %ep.name, network = %net.name, %ip, vni = home.vni, "overlay endpoint joined");
+        Ok(())
+    }
+
+    fn leave(&self, _: &DriverContext<'_>, net: &Network, ep: &Endpoint, _: Option<&NetNs>) -> Result<()> {
+        let mut errors = Vec::new();
+        let key = records::peer_key(net.id.as_str(), &self.cfg.host_name, ep.id.as_str());
+        for k in [key, records::local_peer_key(net.id.as_str(), ep.id.as_str())] {
+            match self.store.delete(&k, Expect::Any) {
+                Err(e) if e.kind() != cnm_core::ErrorKind::NotFound => errors.push(e),
+                _ => {}
+            }
+        }
+        let _lock = layout::lock(&self.cfg.netns_dir, net.id.as_str())?;
+        if let Some(o) = layout::open(&self.cfg.netns_dir, net.id.as_str())? {
+            match o.handle.link_del(Self::veth_name(ep).as_str()) {
+                Err(e) if e.kind() != cnm_netns::ErrorKind::NotFound => errors.push(kernel("delete veth")(e)),
+                _ => {}
+            }
+            // The last endpoint on this host takes the namespace with it.
+            match o.handle.link_list() {
+                Ok(links) if !links.iter().any(|l| l.kind.as_deref() == Some("veth")) => {
+                    let plan = layout::plan(net).unwrap_or_default();
+                    errors.extend(layout::destroy(&o.ns, &self.cfg.netns_dir, net.id.as_str(), &plan).err());
+                }
+                Ok(_) => {}
+                Err(e) => errors.push(kernel("list overlay links")(e)),
+            }
+        }
+        Error::teardown(format!("leave overlay network {:?}", net.name), errors)
+    }
+
+    fn remove_leftovers(&self, _: &DriverContext<'_>, networks: &[Network], _: &[Endpoint]) -> Result<Vec<String>> {
+        let known: BTreeSet<String> = networks.iter().map(|n| layout::netns_name(n.id.as_str())).collect();
+        let mut removed = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&self.cfg.netns_dir) else { return Ok(removed) };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("ov-") && !known.contains(&name) {
+                NetNs::remove_named(&self.cfg.netns_dir, &name).map_err(kernel("remove overlay namespace"))?;
+                removed.push(format!("removed overlay namespace {name} of a network that no longer exists"));
+            }
+        }
+        Ok(removed)
+    }
+}

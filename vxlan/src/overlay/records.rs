@@ -1,0 +1,156 @@
+//! What the overlay keeps in the store, and where.
+//!
+//! Shared by every host (etcd; the `global/` prefix):
+//! - `global/overlay/vni/<vni>`: which network and subnet own a VXLAN id;
+//!   created with compare-and-swap, so two hosts never take the same one.
+//! - `global/overlay/hosts/<host>`: a host's name, VTEP address and lease,
+//!   written by its agent under that lease.
+//! - `global/overlay/peers/<network-id>/<host>/<endpoint-id>`: where an
+//!   endpoint lives (IP, MAC, VTEP), under its host's lease, so a dead
+//!   host's endpoints vanish when the lease expires.
+//!
+//! On the host only (volatile, like the veths it describes):
+//! - `overlay/peers/<network-id>/<endpoint-id>`: this host's own peer
+//!   records, which its agent writes again under a new lease after a
+//!   restart or an expired lease.
+
+use std::net::IpAddr;
+
+use cnm_core::store::LeaseId;
+use cnm_core::{Error, Expect, Result, Store, StoreExt};
+use cnm_netns::MacAddr;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The first VXLAN id handed out (Docker starts above 4096 too, leaving the
+/// 802.1Q VLAN range alone).
+pub const FIRST_VNI: u32 = 4097;
+/// The last valid VXLAN id (24 bits).
+pub const LAST_VNI: u32 = (1 << 24) - 1;
+
+/// A host taking part in overlays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// Its name (unique in the cluster).
+    pub name: String,
+    /// Its VTEP (underlay) address.
+    pub addr: IpAddr,
+    /// The lease its records live under.
+    pub lease: i64,
+}
+
+/// Where one endpoint lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRecord {
+    /// The endpoint id.
+    pub endpoint: String,
+    /// Its address with the subnet's prefix length.
+    pub ip: IpNet,
+    /// Its MAC.
+    pub mac: MacAddr,
+    /// The host it is on.
+    pub host: String,
+    /// That host's VTEP address.
+    pub vtep: IpAddr,
+}
+
+/// Who owns a VXLAN id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VniRecord {
+    /// The network id.
+    pub network: String,
+    /// The subnet carried on it.
+    pub subnet: IpNet,
+}
+
+/// `global/overlay/hosts/`.
+pub const HOSTS: &str = "global/overlay/hosts/";
+/// `global/overlay/peers/`.
+pub const PEERS: &str = "global/overlay/peers/";
+/// `global/overlay/vni/`.
+pub const VNIS: &str = "global/overlay/vni/";
+/// `overlay/peers/` (host-local).
+pub const LOCAL_PEERS: &str = "overlay/peers/";
+
+/// The key of a host record.
+pub fn host_key(host: &str) -> String {
+    format!("{HOSTS}{host}")
+}
+
+/// The shared key of a peer.
+pub fn peer_key(network: &str, host: &str, endpoint: &str) -> String {
+    format!("{PEERS}{network}/{host}/{endpoint}")
+}
+
+/// The host-local key of one of this host's peers.
+pub fn local_peer_key(network: &str, endpoint: &str) -> String {
+    format!("{LOCAL_PEERS}{network}/{endpoint}")
+}
+
+/// The network id a shared peer key belongs to.
+pub fn network_of_peer_key(key: &str) -> Option<&str> {
+    key.strip_prefix(PEERS)?.split('/').next()
+}
+
+/// This host's live record: its lease, or an error saying the agent is
+/// not running.
+pub fn host_lease(store: &dyn Store, host: &str) -> Result<LeaseId> {
+    match store.get_json::<HostRecord>(&host_key(host))? {
+        Some((h, _)) => Ok(LeaseId(h.lease)),
+        None => Err(Error::Forbidden {
+            what: format!("overlay endpoints on host {host:?}"),
+            reason: format!(
+                "no live host record in {}: start `cnm agent` on this host (it keeps the host's lease alive)",
+                store.location()
+            ),
+        }),
+    }
+}
+
+/// Every peer of `network`, all hosts.
+pub fn peers(store: &dyn Store, network: &str) -> Result<Vec<PeerRecord>> {
+    Ok(store.list_json::<PeerRecord>(&format!("{PEERS}{network}/"))?.into_iter().map(|(p, _)| p).collect())
+}
+
+/// Takes one free VXLAN id for `subnet` of `network`: `wanted` exactly, or
+/// the lowest free one from [`FIRST_VNI`].
+pub fn allocate_vni(store: &dyn Store, network: &str, subnet: IpNet, wanted: Option<u32>) -> Result<u32> {
+    let rec = VniRecord { network: network.to_string(), subnet };
+    let bytes = serde_json::to_vec(&rec).map_err(|e| Error::Internal(e.to_string()))?;
+    if let Some(v) = wanted {
+        return match store.put(&format!("{VNIS}{v}"), &bytes, Expect::Absent) {
+            Ok(_) => Ok(v),
+            Err(e) if e.kind() == cnm_core::ErrorKind::AlreadyExists => {
+                Err(Error::conflict(format!("VXLAN id {v}"), "already used by another overlay network"))
+            }
+            Err(e) => Err(e),
+        };
+    }
+    let taken: std::collections::BTreeSet<u32> =
+        store.list_keys(VNIS)?.iter().filter_map(|k| k[VNIS.len()..].parse().ok()).collect();
+    let mut v = FIRST_VNI;
+    while v <= LAST_VNI {
+        if !taken.contains(&v) {
+            match store.put(&format!("{VNIS}{v}"), &bytes, Expect::Absent) {
+                Ok(_) => return Ok(v),
+                // Another host took it a moment ago: try the next.
+                Err(e) if e.kind() == cnm_core::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        v += 1;
+    }
+    Err(Error::Exhausted { what: "VXLAN ids".into(), reason: format!("all of {FIRST_VNI}..={LAST_VNI} are taken") })
+}
+
+/// Gives a VXLAN id back (only if `network` owns it).
+pub fn release_vni(store: &dyn Store, network: &str, vni: u32) -> Result<()> {
+    let key = format!("{VNIS}{vni}");
+    match store.get_json::<VniRecord>(&key)? {
+        Some((r, rev)) if r.network == network => match store.delete(&key, Expect::Revision(rev)) {
+            Err(e) if e.kind() == cnm_core::ErrorKind::NotFound => Ok(()),
+            other => other,
+        },
+        _ => Ok(()),
+    }
+}
