@@ -36,7 +36,7 @@ impl Host {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cnm"));
         c.arg("--state-dir").arg(&self.state).arg("--run-dir").arg(&self.run);
         c.arg("--host-netns").arg(self.ns.ns.proc_path());
-        c.args(["--store", &format!("etcd://{ETCD_IP}:2379"), "--firewall", "none"]);
+        c.args(["--store", &format!("etcd://{ETCD_IP}:2379")]);
         c.args(["--host-name", &format!("host{}", self.n), "--advertise-addr", &self.addr()]);
         c.args(args);
         c
@@ -231,6 +231,26 @@ fn overlay_spans_three_hosts_through_etcd() {
     // Nothing of the overlay in a host's own routing table.
     let routes = c.tb.exec(&h1.ns.ns, "ip", &["route"]);
     assert!(!routes.contains("10.1.1.") && !routes.contains("11.1.1."), "{routes}");
+    // Egress through the host's gateway bridge (eth1, default route, NAT):
+    // an outside namespace with no route back sees replies only if masqueraded.
+    let out = c.tb.container("out1").unwrap();
+    h1.ns.handle.link_add(&LinkAdd::veth("uplink", VethPeer::new("eth0").netns(&out.ns)).up()).unwrap();
+    h1.ns.handle.addr_add(h1.ns.index("uplink"), "198.51.100.1/24".parse().unwrap(), AddrFlags::empty()).unwrap();
+    out.handle.link_set_up(out.index("eth0")).unwrap();
+    out.handle.addr_add(out.index("eth0"), "198.51.100.2/24".parse().unwrap(), AddrFlags::empty()).unwrap();
+    assert!(reaches(&c1, "198.51.100.2", 3), "no egress from the overlay container");
+    let r = c.tb.exec(&c1, "ip", &["route", "show", "default"]);
+    assert!(r.contains("dev eth1"), "default route not via the gateway bridge: {r}");
+    assert!(h1.ok(&["network", "ls"]).contains("cnm_gwbridge   bridge    local"));
+    // An internal overlay network gets no gateway bridge.
+    h1.ok(&["network", "create", "-d", "overlay", "--internal", "--subnet", "10.9.0.0/24", "ovi"]);
+    let c5 = h1.container("c5", "ovi", "10.9.0.5");
+    let links = c.tb.exec(&c5, "ip", &["-o", "link"]);
+    assert!(links.contains("eth0") && !links.contains("eth1"), "{links}");
+    assert!(c.tb.exec(&c5, "ip", &["route", "show", "default"]).trim().is_empty());
+    h1.ok(&["disconnect", "ovi", "c5"]);
+    h1.ok(&["sandbox", "rm", "c5"]);
+    h1.ok(&["network", "rm", "ovi"]);
 
     for (from, to) in [
         (&c1, "11.1.1.12"),
@@ -336,6 +356,10 @@ fn overlay_spans_three_hosts_through_etcd() {
     for (h, sb) in [(0, "c1"), (1, "c2"), (2, "c3b"), (2, "c4")] {
         c.hosts[h].ok(&["disconnect", "ov", sb]);
     }
+    // The gateway bridge endpoint went with the last overlay endpoint.
+    let gw = c.hosts[0].ok(&["network", "inspect", "cnm_gwbridge"]);
+    let gw: serde_json::Value = serde_json::from_str(&gw).unwrap();
+    assert_eq!(gw[0]["Containers"].as_object().unwrap().len(), 0, "{gw}");
     for (h, sb) in [(0, "c1"), (1, "c2"), (2, "c3"), (2, "c3b"), (2, "c4")] {
         c.hosts[h].ok(&["sandbox", "rm", sb]);
     }

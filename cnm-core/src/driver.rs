@@ -43,11 +43,23 @@ pub struct Capabilities {
     /// The most endpoints a network can have (a Linux bridge takes 1024
     /// ports); the controller refuses one more before the kernel is asked.
     pub max_endpoints: Option<usize>,
+    /// Whether sandboxes on such a network (unless it is internal) reach the
+    /// outside through the host's gateway bridge network, as Docker's
+    /// overlay does through `docker_gwbridge`, rather than through the
+    /// network itself (see
+    /// [`ControllerBuilder::gateway_bridge`](crate::ControllerBuilder::gateway_bridge)).
+    pub gateway_bridge: bool,
 }
 
 impl Default for Capabilities {
     fn default() -> Self {
-        Capabilities { scope: Scope::Local, needs_addresses: true, exclusive: false, max_endpoints: None }
+        Capabilities {
+            scope: Scope::Local,
+            needs_addresses: true,
+            exclusive: false,
+            max_endpoints: None,
+            gateway_bridge: false,
+        }
     }
 }
 

@@ -205,7 +205,7 @@ impl Controller {
         }
         let netns = NetNs::open(&sb.netns)?;
         let ifname = next_ifname(&members);
-        let gateway = provides_gateway(&net) && !members.iter().any(|m| m.gateway);
+        let gateway = self.provides_gateway(&net) && !members.iter().any(|m| m.gateway);
         let before = ep.clone();
         ep.sandbox = Some(sb.id.clone());
         ep.ifname = Some(ifname.clone());
@@ -235,6 +235,11 @@ impl Controller {
         ep.join_state = JoinState::Joined;
         if let Err(e) = self.store.put_json(&key, &ep, Expect::Revision(rev)) {
             return undo.fail(e);
+        }
+        if self.uses_gateway_bridge(&net) {
+            if let Err(e) = self.attach_gateway_bridge(&sb) {
+                return undo.fail(e);
+            }
         }
         undo.commit();
         tracing::info!(endpoint = %ep.name, sandbox = %sb.name, network = %net.name, "joined");
@@ -286,6 +291,9 @@ impl Controller {
         ep.bindings.clear();
         ep.join_state = JoinState::Detached;
         errors.extend(self.store.put_json(&key, &ep, Expect::Revision(rev)).err());
+        if let (true, Some(sb)) = (self.uses_gateway_bridge(net), &sb) {
+            errors.extend(self.detach_gateway_bridge(&sb.name).err());
+        }
         if let (true, Some(sb), Some(ns)) = (was_gateway, sb, netns.as_ref()) {
             errors.extend(self.elect_gateway(&sb.name, ns).err());
         }
@@ -302,7 +310,7 @@ impl Controller {
         }
         for m in members {
             let net = self.network_of(&m)?;
-            if !provides_gateway(&net) {
+            if !self.provides_gateway(&net) {
                 continue;
             }
             let (mut m, rev) = self.find_endpoint(&net, &m.name)?;
@@ -408,8 +416,70 @@ impl Controller {
 }
 
 /// Whether endpoints of this network can provide a default route.
-fn provides_gateway(net: &Network) -> bool {
-    !net.internal && (net.gateway_v4().is_some() || net.gateway_v6().is_some())
+impl Controller {
+    fn provides_gateway(&self, net: &Network) -> bool {
+        !net.internal && (net.gateway_v4().is_some() || net.gateway_v6().is_some()) && !self.uses_gateway_bridge(net)
+    }
+
+    /// Whether sandboxes on `net` reach the outside through the gateway
+    /// bridge network.
+    fn uses_gateway_bridge(&self, net: &Network) -> bool {
+        self.gateway_bridge.is_some()
+            && !net.internal
+            && self.driver(&net.driver).is_ok_and(|d| d.capabilities().gateway_bridge)
+    }
+
+    /// Gives the sandbox an endpoint on the gateway bridge network (made
+    /// first if need be), unless it has one.
+    fn attach_gateway_bridge(&self, sb: &Sandbox) -> Result<()> {
+        let cfg = self.gateway_bridge.clone().expect("checked by uses_gateway_bridge");
+        let (sb, _) = self.find_sandbox(&sb.name)?;
+        let net = match self.find_network(&cfg.name) {
+            Ok((n, _)) => n,
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => match self.create_network_locked(cfg.clone()) {
+                Ok(n) => n,
+                // Another process made it a moment ago.
+                Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => self.find_network(&cfg.name)?.0,
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
+        if sb.endpoints.iter().any(|m| m.network_id == net.id) {
+            return Ok(());
+        }
+        let name = format!("gateway_{}", sb.id.short());
+        let ep = self.create_endpoint_locked(&net.name, EndpointConfig { name: Some(name), ..Default::default() })?;
+        if let Err(e) = self.join_locked(&net.name, &ep.name, &sb.name) {
+            return match self.delete_detached(&net, &ep.name) {
+                Ok(()) => Err(e),
+                Err(rb) => Err(Error::RollbackFailed { source: Box::new(e), rollback: Box::new(rb) }),
+            };
+        }
+        Ok(())
+    }
+
+    /// Takes the sandbox's gateway bridge endpoint away once none of its
+    /// networks needs it.
+    fn detach_gateway_bridge(&self, sb_name: &str) -> Result<()> {
+        let Some(cfg) = &self.gateway_bridge else { return Ok(()) };
+        let (sb, _) = self.find_sandbox(sb_name)?;
+        let members = self.sandbox_endpoints(&sb)?;
+        let mut gw = None;
+        for m in &members {
+            let net = self.network_of(m)?;
+            if net.name == cfg.name {
+                gw = Some((net, m.clone()));
+            } else if self.uses_gateway_bridge(&net) {
+                return Ok(());
+            }
+        }
+        let Some((net, ep)) = gw else { return Ok(()) };
+        let (mut ep, rev) = self.find_endpoint(&net, &ep.name)?;
+        ep.state = State::Deleting;
+        let rev = self.store.put_json(&ep_key(&ep), &ep, Expect::Revision(rev))?;
+        self.leave_locked(&net, ep.clone(), rev, Some(&sb))?;
+        self.delete_detached(&net, &ep.name)
+    }
 }
 
 /// The lowest `ethN` not used by the sandbox's endpoints.

@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::firewall::{Firewall, NoFirewall};
 use crate::id::resolve;
 use crate::ipam::IpamDriver;
-use crate::model::{Endpoint, Network, Sandbox};
+use crate::model::{Endpoint, Network, NetworkConfig, Sandbox};
 use crate::store::{MemStore, SplitStore, Store, StoreExt};
 use lock::OpLock;
 
@@ -51,9 +51,22 @@ pub struct ControllerBuilder {
     store: Option<Arc<dyn Store>>,
     host: Option<NetNs>,
     run_dir: Option<PathBuf>,
+    gateway_bridge: Option<NetworkConfig>,
 }
 
 impl ControllerBuilder {
+    /// The local network through which sandboxes on networks of drivers
+    /// with [`Capabilities::gateway_bridge`](crate::Capabilities) (overlay)
+    /// reach the outside, like Docker's `docker_gwbridge`: created on first
+    /// use; each such sandbox gets an endpoint on it, which provides its
+    /// default route, and loses it when it leaves its last such network.
+    /// Internal networks get none. Without it, such networks provide the
+    /// default route themselves.
+    pub fn gateway_bridge(mut self, cfg: NetworkConfig) -> Self {
+        self.gateway_bridge = Some(cfg);
+        self
+    }
+
     /// Adds a network driver (replacing one of the same name). `host` and
     /// `null` are always there.
     pub fn driver(mut self, d: Arc<dyn NetworkDriver>) -> Self {
@@ -123,6 +136,7 @@ impl ControllerBuilder {
             host,
             ops: OpLock::new(self.run_dir.as_ref().map(|d| d.join("ops.lock"))),
             run_dir: self.run_dir,
+            gateway_bridge: self.gateway_bridge,
         })
     }
 }
@@ -138,6 +152,7 @@ pub struct Controller {
     host: NetNs,
     run_dir: Option<PathBuf>,
     ops: OpLock,
+    gateway_bridge: Option<NetworkConfig>,
 }
 
 impl Controller {
@@ -151,6 +166,7 @@ impl Controller {
             store: None,
             host: None,
             run_dir: None,
+            gateway_bridge: None,
         }
     }
 

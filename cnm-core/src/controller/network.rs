@@ -18,6 +18,11 @@ impl Controller {
     /// subnets and gateways from IPAM, and has the driver create it. On any
     /// failure everything done so far is undone.
     pub fn create_network(&self, cfg: NetworkConfig) -> Result<Network> {
+        let _op = self.ops.shared()?;
+        self.create_network_locked(cfg)
+    }
+
+    pub(super) fn create_network_locked(&self, cfg: NetworkConfig) -> Result<Network> {
         cfg.validate()?;
         let driver = self.driver(&cfg.driver)?.clone();
         let caps = driver.capabilities();
@@ -43,7 +48,6 @@ impl Controller {
         }
         let requests = if caps.needs_addresses { self.pool_requests(&cfg, &net, &*driver)? } else { Vec::new() };
 
-        let _op = self.ops.shared()?;
         // A name is unique across both scopes.
         let other_scope = match net.scope {
             Scope::Local => Scope::Global,

@@ -178,7 +178,7 @@ impl NetworkDriver for OverlayDriver {
 
     fn capabilities(&self) -> Capabilities {
         // Every bridge of the overlay namespace is a Linux bridge.
-        Capabilities { scope: Scope::Global, needs_addresses: true, exclusive: false, max_endpoints: None }
+        Capabilities { scope: Scope::Global, gateway_bridge: true, ..Default::default() }
     }
 
     fn validate_network(&self, net: &Network) -> Result<()> {

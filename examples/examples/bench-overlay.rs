@@ -1,0 +1,147 @@
+//! Benchmark: the time from `join` on host 1 to the first ping answered from
+//! host 3, over a VXLAN overlay whose state lives in etcd.
+//!
+//! Two hosts (namespaces on an underlay bridge), etcd (Debian's
+//! etcd-server) in a third, a controller with the overlay driver and an
+//! agent per host, as `cnm agent` runs it. Host 3 has a container that
+//! pings. Each round makes a sandbox on host 1 (before the clock starts),
+//! then times: connect (create the endpoint + join), and from there until
+//! host 3's container gets an echo reply from it, probing every 2 ms. Host
+//! 3 learns of the new endpoint only through etcd's watch and its agent.
+//!
+//! `cargo run --release -p cnm-examples --example bench-overlay [-- JOINS]`
+//! (default 50; run by `cargo test` with 5).
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cnm_core::{Controller, EndpointConfig, NetworkConfig, SandboxConfig, SplitStore, Store};
+use cnm_examples::probe::icmp_echo;
+use cnm_ipam::Ipam;
+use cnm_netns::testing::{TestHost, TestNs};
+use cnm_netns::{AddrFlags, LinkAdd, NetNs, VethPeer};
+use cnm_store_etcd::testing::EtcdServer;
+use cnm_store_etcd::EtcdStore;
+use cnm_vxlan::overlay::{Agent, AgentOptions, OverlayConfig, OverlayDriver};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
+}
+
+/// A namespace on the underlay bridge `ul` with address `ip`/24.
+fn attach(tb: &TestHost, ul: u32, name: &str, ip: &str) -> TestNs {
+    let ns = tb.container(name).unwrap();
+    tb.handle
+        .link_add(&LinkAdd::veth(format!("ul-{name}"), VethPeer::new("eth0").netns(&ns.ns)).master(ul).up())
+        .unwrap();
+    let eth0 = ns.index("eth0");
+    ns.handle.link_set_up(eth0).unwrap();
+    ns.handle.addr_add(eth0, format!("{ip}/24").parse().unwrap(), AddrFlags::empty()).unwrap();
+    ns
+}
+
+/// A controller with the overlay driver for one host, and its agent thread.
+fn host(dir: &Path, ns: &NetNs, name: &str, addr: &str, etcd: &str) -> (Controller, std::thread::JoinHandle<()>) {
+    let local: Arc<dyn Store> =
+        Arc::new(SplitStore::open_state_dirs(&dir.join(name).join("state"), &dir.join(name).join("run")).unwrap());
+    let shared = Arc::new(EtcdStore::connect_in(etcd, Some(ns)).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SplitStore::cluster(local, shared));
+    let cfg = OverlayConfig::new(name, addr.parse().unwrap(), dir.join(name).join("run/overlay"));
+    let driver = Arc::new(OverlayDriver::new(cfg, store.clone()).unwrap());
+    let ctl = Controller::builder()
+        .store(store.clone())
+        .run_dir(dir.join(name).join("run"))
+        .host_netns(ns.try_clone().unwrap())
+        .ipam(Arc::new(Ipam::new(store)))
+        .driver(driver.clone())
+        .build()
+        .unwrap();
+    let agent = Agent::new(driver, AgentOptions::default());
+    (ctl, std::thread::spawn(move || agent.run(&STOP)))
+}
+
+fn main() {
+    let joins: usize = std::env::args().nth(1).map(|a| a.parse().expect("JOINS must be a number")).unwrap_or(5);
+    let Some(tb) = TestHost::new("bench-overlay") else { return };
+    let ul = tb.handle.link_add(&LinkAdd::bridge("ul0").up()).unwrap().index;
+    let etcd_ns = attach(&tb, ul, "etcd", "192.0.2.100");
+    let etcd = EtcdServer::start(&etcd_ns.ns, "192.0.2.100".parse().unwrap(), tb.dir().join("etcd"));
+    let (h1, h3) = (attach(&tb, ul, "h1", "192.0.2.1"), attach(&tb, ul, "h3", "192.0.2.3"));
+    let (c1, a1) = host(tb.dir(), &h1.ns, "host1", "192.0.2.1", &etcd.url);
+    let (c3, a3) = host(tb.dir(), &h3.ns, "host3", "192.0.2.3", &etcd.url);
+    let t = Instant::now();
+    while c1.store().count("global/overlay/hosts/").unwrap() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(10), "agents did not register");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    c1.create_network(NetworkConfig::new("ov", "overlay").subnet("10.1.0.0/16")).unwrap();
+    let prober = c3.create_sandbox(SandboxConfig { name: "prober".into(), ..Default::default() }).unwrap();
+    c3.connect("ov", "prober", EndpointConfig::default()).unwrap();
+    let prober_ns = NetNs::open(&prober.netns).unwrap();
+
+    // Round 1: each join is the first endpoint of the network on host 1,
+    // so it also makes the overlay namespace. Round 2: a resident container
+    // keeps that namespace, as on a busy host.
+    println!("{joins} joins on host 1, each timed until host 3 pings the new endpoint (probes every 2 ms)");
+    for resident in [false, true] {
+        if resident {
+            c1.create_sandbox(SandboxConfig { name: "resident".into(), ..Default::default() }).unwrap();
+            c1.connect("ov", "resident", EndpointConfig::default()).unwrap();
+        }
+        let (mut join_t, mut total_t) = (Vec::new(), Vec::new());
+        for i in 0..joins {
+            let name = format!("c{i}");
+            c1.create_sandbox(SandboxConfig { name: name.clone(), ..Default::default() }).unwrap();
+            let start = Instant::now();
+            let ep = c1.connect("ov", &name, EndpointConfig::default()).unwrap();
+            let joined = start.elapsed();
+            let ip: IpAddr = ep.ipv4.unwrap().addr();
+            while icmp_echo(&prober_ns, ip, Duration::from_millis(2)).is_err() {
+                assert!(start.elapsed() < Duration::from_secs(10), "host 3 never reached {ip}");
+            }
+            total_t.push(start.elapsed());
+            join_t.push(joined);
+            c1.disconnect("ov", &name).unwrap();
+            c1.delete_sandbox(&name).unwrap();
+        }
+        join_t.sort();
+        total_t.sort();
+        let row = |what: &str, v: &[Duration]| {
+            println!(
+                "  {what:<32} median {:>7.2} ms   p10 {:>7.2}   p90 {:>7.2}   max {:>7.2}",
+                ms(pct(v, 0.5)),
+                ms(pct(v, 0.1)),
+                ms(pct(v, 0.9)),
+                ms(*v.last().unwrap())
+            )
+        };
+        println!(
+            "{}",
+            if resident { "another container already on host 1:" } else { "first container of the network on host 1:" }
+        );
+        row("join on host 1", &join_t);
+        row("join -> first ping from host 3", &total_t);
+        let met = pct(&total_t, 0.5) < Duration::from_millis(100);
+        println!("  goal (median under 100 ms): {}", if met { "met" } else { "MISSED" });
+    }
+    c1.disconnect("ov", "resident").unwrap();
+    c1.delete_sandbox("resident").unwrap();
+
+    c3.disconnect("ov", "prober").unwrap();
+    c3.delete_sandbox("prober").unwrap();
+    c1.delete_network("ov").unwrap();
+    STOP.store(true, Ordering::Relaxed);
+    a1.join().unwrap();
+    a3.join().unwrap();
+    drop(etcd);
+}
