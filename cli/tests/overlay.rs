@@ -374,3 +374,128 @@ fn overlay_spans_three_hosts_through_etcd() {
     assert_eq!(s.count("global/overlay/vni/").unwrap(), 0);
     assert_eq!(s.count("global/networks/").unwrap(), 0);
 }
+
+#[test]
+fn hosts_racing_never_collide_and_bad_requests_leave_nothing() {
+    let Some(mut c) = cluster("overlay_race") else { return };
+    let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
+
+    // Refused before anything is touched.
+    let e = String::from_utf8(h1.run(&["network", "create", "-d", "overlay", "-o", "vxlanid=5", "x"]).stderr).unwrap();
+    assert!(e.contains("\"vxlanid\"") && e.contains("unknown to the overlay driver"), "{e}");
+    let opt = "com.docker.network.driver.overlay.vxlanid_list=abc";
+    let e = String::from_utf8(h1.run(&["network", "create", "-d", "overlay", "-o", opt, "x"]).stderr).unwrap();
+    assert!(e.contains("\"abc\" is not a VXLAN id"), "{e}");
+    let o = Command::new(env!("CARGO_BIN_EXE_cnm"))
+        .args(["--advertise-addr", "192.0.2.1", "network", "ls"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("needs --store etcd://"), "{o:?}");
+
+    // No agent on host 1 yet: joining is refused, with the reason, and
+    // leaves no namespace, device, record or address behind.
+    h1.ok(&["network", "create", "-d", "overlay", "--subnet", "10.20.0.0/24", "ovr"]);
+    h1.ok(&["sandbox", "create", "s0"]);
+    let o = h1.run(&["connect", "--ip", "10.20.0.5", "ovr", "s0"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("start `cnm agent` on this host"), "{e}");
+    let nothing_left = |h: &Host| {
+        assert!(std::fs::read_dir(h.run.join("overlay"))
+            .map(|d| d.flatten().all(|e| e.file_name().to_string_lossy().starts_with('.')))
+            .unwrap_or(true));
+        assert!(!c.tb.exec(&h.ns.ns, "ip", &["-o", "link"]).contains("vx-"));
+    };
+    nothing_left(h1);
+    let v: serde_json::Value = serde_json::from_str(&h1.ok(&["network", "inspect", "ovr"])).unwrap();
+    assert_eq!(v[0]["Containers"].as_object().unwrap().len(), 0);
+
+    for h in &mut c.hosts[..2] {
+        h.start_agent();
+    }
+    c.wait_hosts_registered(2);
+    let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
+    // The address was given back: the same one works now.
+    h1.ok(&["connect", "--ip", "10.20.0.5", "ovr", "s0"]);
+    // A VXLAN id in use is refused, and the subnet it would have had is free.
+    let opt = "com.docker.network.driver.overlay.vxlanid_list=4097";
+    let e = String::from_utf8(
+        h2.run(&["network", "create", "-d", "overlay", "-o", opt, "--subnet", "10.21.0.0/24", "x"]).stderr,
+    )
+    .unwrap();
+    assert!(e.contains("VXLAN id 4097") && e.contains("already used"), "{e}");
+    h2.ok(&["network", "create", "-d", "overlay", "--subnet", "10.21.0.0/24", "x"]);
+
+    // Both hosts create networks (automatic subnets) and connect sandboxes
+    // at the same time: no subnet, VXLAN id or address is handed out twice.
+    std::thread::scope(|s| {
+        for h in [h1, h2] {
+            for i in 0..4 {
+                s.spawn(move || h.ok(&["network", "create", "-d", "overlay", &format!("r{}-{i}", h.n)]));
+            }
+        }
+    });
+    let store = c.store();
+    let vnis = store.list_keys("global/overlay/vni/").unwrap();
+    assert_eq!(vnis.len(), 10, "{vnis:?}");
+    let mut subnets: Vec<String> = Vec::new();
+    for h in [1, 2] {
+        for i in 0..4 {
+            let v: serde_json::Value =
+                serde_json::from_str(&h1.ok(&["network", "inspect", &format!("r{h}-{i}")])).unwrap();
+            subnets.push(v[0]["IPAM"]["Config"][0]["Subnet"].as_str().unwrap().to_string());
+        }
+    }
+    let unique: std::collections::BTreeSet<&String> = subnets.iter().collect();
+    assert_eq!(unique.len(), 8, "{subnets:?}");
+    std::thread::scope(|s| {
+        for h in [h1, h2] {
+            for i in 0..5 {
+                s.spawn(move || {
+                    let sb = format!("p{}-{i}", h.n);
+                    h.ok(&["sandbox", "create", &sb]);
+                    h.ok(&["connect", "x", &sb]);
+                });
+            }
+        }
+    });
+    let peers: Vec<serde_json::Value> = store
+        .list("global/overlay/peers/")
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_slice(&e.value).unwrap())
+        .filter(|p: &serde_json::Value| p["ip"].as_str().unwrap().starts_with("10.21."))
+        .collect();
+    let ips: std::collections::BTreeSet<&str> = peers.iter().map(|p| p["ip"].as_str().unwrap()).collect();
+    assert_eq!((peers.len(), ips.len()), (10, 10), "{peers:?}");
+    // And they reach each other across the hosts.
+    let ns = |h: &Host, sb: &str| {
+        let v: serde_json::Value = serde_json::from_str(&h.ok(&["sandbox", "inspect", sb])).unwrap();
+        NetNs::open(v["NetNs"].as_str().expect("netns path")).unwrap()
+    };
+    let far = peers.iter().find(|p| p["host"] == "host2").unwrap()["ip"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(reaches(&ns(h1, "p1-0"), &far, 3));
+
+    // A network with endpoints on another host cannot be removed from here.
+    let o = h2.run(&["network", "rm", "ovr"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("endpoint(s) on host(s) host1"), "{e}");
+    for h in [h1, h2] {
+        for i in 0..5 {
+            h.ok(&["sandbox", "rm", &format!("p{}-{i}", h.n)]);
+        }
+    }
+    h1.ok(&["sandbox", "rm", "s0"]);
+    for n in ["ovr", "x", "r1-0", "r1-1", "r1-2", "r1-3", "r2-0", "r2-1", "r2-2", "r2-3"] {
+        h2.ok(&["network", "rm", n]);
+    }
+    assert_eq!(store.count("global/").unwrap(), store.count("global/overlay/hosts/").unwrap());
+    nothing_left(h1);
+    nothing_left(h2);
+}

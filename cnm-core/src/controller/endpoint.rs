@@ -434,15 +434,29 @@ impl Controller {
     fn attach_gateway_bridge(&self, sb: &Sandbox) -> Result<()> {
         let cfg = self.gateway_bridge.clone().expect("checked by uses_gateway_bridge");
         let (sb, _) = self.find_sandbox(&sb.name)?;
-        let net = match self.find_network(&cfg.name) {
-            Ok((n, _)) => n,
-            Err(e) if e.kind() == crate::ErrorKind::NotFound => match self.create_network_locked(cfg.clone()) {
-                Ok(n) => n,
-                // Another process made it a moment ago.
-                Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => self.find_network(&cfg.name)?.0,
+        // Several processes may get here at once: one creates the network,
+        // the others wait for it to be ready.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let net = loop {
+            let found = match self.find_network(&cfg.name) {
+                Ok((n, _)) => n,
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => match self.create_network_locked(cfg.clone()) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(e),
+                },
                 Err(e) => return Err(e),
-            },
-            Err(e) => return Err(e),
+            };
+            if found.state == State::Ready {
+                break found;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::conflict(
+                    format!("network {:?}", cfg.name),
+                    "another process never finished creating it",
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         };
         if sb.endpoints.iter().any(|m| m.network_id == net.id) {
             return Ok(());
