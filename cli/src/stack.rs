@@ -92,7 +92,12 @@ pub fn controller(cli: &Cli, paths: &Paths, host: &NetNs) -> Result<(Controller,
     let local: Arc<dyn Store> = Arc::new(SplitStore::open_state_dirs(&paths.state, &paths.run)?);
     let store: Arc<dyn Store> = match cli.store.as_deref() {
         Some(url) if etcd_url(url) => {
-            let etcd = cnm_store_etcd::EtcdStore::connect_in(url, Some(host)).map_err(cnm_core::Error::from)?;
+            let etcd = cnm_store_etcd::EtcdStore::connect_in(url, Some(host)).map_err(|e| match e.into() {
+                Error::Unavailable { service, reason, .. } => {
+                    Error::Unavailable { op: "--store".into(), service, reason }
+                }
+                other => other,
+            })?;
             Arc::new(SplitStore::cluster(local, Arc::new(etcd)))
         }
         _ => local,

@@ -170,7 +170,9 @@ fn documented_errors_are_one_line_and_leave_nothing_half_done() {
         (vec!["connect", "nosuchnet", "c2"], "nosuchnet"),
         (vec!["connect", "web", "nosuchsandbox"], "nosuchsandbox"),
         (vec!["network", "rm", "web"], "web"),
-        (vec!["--store", "etcd://127.0.0.1:2379", "network", "ls"], "--store"),
+        (vec!["--store", "s3://bucket", "network", "ls"], "--store"),
+        // No etcd in the test's namespace.
+        (vec!["--store", "etcd://127.0.0.1:2379", "network", "ls"], "--store: etcd at 127.0.0.1:2379 is unreachable"),
     ] {
         let e = c.fails(1, &args);
         assert!(e.starts_with("cnm: error: ") && e.lines().count() == 1, "{args:?}: {e}");

@@ -209,14 +209,16 @@ fn overlay_spans_three_hosts_through_etcd() {
     c.wait_hosts_registered(3);
     let (h1, h2, h3) = (&c.hosts[0], &c.hosts[1], &c.hosts[2]);
 
-    // Created on host 1, visible on hosts 2 and 3, one VXLAN id per subnet.
-    let id = h1.ok(&["network", "create", "-d", "overlay", "--subnet", "10.1.1.0/24", "--subnet", "11.1.1.0/24", "ov"]);
+    // Created on host 1, visible on hosts 2 and 3, one VXLAN id per subnet
+    // (Docker's reference has the first two subnets).
+    let subnets = ["--subnet", "10.1.1.0/24", "--subnet", "11.1.1.0/24", "--subnet", "12.1.1.0/24"];
+    let id = h1.ok(&[&["network", "create", "-d", "overlay"][..], &subnets, &["ov"]].concat());
     let id = id.trim().to_string();
     for h in [h2, h3] {
         let ls = h.ok(&["network", "ls"]);
         assert!(ls.contains(&format!("{}   ov     overlay   global", &id[..12])), "host{}: {ls}", h.n);
         let v: serde_json::Value = serde_json::from_str(&h.ok(&["network", "inspect", "ov"])).unwrap();
-        assert_eq!(v[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"], "4097,4098");
+        assert_eq!(v[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"], "4097,4098,4099");
         assert_eq!(v[0]["Scope"], "global");
     }
 
@@ -225,6 +227,7 @@ fn overlay_spans_three_hosts_through_etcd() {
     let c2 = h2.container("c2", "ov", "11.1.1.12");
     let c3 = h3.container("c3", "ov", "10.1.1.9");
     let c3b = h3.container("c3b", "ov", "11.1.1.13");
+    let c2c = h2.container("c2c", "ov", "12.1.1.5");
     // MTU 1450 on a 1500 underlay; Docker's MAC rule.
     let eth = &c.tb.ip_json(&c1, &["link", "show", "eth0"])[0];
     assert_eq!((eth["mtu"].as_u64(), eth["address"].as_str()), (Some(1450), Some("02:42:0a:01:01:07")));
@@ -260,6 +263,8 @@ fn overlay_spans_three_hosts_through_etcd() {
         (&c2, "10.1.1.9"),
         (&c3, "11.1.1.12"),
         (&c3b, "10.1.1.7"),
+        (&c2c, "10.1.1.7"),
+        (&c2c, "11.1.1.13"),
     ] {
         assert!(reaches(from, to, 3), "no ping to {to}");
     }
@@ -275,16 +280,22 @@ fn overlay_spans_three_hosts_through_etcd() {
     // On the wire: UDP 4789 with the sender's subnet's VXLAN id.
     let pcap = c.tb.dir().join("h2.pcap");
     let pcap_s = pcap.to_str().unwrap().to_string();
-    let dump = c.tb.spawn(&h2.ns.ns, "tcpdump", &["-i", "eth0", "-U", "-c", "4", "-w", &pcap_s, "udp", "port", "4789"]);
+    let dump = c.tb.spawn(&h2.ns.ns, "tcpdump", &["-i", "eth0", "-U", "-c", "8", "-w", &pcap_s, "udp", "port", "4789"]);
     std::thread::sleep(Duration::from_millis(700));
-    assert!(reaches(&c1, "11.1.1.12", 3));
-    assert!(reaches(&c1, "11.1.1.12", 3));
+    for _ in 0..2 {
+        assert!(reaches(&c1, "11.1.1.12", 3));
+        assert!(reaches(&c2c, "10.1.1.7", 3));
+    }
     dump.wait(Duration::from_secs(5));
     let seen = decode_pcap(&pcap);
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     assert!(seen.contains(&(4097, ip("10.1.1.7"), ip("11.1.1.12"))), "{seen:?}");
     assert!(seen.contains(&(4098, ip("11.1.1.12"), ip("10.1.1.7"))), "{seen:?}");
-    assert!(seen.iter().all(|(vni, src, _)| *vni == if src.to_string().starts_with("10.") { 4097 } else { 4098 }));
+    assert!(seen.contains(&(4099, ip("12.1.1.5"), ip("10.1.1.7"))), "{seen:?}");
+    assert!(seen.contains(&(4097, ip("10.1.1.7"), ip("12.1.1.5"))), "{seen:?}");
+    // Every packet on the sender's subnet's id, with three subnets too.
+    let vni_of = |a: &IpAddr| 4097 + u32::from(a.to_string().split('.').next().unwrap().parse::<u8>().unwrap() - 10);
+    assert!(seen.iter().all(|(vni, src, _)| *vni == vni_of(src)), "{seen:?}");
 
     // TCP across the overlay: MSS 1410, and at least 80% of the underlay.
     let mut syn_guard =
@@ -353,14 +364,14 @@ fn overlay_spans_three_hosts_through_etcd() {
     assert!(reaches(&c4, "10.1.1.7", 3));
 
     // Teardown: nothing left anywhere.
-    for (h, sb) in [(0, "c1"), (1, "c2"), (2, "c3b"), (2, "c4")] {
+    for (h, sb) in [(0, "c1"), (1, "c2"), (1, "c2c"), (2, "c3b"), (2, "c4")] {
         c.hosts[h].ok(&["disconnect", "ov", sb]);
     }
     // The gateway bridge endpoint went with the last overlay endpoint.
     let gw = c.hosts[0].ok(&["network", "inspect", "cnm_gwbridge"]);
     let gw: serde_json::Value = serde_json::from_str(&gw).unwrap();
     assert_eq!(gw[0]["Containers"].as_object().unwrap().len(), 0, "{gw}");
-    for (h, sb) in [(0, "c1"), (1, "c2"), (2, "c3"), (2, "c3b"), (2, "c4")] {
+    for (h, sb) in [(0, "c1"), (1, "c2"), (1, "c2c"), (2, "c3"), (2, "c3b"), (2, "c4")] {
         c.hosts[h].ok(&["sandbox", "rm", sb]);
     }
     c.hosts[1].ok(&["network", "rm", "ov"]);

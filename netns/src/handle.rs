@@ -363,6 +363,30 @@ impl Handle {
             .collect())
     }
 
+    // ----- rules -------------------------------------------------------
+
+    /// Adds a policy routing rule (`ip rule add`).
+    pub fn rule_add(&self, rule: &crate::rule::Rule) -> Result<()> {
+        self.request("rule_add", || rule.object(), Rt::NewRule(rule.to_message()), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    /// Deletes a policy routing rule (`ip rule del`).
+    pub fn rule_del(&self, rule: &crate::rule::Rule) -> Result<()> {
+        self.request("rule_del", || rule.object(), Rt::DelRule(rule.to_message()), 0)
+    }
+
+    /// Lists the lookup rules of both families.
+    pub fn rule_list(&self) -> Result<Vec<crate::rule::Rule>> {
+        let msgs = self.dump("rule_list", Rt::GetRule(netlink_packet_route::rule::RuleMessage::default()))?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                Rt::NewRule(r) => crate::rule::Rule::from_message(r),
+                _ => None,
+            })
+            .collect())
+    }
+
     // ----- neighbours --------------------------------------------------
 
     /// Adds a permanent neighbour entry (`ip neigh add IP lladdr MAC dev D nud permanent`).

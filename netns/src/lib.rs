@@ -44,6 +44,8 @@ mod ns;
 #[cfg(feature = "rtnetlink")]
 mod route;
 #[cfg(feature = "rtnetlink")]
+mod rule;
+#[cfg(feature = "rtnetlink")]
 mod socket;
 
 #[cfg(feature = "testing")]
@@ -63,6 +65,8 @@ pub use neigh::{FdbEntry, NeighState, Neighbour};
 pub use ns::NetNs;
 #[cfg(feature = "rtnetlink")]
 pub use route::{Route, RouteScope, TABLE_MAIN};
+#[cfg(feature = "rtnetlink")]
+pub use rule::Rule;
 
 /// Re-exported so callers name prefixes with the same type this crate uses.
 pub use ipnet;

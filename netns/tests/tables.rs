@@ -4,7 +4,9 @@
 use std::net::IpAddr;
 
 use cnm_netns::testing::TestHost;
-use cnm_netns::{AddrFlags, ErrorKind, Family, FdbEntry, LinkAdd, MacAddr, Neighbour, Route, VethPeer, VxlanOptions};
+use cnm_netns::{
+    AddrFlags, ErrorKind, Family, FdbEntry, LinkAdd, MacAddr, Neighbour, Route, Rule, VethPeer, VxlanOptions,
+};
 use ipnet::IpNet;
 use serde_json::Value;
 
@@ -195,4 +197,40 @@ fn vxlan_fdb_entries() {
     assert!(!entries.iter().any(|e| e["dst"] == "192.0.2.2"), "{j}");
     let gone = h.fdb_del(&FdbEntry::vxlan(vx, mac, "192.0.2.12".parse().unwrap())).unwrap_err();
     assert_eq!(gone.kind(), ErrorKind::NotFound, "{gone}");
+}
+
+#[test]
+fn policy_rules_by_source() {
+    let Some(host) = TestHost::new("policy_rules_by_source") else { return };
+    let h = &host.handle;
+    let rules = [
+        Rule::from_source("10.1.1.0/24".parse().unwrap(), 4097, 100),
+        Rule::from_source("fd00:1::/64".parse().unwrap(), 70000, 101),
+    ];
+    for r in &rules {
+        h.rule_add(r).unwrap();
+    }
+    let e = h.rule_add(&rules[0]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    let v4 = host.ip_json(&host.ns, &["-4", "rule", "show"]);
+    assert!(
+        v4.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["priority"] == 100 && r["src"] == "10.1.1.0" && r["srclen"] == 24 && r["table"] == "4097"),
+        "{v4}"
+    );
+    let v6 = host.ip_json(&host.ns, &["-6", "rule", "show"]);
+    assert!(v6.as_array().unwrap().iter().any(|r| r["priority"] == 101 && r["table"] == "70000"), "{v6}");
+    let listed = h.rule_list().unwrap();
+    for r in &rules {
+        assert!(listed.contains(r), "{r:?} not in {listed:?}");
+    }
+    // The kernel's own (local, main, default) are listed too.
+    assert!(listed.iter().any(|r| r.table == 254 && r.priority == 32766 && !r.v6));
+    for r in &rules {
+        h.rule_del(r).unwrap();
+    }
+    assert_eq!(h.rule_del(&rules[0]).unwrap_err().kind(), ErrorKind::NotFound);
+    assert!(!host.exec(&host.ns, "ip", &["rule"]).contains("4097"));
 }

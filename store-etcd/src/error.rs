@@ -86,6 +86,16 @@ impl From<Error> for cnm_core::Error {
         match e {
             Error::BadUrl { url, reason } => cnm_core::Error::invalid(format!("etcd endpoint {url:?}"), reason),
             Error::LeaseExpired(id) => cnm_core::Error::NotFound { what: "lease", name: format!("{id:x}") },
+            Error::Connect { endpoint, source } => cnm_core::Error::Unavailable {
+                op: "connect".into(),
+                service: format!("etcd at {endpoint}"),
+                reason: source.to_string(),
+            },
+            Error::Io { endpoint, path, source } => cnm_core::Error::Unavailable {
+                op: path,
+                service: format!("etcd at {endpoint}"),
+                reason: source.to_string(),
+            },
             other => cnm_core::Error::store("etcd", "", other),
         }
     }

@@ -246,10 +246,10 @@ fn range_end(prefix: &[u8]) -> Vec<u8> {
 fn store_err(op: &'static str, key: &str, e: Error) -> cnm_core::Error {
     match e {
         Error::LeaseExpired(_) | Error::BadUrl { .. } => e.into(),
-        Error::Connect { ref endpoint, .. } | Error::Io { ref endpoint, .. } => cnm_core::Error::Unavailable {
+        Error::Connect { endpoint, source } | Error::Io { endpoint, source, .. } => cnm_core::Error::Unavailable {
             op: format!("store {op} {key:?}"),
             service: format!("etcd at {endpoint}"),
-            reason: e.to_string(),
+            reason: source.to_string(),
         },
         other => cnm_core::Error::store(op, key, other),
     }

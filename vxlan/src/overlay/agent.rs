@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use cnm_core::store::{LeaseId, Watch, WatchEvent};
 use cnm_core::{Expect, Result};
 
+use super::layout;
 use super::records::{self, HostRecord, PeerRecord};
 use super::OverlayDriver;
 
@@ -63,29 +64,42 @@ impl Agent {
         let host = HostRecord { name: cfg.host_name.clone(), addr: cfg.advertise_addr, lease: lease.0 };
         let bytes = serde_json::to_vec(&host).map_err(|e| cnm_core::Error::Internal(e.to_string()))?;
         store.put_with_lease(&records::host_key(&cfg.host_name), &bytes, Expect::Any, lease)?;
-        let mine: Vec<(PeerRecord, String)> = store
-            .list(records::LOCAL_PEERS)?
-            .into_iter()
-            .filter_map(|e| {
-                let net = e.key[records::LOCAL_PEERS.len()..].split('/').next()?.to_string();
-                Some((serde_json::from_slice::<PeerRecord>(&e.value).ok()?, net))
-            })
-            .collect();
-        let mut keep = BTreeSet::new();
-        for (p, net) in &mine {
-            let key = records::peer_key(net, &cfg.host_name, &p.endpoint);
-            let bytes = serde_json::to_vec(p).map_err(|e| cnm_core::Error::Internal(e.to_string()))?;
-            store.put_with_lease(&key, &bytes, Expect::Any, lease)?;
-            keep.insert(key);
-        }
+        let keep = self.publish(lease)?;
         for e in store.list(records::PEERS)? {
             let Ok(p) = serde_json::from_slice::<PeerRecord>(&e.value) else { continue };
-            if p.host == cfg.host_name && !keep.contains(&e.key) {
+            if p.host != cfg.host_name || keep.contains(&e.key) {
+                continue;
+            }
+            // Under the network's lock, so that a join or leave running now
+            // is either finished or not begun; a record this host has stays.
+            let Some(net) = records::network_of_peer_key(&e.key) else { continue };
+            let _lock = layout::lock(&cfg.netns_dir, net)?;
+            if store.get(&records::local_peer_key(net, &p.endpoint))?.is_none() {
                 let _ = store.delete(&e.key, Expect::Revision(e.revision));
             }
         }
-        tracing::info!(host = %cfg.host_name, lease = lease.0, endpoints = mine.len(), "overlay host registered");
+        tracing::info!(host = %cfg.host_name, lease = lease.0, endpoints = keep.len(), "overlay host registered");
         Ok(lease)
+    }
+
+    /// Writes every endpoint this host has to the shared store under
+    /// `lease` (again); returns their shared keys.
+    pub fn publish(&self, lease: LeaseId) -> Result<BTreeSet<String>> {
+        let store = self.driver.store();
+        let cfg = self.driver.config();
+        let mut keep = BTreeSet::new();
+        for net in self.driver.local_networks()? {
+            // Joins and leaves of this network wait meanwhile: a record
+            // read here is not deleted before it is written back.
+            let _lock = layout::lock(&cfg.netns_dir, &net)?;
+            for e in store.list(&format!("{}{net}/", records::LOCAL_PEERS))? {
+                let Ok(p) = serde_json::from_slice::<PeerRecord>(&e.value) else { continue };
+                let key = records::peer_key(&net, &cfg.host_name, &p.endpoint);
+                store.put_with_lease(&key, &e.value, Expect::Any, lease)?;
+                keep.insert(key);
+            }
+        }
+        Ok(keep)
     }
 
     /// Programs every network this host has endpoints on; returns how many
@@ -156,6 +170,11 @@ impl Agent {
                 }
             }
             if resynced.elapsed() >= self.opts.resync_every {
+                // Also this host's own records, should the store have lost
+                // any (an etcd restored from an old snapshot).
+                if let Err(e) = self.publish(lease.expect("registered above")) {
+                    tracing::warn!(error = %e, "overlay agent: publishing failed");
+                }
                 self.resync_logged();
                 resynced = Instant::now();
             }

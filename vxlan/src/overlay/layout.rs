@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use cnm_core::{Error, Network, Result};
-use cnm_netns::{AddrFlags, Handle, LinkAdd, MacAddr, NetNs, VxlanOptions};
+use cnm_netns::{AddrFlags, Handle, LinkAdd, MacAddr, NetNs, Rule, VxlanOptions};
 use ipnet::IpNet;
 
 use super::kernel;
@@ -17,6 +17,9 @@ use super::kernel;
 pub const OVERHEAD_V4: u32 = 50;
 /// Over an IPv6 underlay (IPv6 header 40).
 pub const OVERHEAD_V6: u32 = 70;
+
+/// Priority of the per-subnet rules (before the main table's 32766).
+pub const RULE_PRIORITY: u32 = 100;
 
 /// One subnet of an overlay network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +36,11 @@ impl SubnetPlan {
     /// The bridge's name inside the overlay namespace.
     pub fn bridge(&self) -> String {
         format!("br-{}", self.vni)
+    }
+    /// The routing table of traffic from this subnet: its VXLAN id above
+    /// 2^28, clear of the kernel's tables (253-255) whatever the id.
+    pub fn table(&self) -> u32 {
+        0x1000_0000 + self.vni
     }
     /// The VXLAN device's name (also while it is briefly in the host
     /// namespace; VXLAN ids are unique in the cluster, so are these).
@@ -195,6 +203,11 @@ pub fn create(b: &Build<'_>, net: &Network, subnets: &[SubnetPlan]) -> Result<Ov
             let vx = h.link_get(s.vxlan().as_str()).map_err(kernel(format!("find {}", s.vxlan())))?;
             h.link_set_master(vx.index, br.index).map_err(kernel(format!("attach {}", s.vxlan())))?;
             h.link_set_up(vx.index).map_err(kernel(format!("{} up", s.vxlan())))?;
+            // What comes from this subnet is looked up in its own table
+            // first: there, remote endpoints of the other subnets are
+            // reached through this subnet's bridge (see `program`).
+            h.rule_add(&Rule::from_source(s.subnet, s.table(), RULE_PRIORITY))
+                .map_err(kernel(format!("rule for {}", s.subnet)))?;
         }
         Ok(h)
     })();

@@ -427,6 +427,7 @@ impl NetworkDriver for OverlayDriver {
     }
 
     fn leave(&self, _: &DriverContext<'_>, net: &Network, ep: &Endpoint, _: Option<&NetNs>) -> Result<()> {
+        let _lock = layout::lock(&self.cfg.netns_dir, net.id.as_str())?;
         let mut errors = Vec::new();
         let key = records::peer_key(net.id.as_str(), &self.cfg.host_name, ep.id.as_str());
         for k in [key, records::local_peer_key(net.id.as_str(), ep.id.as_str())] {
@@ -435,7 +436,6 @@ impl NetworkDriver for OverlayDriver {
                 _ => {}
             }
         }
-        let _lock = layout::lock(&self.cfg.netns_dir, net.id.as_str())?;
         if let Some(o) = layout::open(&self.cfg.netns_dir, net.id.as_str())? {
             match o.handle.link_del(Self::veth_name(ep).as_str()) {
                 Err(e) if e.kind() != cnm_netns::ErrorKind::NotFound => errors.push(kernel("delete veth")(e)),

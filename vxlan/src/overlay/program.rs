@@ -6,11 +6,13 @@
 //! For a remote endpoint P in subnet S on host H:
 //! - on S's VXLAN device: neighbour P.ip → P.mac (the device answers ARP
 //!   itself: proxy, no flooding), and FDB P.mac → H's VTEP (no learning);
-//! - for every other subnet T of the network on this host: a host route to
-//!   P via T's bridge, neighbour P.ip → H's bridge MAC for T, and FDB of that
-//!   MAC → H's VTEP on T's VXLAN device. A packet from T to P therefore
-//!   crosses the wire on T's id (the sender's subnet's) and is routed on H,
-//!   as Docker's capture shows.
+//! - for every other subnet T of the network on this host: in T's table
+//!   (consulted first for traffic from T, see `layout`), a host route to P
+//!   via T's bridge; neighbour P.ip → H's bridge MAC for T on that bridge;
+//!   and FDB of that MAC → H's VTEP on T's VXLAN device. A packet from T to
+//!   P therefore crosses the wire on T's id (the sender's subnet's) and is
+//!   routed on H, as Docker's capture shows. On H, P is local and in no
+//!   table but the main one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -56,9 +58,6 @@ pub struct SyncReport {
     pub removed: usize,
 }
 
-/// The main routing table (254), where the host routes go.
-const MAIN_TABLE: u32 = 254;
-
 fn host_prefix(ip: IpAddr) -> IpNet {
     IpNet::new(ip, if ip.is_ipv4() { 32 } else { 128 }).expect("full-length prefix")
 }
@@ -69,7 +68,7 @@ pub fn sync(h: &Handle, devs: &[Devices], me: &str, peers: &[PeerRecord]) -> Res
     // Desired state.
     let mut neigh: BTreeMap<(u32, IpAddr), MacAddr> = BTreeMap::new();
     let mut fdb: BTreeSet<(u32, MacAddr, IpAddr)> = BTreeSet::new();
-    let mut routes: BTreeSet<(IpNet, u32)> = BTreeSet::new();
+    let mut routes: BTreeSet<(IpNet, u32, u32)> = BTreeSet::new();
     for p in peers.iter().filter(|p| p.host != me) {
         let Some(home) = devs.iter().find(|d| d.plan.subnet.contains(&p.ip.addr())) else { continue };
         neigh.insert((home.vxlan, p.ip.addr()), p.mac);
@@ -78,7 +77,7 @@ pub fn sync(h: &Handle, devs: &[Devices], me: &str, peers: &[PeerRecord]) -> Res
             devs.iter().filter(|d| d.vxlan != home.vxlan && d.plan.subnet.addr().is_ipv4() == p.ip.addr().is_ipv4())
         {
             let mac = bridge_mac(p.vtep, t.plan.vni);
-            routes.insert((host_prefix(p.ip.addr()), t.bridge));
+            routes.insert((host_prefix(p.ip.addr()), t.bridge, t.plan.table()));
             neigh.insert((t.bridge, p.ip.addr()), mac);
             fdb.insert((t.vxlan, mac, p.vtep));
         }
@@ -86,7 +85,7 @@ pub fn sync(h: &Handle, devs: &[Devices], me: &str, peers: &[PeerRecord]) -> Res
 
     let ours: BTreeSet<u32> = devs.iter().flat_map(|d| [d.bridge, d.vxlan]).collect();
     let vxlans: BTreeSet<u32> = devs.iter().map(|d| d.vxlan).collect();
-    let bridges: BTreeSet<u32> = devs.iter().map(|d| d.bridge).collect();
+    let tables: BTreeSet<u32> = devs.iter().map(|d| d.plan.table()).collect();
     let mut report = SyncReport::default();
     let mut errors = Vec::new();
 
@@ -137,22 +136,22 @@ pub fn sync(h: &Handle, devs: &[Devices], me: &str, peers: &[PeerRecord]) -> Res
     }
 
     // Host routes between subnets.
-    let have: BTreeSet<(IpNet, u32)> = h
+    let have: BTreeSet<(IpNet, u32, u32)> = h
         .route_list(None)
         .map_err(kernel("list overlay routes"))?
         .into_iter()
-        .filter(|r| r.table == MAIN_TABLE && r.gateway.is_none() && r.dst.prefix_len() == r.dst.max_prefix_len())
-        .filter_map(|r| Some((r.dst, r.oif?)))
-        .filter(|(_, oif)| bridges.contains(oif))
+        .filter(|r| tables.contains(&r.table) && r.gateway.is_none())
+        .filter_map(|r| Some((r.dst, r.oif?, r.table)))
         .collect();
-    for (dst, oif) in routes.difference(&have) {
-        match h.route_replace(&Route::device(*dst, *oif)) {
+    let route = |dst: IpNet, oif: u32, table: u32| Route { table, ..Route::device(dst, oif) };
+    for (dst, oif, table) in routes.difference(&have) {
+        match h.route_replace(&route(*dst, *oif, *table)) {
             Ok(()) => report.added += 1,
             Err(e) => errors.push(kernel("add host route")(e)),
         }
     }
-    for (dst, oif) in have.difference(&routes) {
-        match h.route_del(&Route::device(*dst, *oif)) {
+    for (dst, oif, table) in have.difference(&routes) {
+        match h.route_del(&route(*dst, *oif, *table)) {
             Ok(()) => report.removed += 1,
             Err(e) if e.kind() == cnm_netns::ErrorKind::NotFound => {}
             Err(e) => errors.push(kernel("delete host route")(e)),
