@@ -101,10 +101,12 @@ impl Handle {
             Rt::NewLink(l) => Some(Link::from_message(l)).filter(|l| l.name == link.name && l.index != 0),
             _ => None,
         });
-        let mut created = match echoed {
-            Some(l) => l,
+        let mut created = match (echoed, link.netns) {
+            (Some(l), _) => l,
             // Kernels that do not echo new links: ask.
-            None => self.link_get(link.name.as_str())?,
+            (None, None) => self.link_get(link.name.as_str())?,
+            // Created elsewhere: ask there.
+            (None, Some(ns)) => Handle::open(ns)?.link_get(link.name.as_str())?,
         };
         if link.alias.is_some() || link.addrgenmode_none || link.hairpin {
             // One change request for all of them (a new-link request without

@@ -303,3 +303,32 @@ fn bridge_port_hairpin_alias_and_group() {
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
     assert!(h.link_get("ve").is_err());
 }
+
+#[test]
+fn vxlan_made_in_another_namespace_keeps_its_socket_here() {
+    let Some(host) = TestHost::new("vxlan_made_elsewhere") else { return };
+    let c = host.container("ovl").unwrap();
+    let br = c.handle.link_add(&LinkAdd::bridge("br0").up()).unwrap().index;
+    let opts = VxlanOptions { learning: false, proxy: true, udp_csum: false, ..VxlanOptions::new(4321) };
+    // Asked for from the host's handle, made in the container, attached to
+    // its bridge and up, in one request.
+    let vx = host.handle.link_add(&LinkAdd::vxlan("vx-el", opts).mtu(1450).netns(&c.ns).master(br).up()).unwrap();
+    assert!(!link_names(&host, &host.ns).contains(&"vx-el".to_string()));
+    let j = link_json(&host, &c.ns, "vx-el");
+    assert_eq!(j["ifindex"].as_u64(), Some(u64::from(vx.index)));
+    assert_eq!((j["master"].as_str(), j["mtu"].as_u64()), (Some("br0"), Some(1450)));
+    assert!(j["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{j}");
+    let info = &j["linkinfo"]["info_data"];
+    assert_eq!(
+        (info["id"].as_u64(), info["learning"].as_bool(), info["udp_csum"].as_bool()),
+        (Some(4321), Some(false), Some(false))
+    );
+    // Its UDP socket is in the host namespace, not in the container.
+    let here = host.exec(&host.ns, "ss", &["-uln"]);
+    let there = host.exec(&c.ns, "ss", &["-uln"]);
+    assert!(here.contains(":4789"), "{here}");
+    assert!(!there.contains(":4789"), "{there}");
+    // What cannot be combined with it is refused before the kernel is asked.
+    let bad = LinkAdd::vxlan("vx-bad", VxlanOptions::new(4322)).netns(&c.ns).alias("x");
+    assert_eq!(host.handle.link_add(&bad).unwrap_err().kind(), cnm_netns::ErrorKind::InvalidArgument);
+}

@@ -1,6 +1,7 @@
 //! The per-host, per-network overlay namespace: one bridge per subnet with
 //! the subnet's gateway address, and a VXLAN device on each bridge whose UDP
-//! socket stays in the host namespace (it is created there and then moved).
+//! socket is in the host namespace (it is asked for from there, and made
+//! directly in the overlay namespace).
 //! Overlay subnets therefore never appear in the host's routing table.
 
 use std::net::IpAddr;
@@ -149,7 +150,6 @@ pub struct Build<'a> {
 pub fn create(b: &Build<'_>, net: &Network, subnets: &[SubnetPlan]) -> Result<OverlayNs> {
     let name = netns_name(net.id.as_str());
     let ns = NetNs::create_named(b.dir, &name).map_err(kernel(format!("create overlay namespace {name}")))?;
-    let mut moved: Vec<String> = Vec::new();
     let built = (|| -> Result<Handle> {
         for (key, value) in [
             ("net.ipv4.ip_forward", "1"),
@@ -193,16 +193,12 @@ pub fn create(b: &Build<'_>, net: &Network, subnets: &[SubnetPlan]) -> Result<Ov
                 udp_csum: false,
                 ..Default::default()
             };
-            let vx = b.host_handle.link_add(&LinkAdd::vxlan(s.vxlan(), opts).mtu(b.mtu)).map_err(kernel(format!(
-                "create VXLAN device {} (id {})",
-                s.vxlan(),
-                s.vni
-            )))?;
-            moved.push(s.vxlan());
-            b.host_handle.link_set_netns(vx.index, &ns).map_err(kernel(format!("move {} to {name}", s.vxlan())))?;
-            let vx = h.link_get(s.vxlan().as_str()).map_err(kernel(format!("find {}", s.vxlan())))?;
-            h.link_set_master(vx.index, br.index).map_err(kernel(format!("attach {}", s.vxlan())))?;
-            h.link_set_up(vx.index).map_err(kernel(format!("{} up", s.vxlan())))?;
+            // Asked from the host namespace, made in the overlay's: the
+            // device lives in the overlay namespace, its UDP socket in the
+            // host's. One request, attached and up.
+            b.host_handle
+                .link_add(&LinkAdd::vxlan(s.vxlan(), opts).mtu(b.mtu).netns(&ns).master(br.index).up())
+                .map_err(kernel(format!("create VXLAN device {} (id {})", s.vxlan(), s.vni)))?;
             // What comes from this subnet is looked up in its own table
             // first: there, remote endpoints of the other subnets are
             // reached through this subnet's bridge (see `program`).
@@ -214,10 +210,6 @@ pub fn create(b: &Build<'_>, net: &Network, subnets: &[SubnetPlan]) -> Result<Ov
     match built {
         Ok(handle) => Ok(OverlayNs { ns, handle }),
         Err(e) => {
-            // A device still in the host namespace would keep its id busy.
-            for v in &moved {
-                let _ = b.host_handle.link_del(v.as_str());
-            }
             let _ = destroy(&ns, b.dir, net.id.as_str(), subnets);
             Err(e)
         }

@@ -13,6 +13,7 @@
 //!   joining host at join; the [`Agent`] does it as peers come and go.
 
 mod agent;
+pub mod garp;
 pub mod layout;
 pub mod program;
 pub mod records;
@@ -152,7 +153,11 @@ impl OverlayDriver {
         let Some(o) = layout::open(&self.cfg.netns_dir, net_id)? else { return Ok(Default::default()) };
         let devs = program::devices(&o.handle, &layout::plan(&net)?)?;
         let peers = records::peers(&*self.store, net_id)?;
-        program::sync(&o.handle, &devs, &self.cfg.host_name, &peers)
+        let report = program::sync(&o.handle, &devs, &self.cfg.host_name, &peers)?;
+        if let Err(e) = garp::announce(&o.ns, &report.announce) {
+            tracing::debug!(error = %e, "overlay: gratuitous ARP failed");
+        }
+        Ok(report)
     }
 
     /// Ids of the networks this host has overlay namespaces for.
@@ -393,8 +398,13 @@ impl NetworkDriver for OverlayDriver {
             Ok(p) => p,
             Err(e) => return undo.fail(e),
         };
-        if let Err(e) = program::sync(&o.handle, &devs, &self.cfg.host_name, &peers) {
-            return undo.fail(e);
+        match program::sync(&o.handle, &devs, &self.cfg.host_name, &peers) {
+            Ok(r) => {
+                if let Err(e) = garp::announce(&o.ns, &r.announce) {
+                    tracing::debug!(error = %e, "overlay: gratuitous ARP failed");
+                }
+            }
+            Err(e) => return undo.fail(e),
         }
 
         // Where it lives: for this host's agent, and for every other host.

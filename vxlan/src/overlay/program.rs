@@ -56,6 +56,9 @@ pub struct SyncReport {
     pub added: usize,
     /// Entries removed.
     pub removed: usize,
+    /// Remote IPv4 endpoints newly reachable on a subnet's bridge, to be
+    /// announced there (see `garp`).
+    pub announce: Vec<super::garp::Announce>,
 }
 
 fn host_prefix(ip: IpAddr) -> IpNet {
@@ -99,7 +102,14 @@ pub fn sync(h: &Handle, devs: &[Devices], me: &str, peers: &[PeerRecord]) -> Res
     for ((index, ip), mac) in &neigh {
         if have.get(&(*index, *ip)) != Some(&Some(*mac)) {
             match h.neigh_replace(&Neighbour::permanent(*index, *ip, *mac)) {
-                Ok(()) => report.added += 1,
+                Ok(()) => {
+                    report.added += 1;
+                    // Entries on a VXLAN device are endpoints of its subnet,
+                    // which local containers resolve with ARP.
+                    if let (Some(d), IpAddr::V4(v4)) = (devs.iter().find(|d| d.vxlan == *index), ip) {
+                        report.announce.push(super::garp::Announce { bridge: d.bridge, ip: *v4, mac: *mac });
+                    }
+                }
                 Err(e) => errors.push(kernel("add neighbour")(e)),
             }
         }
