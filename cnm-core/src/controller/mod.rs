@@ -34,8 +34,9 @@ use lock::OpLock;
 /// describes; [`ControllerBuilder::state_dirs`] keeps them on the volatile
 /// (tmpfs) side. IPAM implementations keep address leases under `leases/`,
 /// firewalls their rules' state under `firewall/` (the kernel forgets rules at
-/// a reboot too).
-pub const VOLATILE_PREFIXES: &[&str] = &["endpoints/", "sandboxes/", "leases/", "firewall/"];
+/// a reboot too), the overlay driver this host's endpoints under `overlay/`
+/// (after a reboot its agent must not publish endpoints that are gone).
+pub const VOLATILE_PREFIXES: &[&str] = &["endpoints/", "sandboxes/", "leases/", "firewall/", "overlay/"];
 
 /// Key prefixes every host of a cluster shares: global-scope networks
 /// (`global/networks/`), what global drivers keep (`global/<driver>/`), and

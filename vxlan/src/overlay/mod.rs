@@ -160,7 +160,8 @@ impl OverlayDriver {
         Ok(report)
     }
 
-    /// Ids of the networks this host has overlay namespaces for.
+    /// Ids of the overlay networks this host has endpoints on (from its own
+    /// records).
     pub fn local_networks(&self) -> Result<Vec<String>> {
         let mut ids: BTreeSet<String> = BTreeSet::new();
         for k in self.store.list_keys(records::LOCAL_PEERS)? {
