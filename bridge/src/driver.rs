@@ -1,7 +1,6 @@
 //! [`BridgeDriver`]: cnm-core's `NetworkDriver` for Linux bridges.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Read;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -52,14 +51,6 @@ fn gone_ok(r: std::result::Result<(), cnm_netns::Error>) -> std::result::Result<
         Err(e) if e.kind() == NsKind::NotFound => Ok(()),
         other => other,
     }
-}
-
-fn random_mac() -> MacAddr {
-    let mut b = [0u8; 6];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    // Locally administered, unicast.
-    b[0] = (b[0] & 0xfc) | 0x02;
-    MacAddr(b)
 }
 
 impl BridgeDriver {
@@ -136,7 +127,8 @@ impl BridgeDriver {
         let h = self.handle(ctx.host)?;
         let mut undo = Undo::new();
         let opts = cnm_netns::BridgeOptions { multicast_snooping: Some(o.multicast_snooping), ..Default::default() };
-        let mut add = LinkAdd::bridge_with(name, opts).mac(random_mac()).alias(format!("{MARKER}{}", net.id)).up();
+        let mut add =
+            LinkAdd::bridge_with(name, opts).mac(MacAddr::random_local()).alias(format!("{MARKER}{}", net.id)).up();
         if let Some(m) = o.mtu {
             add = add.mtu(m);
         }
@@ -216,13 +208,10 @@ impl NetworkDriver for BridgeDriver {
     fn create_endpoint(&self, _: &DriverContext<'_>, _: &Network, ep: &mut Endpoint) -> Result<()> {
         if ep.mac.is_none() {
             // Docker's rule: 02:42 and the IPv4 address; IPv6-only: random.
-            ep.mac = Some(match ep.ipv4 {
-                Some(IpNet::V4(a)) => {
-                    let o = a.addr().octets();
-                    MacAddr([0x02, 0x42, o[0], o[1], o[2], o[3]])
-                }
-                _ => random_mac(),
-            });
+            ep.mac = Some(MacAddr::for_endpoint(ep.ipv4.and_then(|a| match a {
+                IpNet::V4(v4) => Some(v4.addr()),
+                IpNet::V6(_) => None,
+            })));
         }
         ep.driver_data.insert("veth".into(), format!("veth{}", &ep.id.as_str()[..7]));
         Ok(())

@@ -30,6 +30,28 @@ impl MacAddr {
     pub fn from_slice(b: &[u8]) -> Option<MacAddr> {
         <[u8; 6]>::try_from(b).ok().map(MacAddr)
     }
+
+    /// Docker's MAC for an endpoint: `02:42` followed by its IPv4 address
+    /// (10.1.1.2 gives 02:42:0a:01:01:02).
+    pub fn docker(ip: std::net::Ipv4Addr) -> MacAddr {
+        let o = ip.octets();
+        MacAddr([0x02, 0x42, o[0], o[1], o[2], o[3]])
+    }
+
+    /// A random locally administered unicast address (from `/dev/urandom`).
+    pub fn random_local() -> MacAddr {
+        use std::io::Read;
+        let mut b = [0u8; 6];
+        let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+        b[0] = (b[0] & 0xfc) | 0x02;
+        MacAddr(b)
+    }
+
+    /// Docker's rule for an endpoint with `ipv4` (if any): [`MacAddr::docker`],
+    /// or a random local address for an IPv6-only one.
+    pub fn for_endpoint(ipv4: Option<std::net::Ipv4Addr>) -> MacAddr {
+        ipv4.map(MacAddr::docker).unwrap_or_else(MacAddr::random_local)
+    }
 }
 
 impl fmt::Display for MacAddr {
@@ -80,6 +102,16 @@ impl<'de> Deserialize<'de> for MacAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dockers_rule_and_random_local_addresses() {
+        // The reference inspect output: 10.1.1.7 has 02:42:0a:01:01:07.
+        assert_eq!(MacAddr::docker("10.1.1.7".parse().unwrap()).to_string(), "02:42:0a:01:01:07");
+        assert_eq!(MacAddr::for_endpoint(Some("172.17.0.2".parse().unwrap())).to_string(), "02:42:ac:11:00:02");
+        let (a, b) = (MacAddr::for_endpoint(None), MacAddr::random_local());
+        assert!(a.is_local_unicast() && b.is_local_unicast());
+        assert_ne!(a, b);
+    }
 
     #[test]
     fn round_trip() {

@@ -48,15 +48,6 @@ pub(crate) fn kernel(op: impl Into<String>) -> impl FnOnce(cnm_netns::Error) -> 
     }
 }
 
-fn random_mac() -> MacAddr {
-    use std::io::Read;
-    let mut b = [0u8; 6];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    // Locally administered, unicast.
-    b[0] = (b[0] & 0xfc) | 0x02;
-    MacAddr(b)
-}
-
 /// How this host takes part in overlays.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -290,14 +281,11 @@ impl NetworkDriver for OverlayDriver {
             ));
         }
         if ep.mac.is_none() {
-            ep.mac = Some(match ep.ipv4 {
-                // Docker's rule: 02:42 and the IPv4 address.
-                Some(IpNet::V4(a)) => {
-                    let o = a.addr().octets();
-                    MacAddr([0x02, 0x42, o[0], o[1], o[2], o[3]])
-                }
-                _ => random_mac(),
-            });
+            // Docker's rule: 02:42 and the IPv4 address; IPv6-only: random.
+            ep.mac = Some(MacAddr::for_endpoint(ep.ipv4.and_then(|a| match a {
+                IpNet::V4(v4) => Some(v4.addr()),
+                IpNet::V6(_) => None,
+            })));
         }
         Ok(())
     }
