@@ -71,6 +71,18 @@ fn host(dir: &Path, ns: &NetNs, name: &str, addr: &str, etcd: &str) -> (Controll
 
 fn main() {
     let joins: usize = std::env::args().nth(1).map(|a| a.parse().expect("JOINS must be a number")).unwrap_or(5);
+    bench(joins);
+}
+
+/// `cargo test` runs it with a few joins: everything works end to end, and
+/// every join reaches host 3 (the loop fails after 10 s otherwise).
+#[cfg(test)]
+#[test]
+fn bench_overlay_runs() {
+    bench(5);
+}
+
+fn bench(joins: usize) {
     let Some(tb) = TestHost::new("bench-overlay") else { return };
     let ul = tb.handle.link_add(&LinkAdd::bridge("ul0").up()).unwrap().index;
     let etcd_ns = attach(&tb, ul, "etcd", "192.0.2.100");

@@ -131,9 +131,7 @@ pub fn open(dir: &Path, net_id: &str) -> Result<Option<OverlayNs>> {
 
 /// What creating an overlay namespace needs.
 pub struct Build<'a> {
-    /// The host namespace (where the VXLAN sockets live).
-    pub host: &'a NetNs,
-    /// A handle in it.
+    /// A handle in the host namespace (where the VXLAN sockets live).
     pub host_handle: &'a Handle,
     /// Directory of named overlay namespaces.
     pub dir: &'a Path,

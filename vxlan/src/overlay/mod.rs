@@ -123,7 +123,6 @@ impl OverlayDriver {
         }
         let hh = Handle::open(host).map_err(kernel("open host namespace"))?;
         let b = layout::Build {
-            host,
             host_handle: &hh,
             dir: &self.cfg.netns_dir,
             vtep: self.cfg.advertise_addr,
