@@ -45,6 +45,12 @@ fn kernel(op: impl Into<String>) -> impl FnOnce(cnm_netns::Error) -> Error {
     }
 }
 
+/// The forwarding switches a network needs on.
+fn forwarding_keys(net: &Network) -> impl Iterator<Item = &'static str> {
+    let ipv6 = net.enable_ipv6;
+    ["net.ipv4.ip_forward"].into_iter().chain(ipv6.then_some("net.ipv6.conf.all.forwarding"))
+}
+
 /// Treats "already gone" as done.
 fn gone_ok(r: std::result::Result<(), cnm_netns::Error>) -> std::result::Result<(), cnm_netns::Error> {
     match r {
@@ -146,15 +152,12 @@ impl BridgeDriver {
                 return undo.fail(e);
             }
         }
-        let forwarding = [("net.ipv4.ip_forward", true), ("net.ipv6.conf.all.forwarding", net.enable_ipv6)];
-        for (key, wanted) in forwarding {
-            if wanted {
-                let set = self
-                    .step("forwarding")
-                    .and_then(|_| ctx.host.sysctl_set(key, "1").map_err(kernel(format!("sysctl {key}"))));
-                if let Err(e) = set {
-                    return undo.fail(e);
-                }
+        for key in forwarding_keys(net) {
+            let set = self
+                .step("forwarding")
+                .and_then(|_| ctx.host.sysctl_set(key, "1").map_err(kernel(format!("sysctl {key}"))));
+            if let Err(e) = set {
+                return undo.fail(e);
             }
         }
         undo.commit();
@@ -356,19 +359,62 @@ impl NetworkDriver for BridgeDriver {
         Ok(())
     }
 
-    fn restore_network(&self, ctx: &DriverContext<'_>, net: &Network) -> Result<Vec<String>> {
+    fn restore_network(&self, ctx: &DriverContext<'_>, net: &Network, endpoints: &[Endpoint]) -> Result<Vec<String>> {
         let name = Self::bridge_name(net)?;
+        let o = BridgeNetworkOptions::from_docker(&net.options)?;
         let h = self.handle(ctx.host)?;
-        match h.link_get(name.as_str()) {
-            Ok(_) => Ok(Vec::new()),
+        let k = |what: String| kernel(format!("{what} of bridge {name:?}"));
+        let mut repairs = Vec::new();
+        let br = match h.link_get(name.as_str()) {
+            Ok(l) => l,
             Err(e) if e.kind() == NsKind::NotFound => {
-                let o = BridgeNetworkOptions::from_docker(&net.options)?;
                 self.create_bridge(ctx, net, &o, &name)?;
                 ctx.firewall.add_network(&Self::firewall_network(net, &o, &name))?;
-                Ok(vec![format!("re-created bridge {name} of network {:?}", net.name)])
+                repairs.push(format!("re-created bridge {name} of network {:?}", net.name));
+                h.link_get(name.as_str()).map_err(k("find".into()))?
             }
-            Err(e) => Err(kernel(format!("bridge {name:?}"))(e)),
+            Err(e) => return Err(k("find".into())(e)),
+        };
+        if !br.up {
+            h.link_set_up(br.index).map_err(k("bring up".into()))?;
+            repairs.push(format!("brought bridge {name} back up"));
         }
+        let have: BTreeSet<IpNet> = h
+            .addr_list(Some(br.index), None)
+            .map_err(k("list addresses".into()))?
+            .into_iter()
+            .map(|a| a.address)
+            .collect();
+        for gw in net.pools.iter().filter_map(|p| p.gateway).filter(|g| !have.contains(g)) {
+            let flags = if gw.addr().is_ipv6() { AddrFlags::NODAD } else { AddrFlags::empty() };
+            h.addr_add(br.index, gw, flags).map_err(k(format!("add gateway {gw}")))?;
+            repairs.push(format!("re-added gateway {gw} to bridge {name}"));
+        }
+        for key in forwarding_keys(net) {
+            if ctx.host.sysctl_get(key).map_err(kernel(format!("sysctl {key}")))?.trim() != "1" {
+                ctx.host.sysctl_set(key, "1").map_err(kernel(format!("sysctl {key}")))?;
+                repairs.push(format!("turned {key} back on for network {:?}", net.name));
+            }
+        }
+        // Joined endpoints' host ends: a re-created bridge has no ports.
+        for ep in endpoints.iter().filter(|e| e.sandbox.is_some()) {
+            let veth = Self::veth_name(ep);
+            let link = match h.link_get(veth.as_str()) {
+                Ok(l) => l,
+                Err(e) if e.kind() == NsKind::NotFound => continue,
+                Err(e) => return Err(kernel(format!("find veth {veth:?}"))(e)),
+            };
+            if link.master != Some(br.index) {
+                h.link_set_master(link.index, br.index).map_err(kernel(format!("attach {veth:?} to {name:?}")))?;
+                h.link_set_hairpin(link.index, true).map_err(kernel(format!("hairpin on {veth:?}")))?;
+                repairs.push(format!("attached {veth} of endpoint {:?} to bridge {name} again", ep.name));
+            }
+            if !link.up {
+                h.link_set_up(link.index).map_err(kernel(format!("bring up {veth:?}")))?;
+                repairs.push(format!("brought {veth} of endpoint {:?} back up", ep.name));
+            }
+        }
+        Ok(repairs)
     }
 
     fn remove_leftovers(

@@ -81,7 +81,11 @@ fn snapshot(r: &Rig, sandbox: Option<&NetNs>) -> String {
                 .map(|l| {
                     l.split_whitespace()
                         .filter(|w| {
-                            !w.contains("LOWER_UP")
+                            // IPv6 link-local addresses are the kernel's own,
+                            // added when a bridge first gets carrier, which
+                            // linkwatch reports up to a second late.
+                            !w.starts_with("fe80::")
+                                && !w.contains("LOWER_UP")
                                 && *w != "UP"
                                 && *w != "DOWN"
                                 && *w != "UNKNOWN"

@@ -41,11 +41,12 @@ pub fn run(cli: &Cli) -> Result<i32> {
         }
         Cmd::Reconcile => {
             ctl.restore()?;
-            let report = ctl.reconcile()?;
-            if report.repairs.is_empty() {
+            let mut repairs = ctl.reconcile()?.repairs;
+            tidy_files(&ctl, &paths, &mut repairs);
+            if repairs.is_empty() {
                 println!("nothing to repair");
             }
-            for r in report.repairs {
+            for r in repairs {
                 println!("{r}");
             }
             Ok(0)
@@ -286,11 +287,28 @@ fn sandbox(ctl: &Controller, paths: &Paths, cmd: &SandboxCmd) -> Result<i32> {
         SandboxCmd::Rm { sandbox } => {
             let sb = ctl.sandbox(sandbox)?;
             ctl.delete_sandbox(&sb.name)?;
-            let _ = std::fs::remove_dir_all(paths.sandbox_files(&sb.name));
+            tidy_files(ctl, paths, &mut Vec::new());
             println!("{}", sb.name);
             Ok(0)
         }
     }
+}
+
+/// Removes the resolv.conf and hosts files of sandboxes the state no longer
+/// has (removed, or whose creation was interrupted), then the files
+/// directory and the run directory once they are empty (the controller
+/// removes the rest of an empty state's run directory itself).
+fn tidy_files(ctl: &Controller, paths: &Paths, repairs: &mut Vec<String>) {
+    let files = paths.run.join("files");
+    let Ok(live) = ctl.sandboxes() else { return };
+    for e in std::fs::read_dir(&files).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !live.iter().any(|s| s.name == name) && std::fs::remove_dir_all(e.path()).is_ok() {
+            repairs.push(format!("removed the files of sandbox {name:?}, which no longer exists"));
+        }
+    }
+    let _ = std::fs::remove_dir(&files);
+    let _ = std::fs::remove_dir(&paths.run);
 }
 
 fn connect(ctl: &Controller, paths: &Paths, c: &ConnectArgs) -> Result<i32> {

@@ -136,10 +136,12 @@ pub trait NetworkDriver: Send + Sync {
         Ok(())
     }
 
-    /// Re-creates what the kernel lost for a network the state says exists
-    /// (after a reboot); returns what it repaired.
-    fn restore_network(&self, ctx: &DriverContext<'_>, net: &Network) -> Result<Vec<String>> {
-        let _ = (ctx, net);
+    /// Repairs what the kernel lost or someone changed for a network the
+    /// state says exists (after a reboot, or by hand): re-creates its
+    /// objects, and puts its joined `endpoints` back in place; returns one
+    /// line per repair, none when all was well.
+    fn restore_network(&self, ctx: &DriverContext<'_>, net: &Network, endpoints: &[Endpoint]) -> Result<Vec<String>> {
+        let _ = (ctx, net, endpoints);
         Ok(Vec::new())
     }
 

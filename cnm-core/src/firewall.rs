@@ -54,6 +54,13 @@ pub trait Firewall: Send + Sync {
     fn remove_ports(&self, endpoint_id: &str) -> Result<()>;
     /// Rebuilds everything this firewall owns from its recorded state.
     fn reapply(&self) -> Result<()>;
+    /// Rebuilds what differs between the kernel and the recorded state (a
+    /// flushed ruleset, a deleted rule or element); returns one line per
+    /// repair, none when the kernel matched. The default rebuilds always
+    /// and reports nothing.
+    fn repair(&self) -> Result<Vec<String>> {
+        self.reapply().map(|()| Vec::new())
+    }
     /// Ids of the networks it has rules for (so reconcile can drop stale ones).
     fn network_ids(&self) -> Result<Vec<String>> {
         Ok(Vec::new())

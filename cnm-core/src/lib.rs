@@ -21,7 +21,7 @@ pub mod time;
 pub mod undo;
 
 pub use controller::{
-    Controller, ControllerBuilder, ReconcileReport, RestoreSummary, GLOBAL_PREFIXES, VOLATILE_PREFIXES,
+    Controller, ControllerBuilder, ReconcileReport, RestoreSummary, CLAIMS_DIR, GLOBAL_PREFIXES, VOLATILE_PREFIXES,
 };
 pub use driver::{Capabilities, DriverContext, JoinInfo, NetworkDriver};
 pub use error::{Error, ErrorKind, Result};

@@ -330,8 +330,15 @@ impl Ipam {
             if rec.pools.remove(pool).is_none() {
                 return Err(IpamError::PoolNotFound { pool: pool.to_string() });
             }
-            match self.store.put_json(key, &rec, Expect::Revision(rev)) {
-                Ok(_) => {
+            // The last pool takes the space's record with it: an empty
+            // state leaves nothing behind.
+            let written = if rec.pools.is_empty() {
+                self.store.delete(key, Expect::Revision(rev))
+            } else {
+                self.store.put_json(key, &rec, Expect::Revision(rev)).map(|_| ())
+            };
+            match written {
+                Ok(()) => {
                     self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(pool);
                     return self.delete_leases(pool);
                 }

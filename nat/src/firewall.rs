@@ -51,13 +51,24 @@ pub struct NatFirewall {
     /// The nfnetlink socket for element changes, opened in `host` on first
     /// use and kept: opening and closing one costs 12–16 ms per update.
     nfnl: Mutex<Option<NfSocket>>,
+    /// Held from reading the state to applying it, so that threads sharing
+    /// this firewall apply one after another, each from the latest state.
+    /// (Processes are serialised by the controller's operation lock.)
+    serial: Mutex<()>,
 }
 
 impl NatFirewall {
     /// A firewall working in `host` (its rules, its sysctls), recording its
     /// state in `store`.
     pub fn new(backend: Backend, host: NetNs, store: Arc<dyn Store>) -> NatFirewall {
-        NatFirewall { backend, host, store, ephemeral: std::sync::OnceLock::new(), nfnl: Mutex::new(None) }
+        NatFirewall {
+            backend,
+            host,
+            store,
+            ephemeral: std::sync::OnceLock::new(),
+            nfnl: Mutex::new(None),
+            serial: Mutex::new(()),
+        }
     }
 
     /// The backend.
@@ -85,9 +96,12 @@ impl NatFirewall {
         })
     }
 
-    fn run(&self, tool: &str, args: &[&str], input: &str) -> Result<String, NatError> {
-        let mut child = self
-            .host
+    fn serial(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.serial.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run_in(&self, ns: &NetNs, tool: &str, args: &[&str], input: &str) -> Result<String, NatError> {
+        let mut child = ns
             .command(tool)
             .args(args)
             .stdin(Stdio::piped())
@@ -151,22 +165,86 @@ impl NatFirewall {
     /// Rebuilds everything this firewall owns from `d`, in one transaction
     /// (one per address family for iptables).
     fn apply_all(&self, d: &Desired) -> Result<(), NatError> {
+        self.apply_all_in(&self.host, d)
+    }
+
+    fn apply_all_in(&self, ns: &NetNs, d: &Desired) -> Result<(), NatError> {
         match self.backend {
-            Backend::Nftables => self.run("nft", &["-f", "-"], &nft::render_ruleset(d)).map(|_| ()),
+            // Nothing to own: no table either.
+            Backend::Nftables if d.is_empty() => {
+                self.run_in(ns, "nft", &["-f", "-"], &format!("table {0}\ndelete table {0}\n", nft::TABLE)).map(|_| ())
+            }
+            Backend::Nftables => self.run_in(ns, "nft", &["-f", "-"], &nft::render_ruleset(d)).map(|_| ()),
+            Backend::Iptables if d.is_empty() => {
+                for f in [iptables::Family::V4, iptables::Family::V6] {
+                    if let Some(input) = iptables::render_removal(&self.run_in(ns, f.save(), &[], "")?) {
+                        self.run_in(ns, f.restore(), &["--noflush", "-w"], &input)?;
+                    }
+                }
+                Ok(())
+            }
             Backend::Iptables => {
                 for f in [iptables::Family::V4, iptables::Family::V6] {
-                    let save = self.run(f.save(), &[], "")?;
+                    let save = self.run_in(ns, f.save(), &[], "")?;
                     let missing = iptables::missing_jumps(&save, f);
-                    self.run(f.restore(), &["--noflush", "-w"], &iptables::render(d, f, &missing))?;
+                    self.run_in(ns, f.restore(), &["--noflush", "-w"], &iptables::render(d, f, &missing))?;
                 }
                 Ok(())
             }
         }
     }
 
+    /// What the kernel of `ns` has of ours, as the tool lists it, in a form
+    /// that does not depend on handles, counters or element order.
+    fn listing(&self, ns: &NetNs) -> Result<String, NatError> {
+        match self.backend {
+            Backend::Nftables => match self.run_in(ns, "nft", &["-j", "list", "table", nft::TABLE], "") {
+                Ok(json) => Ok(nft::normalise_listing(&json)),
+                // No table at all.
+                Err(_) => Ok(String::new()),
+            },
+            Backend::Iptables => {
+                let mut out = String::new();
+                for f in [iptables::Family::V4, iptables::Family::V6] {
+                    out += &iptables::own_lines(&self.run_in(ns, f.save(), &[], "")?);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Compares the kernel's rules with what the state renders (rendered
+    /// into a scratch namespace and listed by the same tool, so both sides
+    /// are in the tool's own words), and rebuilds them when they differ.
+    /// Returns what it repaired.
+    pub fn repair(&self) -> Result<Vec<String>, NatError> {
+        let _serial = self.serial();
+        let d = self.desired()?;
+        for n in &d.networks {
+            // A bridge that is gone has no sysctl yet; the driver's repair
+            // re-creates it and its rules.
+            let _ = self.route_localnet(n);
+        }
+        let scratch = NetNs::create_anonymous()?;
+        self.apply_all_in(&scratch, &d)?;
+        if self.listing(&scratch)? == self.listing(&self.host)? {
+            return Ok(Vec::new());
+        }
+        self.apply_all(&d)?;
+        Ok(vec![format!("rebuilt the {} rules from the state: the kernel's differed", self.name_str())])
+    }
+
+    fn name_str(&self) -> &'static str {
+        match self.backend {
+            Backend::Nftables => "nftables",
+            Backend::Iptables => "iptables",
+        }
+    }
+
     /// Installs a network's rules.
     pub fn add_network(&self, net: &FirewallNetwork) -> Result<(), NatError> {
         cnm_netns::validate_ifname("firewall add_network", &net.interface)?;
+        let _serial = self.serial();
         let key = state::network_key(&net.id);
         let before = self.store.get(&key)?;
         self.store.put_json(&key, net, Expect::Any)?;
@@ -194,6 +272,7 @@ impl NatFirewall {
 
     /// Removes a network's rules; gone already is fine.
     pub fn remove_network(&self, id: &str) -> Result<(), NatError> {
+        let _serial = self.serial();
         match self.store.delete(&state::network_key(id), Expect::Any) {
             Err(e) if e.kind() == cnm_core::ErrorKind::NotFound => return Ok(()),
             other => other?,
@@ -208,6 +287,7 @@ impl NatFirewall {
         if req.ports.is_empty() {
             return Ok(Vec::new());
         }
+        let _serial = self.serial();
         let mappings = ports::resolve(&*self.store, req, self.ephemeral())?;
         let release = |ms: &[state::Mapping]| {
             for m in ms {
@@ -228,7 +308,11 @@ impl NatFirewall {
             return Err(e.into());
         }
         let applied = match self.backend {
-            Backend::Nftables => self.apply_elements(&nft::plan_add(&mappings)),
+            // Without the table (someone flushed the ruleset), the elements
+            // cannot go in: rebuild the whole table from the state instead.
+            Backend::Nftables => self
+                .apply_elements(&nft::plan_add(&mappings))
+                .or_else(|_| self.desired().and_then(|d| self.apply_all(&d))),
             Backend::Iptables => self.desired().and_then(|d| self.apply_all(&d)),
         };
         if let Err(e) = applied {
@@ -247,6 +331,7 @@ impl NatFirewall {
 
     /// Removes an endpoint's published ports; none is fine.
     pub fn remove_ports(&self, endpoint: &str) -> Result<(), NatError> {
+        let _serial = self.serial();
         let key = state::ports_key(endpoint);
         let Some((record, _)) = self.store.get_json::<EndpointPorts>(&key)? else { return Ok(()) };
         self.store.delete(&key, Expect::Any)?;
@@ -272,6 +357,7 @@ impl NatFirewall {
 
     /// Rebuilds everything from the recorded state.
     pub fn reapply(&self) -> Result<(), NatError> {
+        let _serial = self.serial();
         let d = self.desired()?;
         for n in &d.networks {
             // A bridge that is gone (after a reboot, before the driver
@@ -284,10 +370,7 @@ impl NatFirewall {
 
 impl Firewall for NatFirewall {
     fn name(&self) -> &str {
-        match self.backend {
-            Backend::Nftables => "nftables",
-            Backend::Iptables => "iptables",
-        }
+        self.name_str()
     }
     fn add_network(&self, net: &FirewallNetwork) -> cnm_core::Result<()> {
         Ok(NatFirewall::add_network(self, net)?)
@@ -303,6 +386,9 @@ impl Firewall for NatFirewall {
     }
     fn reapply(&self) -> cnm_core::Result<()> {
         Ok(NatFirewall::reapply(self)?)
+    }
+    fn repair(&self) -> cnm_core::Result<Vec<String>> {
+        Ok(NatFirewall::repair(self)?)
     }
     fn network_ids(&self) -> cnm_core::Result<Vec<String>> {
         Ok(self

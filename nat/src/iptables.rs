@@ -177,3 +177,52 @@ pub fn missing_jumps(save: &str, f: Family) -> Vec<(&'static str, &'static str)>
     }
     jumps(f).into_iter().filter(|(t, r)| !present.iter().any(|(pt, pr)| pt == t && pr == r)).collect()
 }
+
+/// The lines of `save` (the output of `iptables-save`) that are ours (our
+/// chains, their rules, the jumps into them), each prefixed by its table,
+/// without counters: what [`NatFirewall::repair`](crate::NatFirewall::repair)
+/// compares.
+pub fn own_lines(save: &str) -> String {
+    let mut table = "";
+    let mut out = String::new();
+    for line in save.lines() {
+        if let Some(t) = line.strip_prefix('*') {
+            table = t;
+        } else if line.contains("CNM-") {
+            // `:CNM-FORWARD - [0:0]`: the counters are not state.
+            let line = line.split(" [").next().unwrap_or(line);
+            let _ = writeln!(out, "{table} {line}");
+        }
+    }
+    out
+}
+
+/// The `iptables-restore --noflush` input that removes everything of ours
+/// `save` shows (the jumps into our chains, then the chains), for when
+/// nothing is left to install; `None` when there is nothing of ours.
+pub fn render_removal(save: &str) -> Option<String> {
+    let mut tables: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
+    for line in save.lines() {
+        if let Some(t) = line.strip_prefix('*') {
+            tables.push((t.to_string(), Vec::new(), Vec::new()));
+        } else if let Some((_, jumps, chains)) = tables.last_mut() {
+            if let Some(chain) = line.strip_prefix(":CNM-") {
+                chains.push(format!("CNM-{}", chain.split(' ').next().unwrap_or_default()));
+            } else if line.starts_with("-A ") && !line.starts_with("-A CNM-") && line.contains("-j CNM-") {
+                jumps.push(line.replacen("-A ", "-D ", 1));
+            }
+        }
+    }
+    let mut s = String::new();
+    for (t, jumps, chains) in tables.iter().filter(|(_, j, c)| !j.is_empty() || !c.is_empty()) {
+        let _ = writeln!(s, "*{t}");
+        for line in jumps.iter().cloned().chain(chains.iter().map(|c| format!("-F {c}"))) {
+            let _ = writeln!(s, "{line}");
+        }
+        for c in chains {
+            let _ = writeln!(s, "-X {c}");
+        }
+        let _ = writeln!(s, "COMMIT");
+    }
+    (!s.is_empty()).then_some(s)
+}

@@ -321,3 +321,35 @@ pub fn render_add(mappings: &[Mapping]) -> String {
 pub fn render_remove(mappings: &[Mapping], still_published: &BTreeSet<(IpAddr, Protocol, u16)>) -> String {
     plan_remove(mappings, still_published).iter().map(ElementChange::to_script).collect()
 }
+
+/// `nft -j list table …` output in a form that does not depend on rule
+/// handles or on the order the kernel lists set elements in: what
+/// [`NatFirewall::repair`](crate::NatFirewall::repair) compares.
+pub fn normalise_listing(json: &str) -> String {
+    fn scrub(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("handle");
+                m.values_mut().for_each(scrub);
+                if let Some(serde_json::Value::Array(elems)) = m.get_mut("elem") {
+                    elems.sort_by_key(|e| e.to_string());
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(scrub),
+            _ => {}
+        }
+    }
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(json) else { return json.to_string() };
+    let items: Vec<String> = match v.get_mut("nftables").and_then(|x| x.as_array_mut()) {
+        Some(items) => items
+            .iter_mut()
+            .filter(|i| i.get("metainfo").is_none())
+            .map(|i| {
+                scrub(i);
+                i.to_string()
+            })
+            .collect(),
+        None => return json.to_string(),
+    };
+    items.join("\n")
+}

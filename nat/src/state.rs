@@ -45,6 +45,11 @@ pub struct Desired {
 }
 
 impl Desired {
+    /// Whether there is nothing to install.
+    pub fn is_empty(&self) -> bool {
+        self.networks.is_empty() && self.ports.iter().all(|p| p.mappings.is_empty())
+    }
+
     /// Every mapping of every endpoint.
     pub fn mappings(&self) -> impl Iterator<Item = &Mapping> {
         self.ports.iter().flat_map(|p| p.mappings.iter())

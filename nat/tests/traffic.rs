@@ -292,8 +292,9 @@ fn localhost_suite(backend: Backend, test: &str) {
     // Crafted routes: other namespaces send packets for 127.0.0.1 to the
     // host over their link (CVE-2020-8558). UDP shows whether a packet got
     // through at all (a TCP handshake would fail on the way back anyway).
-    let sink = t.host.spawn(&c1.ns, "socat", &["-u", "UDP-RECV:53,reuseaddr", "STDOUT"]);
-    std::thread::sleep(Duration::from_millis(200));
+    // The receiver is a socket made inside c1: bound before anything is sent.
+    let sink = c1.ns.run(|| std::net::UdpSocket::bind("0.0.0.0:53")).unwrap().unwrap();
+    sink.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let send = |ns: &TestNs, what: &str| {
         let mut c = ns
             .ns
@@ -319,11 +320,23 @@ fn localhost_suite(backend: Backend, test: &str) {
         }
         send(ns, &format!("crafted-from-{}", ns.name));
     }
+    // The positive control comes last: once it has arrived, anything sent
+    // before it that got through has arrived too.
     send(&t.host, "from-the-host");
-    std::thread::sleep(Duration::from_millis(300));
-    let got = sink.finish();
-    assert!(got.contains("from-the-host"), "the legitimate path works: {got:?}");
-    assert!(!got.contains("crafted"), "a 127.0.0.1-bound port was reached from another namespace: {got:?}");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !got.iter().any(|m: &String| m.contains("from-the-host")) {
+        let (n, _) = sink.recv_from(&mut buf).expect("the legitimate path works: nothing arrived in 10 s");
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    sink.set_nonblocking(true).unwrap();
+    while let Ok((n, _)) = sink.recv_from(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        !got.iter().any(|m| m.contains("crafted")),
+        "a 127.0.0.1-bound port was reached from another namespace: {got:?}"
+    );
 }
 
 fn ipv6_suite(backend: Backend, test: &str) {

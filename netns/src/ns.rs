@@ -197,17 +197,22 @@ impl NetNs {
     }
 
     /// A [`Command`] whose child process enters this namespace before it
-    /// executes `program`. The caller's namespace is untouched.
+    /// executes `program`. The caller's namespace is untouched. The command
+    /// holds its own descriptor of the namespace, so it stays right even if
+    /// this `NetNs` is dropped before the command is spawned.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(program);
-        let raw: RawFd = self.fd.as_raw_fd();
+        // A failed dup (no descriptors left) fails the spawn, with its errno.
+        let own: std::result::Result<OwnedFd, i32> =
+            self.fd.try_clone().map_err(|e| e.raw_os_error().unwrap_or(nix::libc::EBADF));
         // SAFETY: between fork and exec only async-signal-safe calls are
-        // allowed; setns is a plain system call. The descriptor stays valid:
-        // it is inherited by the child and closed only on exec.
+        // allowed; setns is a plain system call. `own` lives in the closure,
+        // which the command keeps until it is dropped, so the descriptor is
+        // open and ours when the child runs it.
         unsafe {
-            cmd.pre_exec(move || {
-                let fd = BorrowedFd::borrow_raw(raw);
-                setns(fd, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
+            cmd.pre_exec(move || match &own {
+                Ok(fd) => setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from),
+                Err(errno) => Err(io::Error::from_raw_os_error(*errno)),
             });
         }
         cmd

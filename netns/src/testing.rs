@@ -254,6 +254,37 @@ impl TestHost {
         Background { child: Some(child) }
     }
 
+    /// [`TestHost::spawn`] for a tool that says on stderr when it is ready
+    /// (`tcpdump`'s "listening on"): returns once a stderr line contains
+    /// `ready`; panics if the tool exits or says nothing of it within 10 s.
+    pub fn spawn_ready(&self, ns: &NetNs, program: &str, args: &[&str], ready: &str) -> Background {
+        use std::io::BufRead;
+        let mut child = ns
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+        let stderr = child.stderr.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ready = ready.to_string();
+        // Reads stderr to its end, so the tool never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut said = false;
+            for line in std::io::BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                if !said && line.contains(&ready) {
+                    said = true;
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let bg = Background { child: Some(child) };
+        rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("{program} {args:?} never got ready"));
+        bg
+    }
+
     /// Whether one ICMP echo from `from` to `to` is answered within 2 s
     /// (Debian's `ping`).
     pub fn ping(&self, from: &NetNs, to: IpAddr) -> bool {

@@ -23,11 +23,14 @@ impl Controller {
     /// addresses from IPAM and lets the driver prepare it.
     pub fn create_endpoint(&self, network: &str, cfg: EndpointConfig) -> Result<Endpoint> {
         cfg.validate()?;
-        let _op = self.ops.shared()?;
-        self.create_endpoint_locked(network, cfg)
+        let _op = self.op()?;
+        self.create_endpoint_locked(network, cfg, State::Ready)
     }
 
-    fn create_endpoint_locked(&self, network: &str, cfg: EndpointConfig) -> Result<Endpoint> {
+    /// `done`: the state the endpoint is left in. `connect` leaves it
+    /// `Creating` until its join is through, so that a crash anywhere in
+    /// between is rolled back as a whole by reconcile.
+    fn create_endpoint_locked(&self, network: &str, cfg: EndpointConfig, done: State) -> Result<Endpoint> {
         let (net, _) = self.find_network(network)?;
         if net.state != State::Ready {
             return Err(Error::conflict(format!("network {:?}", net.name), "it is being created or deleted"));
@@ -115,7 +118,7 @@ impl Controller {
         let (d, n, created) = (driver.clone(), net.clone(), ep.clone());
         undo.push("driver delete_endpoint", move || d.delete_endpoint(&self.ctx(), &n, &created));
 
-        ep.state = State::Ready;
+        ep.state = done;
         if let Err(e) = self.store.put_json(&key, &ep, Expect::Revision(rev)) {
             return undo.fail(e);
         }
@@ -125,7 +128,7 @@ impl Controller {
 
     /// Deletes an endpoint; refused while it is joined to a sandbox.
     pub fn delete_endpoint(&self, network: &str, endpoint: &str) -> Result<()> {
-        let _op = self.ops.shared()?;
+        let _op = self.op()?;
         let (net, _) = self.find_network(network)?;
         let (ep, _) = self.find_endpoint(&net, endpoint)?;
         if ep.sandbox.is_some() {
@@ -160,15 +163,18 @@ impl Controller {
     /// sandbox's namespace. The first endpoint of a non-internal network
     /// provides the default route.
     pub fn join(&self, network: &str, endpoint: &str, sandbox: &str) -> Result<Endpoint> {
-        let _op = self.ops.shared()?;
-        self.join_locked(network, endpoint, sandbox)
+        let _op = self.op()?;
+        self.join_locked(network, endpoint, sandbox, false)
     }
 
-    fn join_locked(&self, network: &str, endpoint: &str, sandbox: &str) -> Result<Endpoint> {
+    /// `connecting`: the endpoint was just made by `connect` (and is still
+    /// `Creating`); the join makes it `Ready`.
+    fn join_locked(&self, network: &str, endpoint: &str, sandbox: &str, connecting: bool) -> Result<Endpoint> {
         let (net, _) = self.find_network(network)?;
         let (mut ep, rev) = self.find_endpoint(&net, endpoint)?;
         let (sb, _) = self.find_sandbox(sandbox)?;
-        if ep.state != State::Ready {
+        let expected = if connecting { State::Creating } else { State::Ready };
+        if ep.state != expected {
             return Err(Error::conflict(format!("endpoint {:?}", ep.name), "it is being created or deleted"));
         }
         if let Some(other) = &ep.sandbox {
@@ -233,6 +239,7 @@ impl Controller {
         undo.push("driver leave", move || d.leave(&self.ctx(), &n, &joined, Some(ns)));
 
         ep.join_state = JoinState::Joined;
+        ep.state = State::Ready;
         if let Err(e) = self.store.put_json(&key, &ep, Expect::Revision(rev)) {
             return undo.fail(e);
         }
@@ -249,7 +256,7 @@ impl Controller {
     /// Takes an endpoint out of its sandbox, best effort. When it provided
     /// the default route, the next endpoint (in join order) takes over.
     pub fn leave(&self, network: &str, endpoint: &str) -> Result<()> {
-        let _op = self.ops.shared()?;
+        let _op = self.op()?;
         let (net, _) = self.find_network(network)?;
         let (ep, rev) = self.find_endpoint(&net, endpoint)?;
         self.leave_locked(&net, ep, rev, None)
@@ -308,7 +315,9 @@ impl Controller {
         if members.iter().any(|m| m.gateway) {
             return Ok(());
         }
-        for m in members {
+        // An endpoint whose join a crash interrupted may have no address
+        // yet: a route through it would be refused.
+        for m in members.into_iter().filter(|m| m.join_state == JoinState::Joined) {
             let net = self.network_of(&m)?;
             if !self.provides_gateway(&net) {
                 continue;
@@ -326,9 +335,9 @@ impl Controller {
     /// join deletes the endpoint again.
     pub fn connect(&self, network: &str, sandbox: &str, cfg: EndpointConfig) -> Result<Endpoint> {
         cfg.validate()?;
-        let _op = self.ops.shared()?;
-        let ep = self.create_endpoint_locked(network, cfg)?;
-        match self.join_locked(network, &ep.name, sandbox) {
+        let _op = self.op()?;
+        let ep = self.create_endpoint_locked(network, cfg, State::Creating)?;
+        match self.join_locked(network, &ep.name, sandbox, true) {
             Ok(ep) => Ok(ep),
             Err(e) => {
                 let net = self.network_of(&ep)?;
@@ -343,7 +352,7 @@ impl Controller {
     /// Leaves and deletes the sandbox's endpoint on a network (`docker
     /// network disconnect`).
     pub fn disconnect(&self, network: &str, sandbox: &str) -> Result<()> {
-        let _op = self.ops.shared()?;
+        let _op = self.op()?;
         let (net, _) = self.find_network(network)?;
         let (sb, _) = self.find_sandbox(sandbox)?;
         let ep = self.sandbox_endpoints(&sb)?.into_iter().find(|e| e.network_id == net.id).ok_or_else(|| {
@@ -462,8 +471,9 @@ impl Controller {
             return Ok(());
         }
         let name = format!("gateway_{}", sb.id.short());
-        let ep = self.create_endpoint_locked(&net.name, EndpointConfig { name: Some(name), ..Default::default() })?;
-        if let Err(e) = self.join_locked(&net.name, &ep.name, &sb.name) {
+        let cfg = EndpointConfig { name: Some(name), ..Default::default() };
+        let ep = self.create_endpoint_locked(&net.name, cfg, State::Creating)?;
+        if let Err(e) = self.join_locked(&net.name, &ep.name, &sb.name, true) {
             return match self.delete_detached(&net, &ep.name) {
                 Ok(()) => Err(e),
                 Err(rb) => Err(Error::RollbackFailed { source: Box::new(e), rollback: Box::new(rb) }),

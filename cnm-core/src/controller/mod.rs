@@ -6,6 +6,7 @@
 //! kernel are as before. Records left half-way by a crash carry a state other
 //! than `Ready`, and [`Controller::reconcile`] rolls them back.
 
+mod claim;
 mod endpoint;
 mod lock;
 mod network;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use cnm_netns::NetNs;
 
+pub use claim::CLAIMS_DIR;
 pub use reconcile::{ReconcileReport, RestoreSummary};
 
 use crate::driver::{DriverContext, NetworkDriver};
@@ -28,7 +30,8 @@ use crate::id::resolve;
 use crate::ipam::IpamDriver;
 use crate::model::{Endpoint, Network, NetworkConfig, Sandbox};
 use crate::store::{MemStore, SplitStore, Store, StoreExt};
-use lock::OpLock;
+use claim::Claim;
+use lock::{OpGuard, OpLock};
 
 /// Key prefixes whose state lives exactly as long as the kernel objects it
 /// describes; [`ControllerBuilder::state_dirs`] keeps them on the volatile
@@ -53,9 +56,23 @@ pub struct ControllerBuilder {
     host: Option<NetNs>,
     run_dir: Option<PathBuf>,
     gateway_bridge: Option<NetworkConfig>,
+    claim: bool,
 }
 
 impl ControllerBuilder {
+    /// Claims the host namespace for this instance (identified by its run
+    /// directory, which this requires): every operation that changes state
+    /// is refused with [`ErrorKind::Forbidden`](crate::ErrorKind) while
+    /// another instance, with another run directory, manages the same host
+    /// namespace; two would erase each other's rules and take each other's
+    /// bridges for leftovers. The claim is given up when the state is empty.
+    /// On by default with [`ControllerBuilder::state_dirs`]; the `cnm` tool
+    /// always claims.
+    pub fn claim_host_netns(mut self) -> Self {
+        self.claim = true;
+        self
+    }
+
     /// The local network through which sandboxes on networks of drivers
     /// with [`Capabilities::gateway_bridge`](crate::Capabilities) (overlay)
     /// reach the outside, like Docker's `docker_gwbridge`: created on first
@@ -100,6 +117,7 @@ impl ControllerBuilder {
     pub fn state_dirs(mut self, state_dir: impl AsRef<Path>, run_dir: impl AsRef<Path>) -> Result<Self> {
         self.store = Some(Arc::new(SplitStore::open_state_dirs(state_dir.as_ref(), run_dir.as_ref())?));
         self.run_dir = Some(run_dir.as_ref().to_path_buf());
+        self.claim = true;
         Ok(self)
     }
 
@@ -129,7 +147,15 @@ impl ControllerBuilder {
         if let Some(d) = &self.run_dir {
             std::fs::create_dir_all(d).map_err(|e| Error::store("open", d.display().to_string(), e))?;
         }
+        let claim = match (&self.run_dir, self.claim) {
+            (Some(d), true) => Some(Claim::new(&host, d)?),
+            (None, true) => {
+                return Err(Error::invalid("claim_host_netns", "an instance is known by its run directory: set one"))
+            }
+            _ => None,
+        };
         Ok(Controller {
+            claim,
             drivers,
             ipam: self.ipam,
             firewall: self.firewall,
@@ -153,10 +179,22 @@ pub struct Controller {
     host: NetNs,
     run_dir: Option<PathBuf>,
     ops: OpLock,
+    /// This instance's claim on the host namespace (with a run directory).
+    claim: Option<Claim>,
     gateway_bridge: Option<NetworkConfig>,
 }
 
 impl Controller {
+    /// Starts an operation that changes state: takes the operation lock,
+    /// then makes sure no other instance manages the host namespace.
+    pub(crate) fn op(&self) -> Result<OpGuard<'_>> {
+        let g = self.ops.exclusive()?;
+        if let Some(c) = &self.claim {
+            c.take()?;
+        }
+        Ok(g)
+    }
+
     /// A builder with the built-in `host` and `null` drivers, no firewall and
     /// an in-memory store.
     pub fn builder() -> ControllerBuilder {
@@ -168,6 +206,7 @@ impl Controller {
             host: None,
             run_dir: None,
             gateway_bridge: None,
+            claim: false,
         }
     }
 
@@ -277,6 +316,47 @@ impl Controller {
 
     fn find_sandbox(&self, key: &str) -> Result<(Sandbox, u64)> {
         self.find("sandbox", "sandboxes/", key, |s: &Sandbox| &s.name, |s| &s.id)
+    }
+}
+
+impl Controller {
+    /// Once the state holds nothing (no network, endpoint or sandbox),
+    /// removes what cnm keeps beside it: the run directory's namespace mount
+    /// point, the stores' lock files and empty directories, the operation
+    /// lock file, and the run directory itself when empty. Called with the
+    /// operation lock held, at the end of every operation that deletes.
+    pub(super) fn tidy_if_empty(&self) {
+        if let Err(e) = self.try_tidy() {
+            tracing::warn!("{e}");
+        }
+    }
+
+    fn try_tidy(&self) -> Result<()> {
+        for prefix in ["networks/", GLOBAL_NETWORKS, "endpoints/", "sandboxes/"] {
+            if self.store.count(prefix)? > 0 {
+                return Ok(());
+            }
+        }
+        let mut errors = Vec::new();
+        if let Some(dir) = self.netns_dir() {
+            let empty = std::fs::read_dir(&dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+            if empty {
+                errors.extend(NetNs::release_dir(&dir).err().map(Error::from));
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
+        errors.extend(self.store.tidy().err());
+        if let Some(c) = &self.claim {
+            c.release();
+        }
+        if let Some(lock) = self.ops.path() {
+            // Held by us: see `store::lock_file` for why removing it is safe.
+            let _ = std::fs::remove_file(lock);
+        }
+        if let Some(dir) = &self.run_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
+        Error::teardown("remove what an empty state leaves", errors)
     }
 }
 

@@ -18,7 +18,7 @@ impl Controller {
     /// subnets and gateways from IPAM, and has the driver create it. On any
     /// failure everything done so far is undone.
     pub fn create_network(&self, cfg: NetworkConfig) -> Result<Network> {
-        let _op = self.ops.shared()?;
+        let _op = self.op()?;
         self.create_network_locked(cfg)
     }
 
@@ -147,7 +147,7 @@ impl Controller {
 
     /// Deletes a network; refused while it has endpoints.
     pub fn delete_network(&self, key: &str) -> Result<()> {
-        let _op = self.ops.shared()?;
+        let _op = self.op()?;
         let (mut net, rev) = self.find_network(key)?;
         let eps = self.store.list(&format!("endpoints/{}/", net.id))?;
         if !eps.is_empty() {
@@ -160,6 +160,7 @@ impl Controller {
         self.store.put_json(&net_key(&net.name, net.scope), &net, Expect::Revision(rev))?;
         self.teardown_network(&net)?;
         tracing::info!(network = %net.name, "network deleted");
+        self.tidy_if_empty();
         Ok(())
     }
 

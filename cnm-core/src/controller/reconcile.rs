@@ -10,6 +10,22 @@ use crate::error::{Error, Result};
 use crate::model::{Endpoint, JoinState, Network, Sandbox, State};
 use crate::store::StoreExt;
 
+/// Whether a sandbox's namespace is gone for good: its path does not exist,
+/// or is no network namespace any more. Any other failure to open it (too
+/// many open files, no permission) says nothing about the sandbox.
+fn netns_gone(sb: &Sandbox) -> bool {
+    match NetNs::open(&sb.netns) {
+        Ok(_) => false,
+        Err(e) => match e.kind() {
+            cnm_netns::ErrorKind::NotFound | cnm_netns::ErrorKind::InvalidArgument => true,
+            _ => {
+                tracing::warn!(sandbox = %sb.name, "cannot open its namespace, keeping it: {e}");
+                false
+            }
+        },
+    }
+}
+
 /// What [`Controller::restore`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RestoreSummary {
@@ -55,7 +71,7 @@ impl Controller {
     /// uses. Holds the operation lock exclusively, so no operation of another
     /// thread or process is mistaken for a crash's leftovers.
     pub fn reconcile(&self) -> Result<ReconcileReport> {
-        let _op = self.ops.exclusive()?;
+        let _op = self.op()?;
         let mut r = ReconcileReport::default();
         let mut errors = Vec::new();
 
@@ -70,7 +86,10 @@ impl Controller {
         }
 
         // 2. Endpoints whose join, leave, creation or deletion did not finish.
-        for (ep, rev) in self.store.list_json::<Endpoint>("endpoints/")? {
+        //    Each record is read afresh: repairing one endpoint may change
+        //    another (the default route moves to it).
+        for key in self.store.list_keys("endpoints/")? {
+            let Some((ep, rev)) = self.store.get_json::<Endpoint>(&key)? else { continue };
             let net = match self.network_of(&ep) {
                 Ok(net) => net,
                 // Unreachable (a remote store down) is not gone.
@@ -113,7 +132,7 @@ impl Controller {
         // 3. Sandboxes whose namespace is gone (the runtime removed the
         //    container, or the host rebooted): leave everything, drop them.
         for (sb, _) in self.store.list_json::<Sandbox>("sandboxes/")? {
-            if NetNs::open(&sb.netns).is_err() {
+            if netns_gone(&sb) {
                 match self.teardown_sandbox(&sb) {
                     Ok(()) => r.repairs.push(format!("dropped sandbox {:?}: its namespace is gone", sb.name)),
                     Err(e) => errors.push(e),
@@ -152,7 +171,8 @@ impl Controller {
         let networks = self.networks()?;
         let endpoints = self.endpoints(None)?;
         for net in &networks {
-            match self.driver(&net.driver).and_then(|d| d.restore_network(&self.ctx(), net)) {
+            let eps: Vec<Endpoint> = endpoints.iter().filter(|e| e.network_id == net.id).cloned().collect();
+            match self.driver(&net.driver).and_then(|d| d.restore_network(&self.ctx(), net, &eps)) {
                 Ok(v) => r.repairs.extend(v),
                 Err(e) => errors.push(e),
             }
@@ -194,8 +214,9 @@ impl Controller {
                 }
             }
         }
-        if let Err(e) = self.firewall.reapply() {
-            errors.push(e);
+        match self.firewall.repair() {
+            Ok(v) => r.repairs.extend(v),
+            Err(e) => errors.push(e),
         }
 
         // 5. IPAM: addresses and pools nothing uses.
@@ -225,6 +246,20 @@ impl Controller {
                 }
                 Err(e) => errors.push(e),
             }
+            //    Addresses in use whose lease was lost (a deleted lease
+            //    file): taken again, so they are not given out twice.
+            for (pool, addr) in &live {
+                match ipam.addresses(pool) {
+                    Ok(leased) if leased.contains(addr) => {}
+                    Ok(_) => match ipam.request_address(pool, crate::ipam::AddressRequest::Exact(*addr)) {
+                        Ok(_) => {
+                            r.repairs.push(format!("took address {addr} of pool {pool} again: its lease was lost"))
+                        }
+                        Err(e) => errors.push(e),
+                    },
+                    Err(e) => errors.push(e),
+                }
+            }
             match ipam.gc(&live) {
                 Ok(freed) => r.repairs.extend(
                     freed.into_iter().map(|(p, a)| format!("released address {a} of pool {p} that no endpoint uses")),
@@ -251,6 +286,7 @@ impl Controller {
         }
 
         Error::teardown("reconcile", errors)?;
+        self.tidy_if_empty();
         Ok(r)
     }
 }

@@ -29,7 +29,7 @@ impl Controller {
             // The runtime's namespace must exist and be one.
             NetNs::open(p).map_err(|e| Error::invalid("netns", e.to_string()))?;
         }
-        let _op = self.ops.shared()?;
+        let _op = self.op()?;
         let id = Id::random();
         let (netns, owns) = match &cfg.netns {
             Some(p) => (p.clone(), false),
@@ -73,9 +73,11 @@ impl Controller {
     /// Docker does when a container goes), then removes the namespace if the
     /// controller made it. Best effort: every error is reported.
     pub fn delete_sandbox(&self, key: &str) -> Result<()> {
-        let _op = self.ops.shared()?;
+        let _op = self.op()?;
         let (sb, _) = self.find_sandbox(key)?;
-        self.teardown_sandbox(&sb)
+        self.teardown_sandbox(&sb)?;
+        self.tidy_if_empty();
+        Ok(())
     }
 
     pub(super) fn teardown_sandbox(&self, sb: &Sandbox) -> Result<()> {
@@ -120,7 +122,7 @@ impl Controller {
     /// Removes every sandbox whose name or id is not in `live` (the
     /// runtime's containers); returns the names removed.
     pub fn gc(&self, live: &BTreeSet<String>) -> Result<Vec<String>> {
-        let _op = self.ops.shared()?;
+        let _op = self.op()?;
         let mut removed = Vec::new();
         let mut errors = Vec::new();
         for sb in self.sandboxes()? {
@@ -133,6 +135,7 @@ impl Controller {
             }
         }
         Error::teardown("gc", errors)?;
+        self.tidy_if_empty();
         Ok(removed)
     }
 }

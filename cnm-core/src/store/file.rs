@@ -5,8 +5,10 @@
 //! rename, fsync of the directory) and made under an exclusive `flock` on
 //! `DIR/.lock`, which makes compare-and-swap safe between threads and
 //! processes. Reads take no lock: a rename is atomic, so a reader sees the
-//! old file or the new one, never half of one. A file that does not parse is
-//! reported with its path, never skipped.
+//! old file or the new one, never half of one. A key's file that does not
+//! parse is an error naming the file; in a listing it is skipped with a
+//! warning naming the file, so one stray file cannot stop every command.
+//! Deleting a key removes the directories it leaves empty.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -64,34 +66,24 @@ impl FileStore {
     }
 
     fn lock(&self) -> Result<Flock<File>> {
-        let path = self.dir.join(".lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::store("lock", path.display().to_string(), e))?;
-        Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| Error::store("lock", path.display().to_string(), e))
+        lock_file(&self.dir.join(".lock"), FlockArg::LockExclusive)
     }
 
     fn read_path(&self, path: &Path, key: &str) -> Result<Option<KvEntry>> {
-        let bytes = match fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::store("read", path.display().to_string(), e)),
-        };
-        let entry: FileEntry = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::store("read", path.display().to_string(), format!("corrupt state file: {e}")))?;
-        if entry.key != key {
-            return Err(Error::store(
-                "read",
-                path.display().to_string(),
-                format!("file holds key {:?}, expected {key:?}", entry.key),
-            ));
+        match self.read_bytes(path)? {
+            Some(bytes) => parse_entry(&bytes, key)
+                .map(Some)
+                .map_err(|reason| Error::store("read", path.display().to_string(), reason)),
+            None => Ok(None),
         }
-        let value =
-            serde_json::to_vec(&entry.value).map_err(|e| Error::store("read", path.display().to_string(), e))?;
-        Ok(Some(KvEntry { key: entry.key, value, revision: entry.revision }))
+    }
+
+    fn read_bytes(&self, path: &Path) -> Result<Option<Vec<u8>>> {
+        match fs::read(path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::store("read", path.display().to_string(), e)),
+        }
     }
 
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
@@ -148,6 +140,16 @@ impl FileStore {
         Ok(out)
     }
 
+    /// Removes `dir` and its parents up to the store's directory while they
+    /// are empty.
+    fn remove_empty_dirs(&self, dir: &Path) {
+        let mut d = dir;
+        while d != self.dir && d.starts_with(&self.dir) && fs::remove_dir(d).is_ok() {
+            let Some(p) = d.parent() else { break };
+            d = p;
+        }
+    }
+
     /// Removes temporary files left by processes that died mid-write.
     fn remove_stale_temporaries(&self) {
         let mut stack = vec![self.dir.clone()];
@@ -165,6 +167,45 @@ impl FileStore {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Decodes a key's file; the error says what is wrong with it.
+fn parse_entry(bytes: &[u8], key: &str) -> std::result::Result<KvEntry, String> {
+    let entry: FileEntry = serde_json::from_slice(bytes).map_err(|e| format!("corrupt state file: {e}"))?;
+    if entry.key != key {
+        return Err(format!("file holds key {:?}, expected {key:?}", entry.key));
+    }
+    let value = serde_json::to_vec(&entry.value).map_err(|e| e.to_string())?;
+    Ok(KvEntry { key: entry.key, value, revision: entry.revision })
+}
+
+/// Takes a `flock` on `path` (created if needed). A lock file may be
+/// removed by whoever holds it (once nothing is left, nothing of cnm stays
+/// behind), so after the lock is granted the path must still name the file
+/// that was locked; if it does not, the lock is on a removed file and the
+/// whole thing is tried again.
+pub(crate) fn lock_file(path: &Path, arg: FlockArg) -> Result<Flock<File>> {
+    use std::os::unix::fs::MetadataExt;
+    let err = |e: std::io::Error| Error::store("lock", path.display().to_string(), e);
+    loop {
+        let open = || OpenOptions::new().create(true).truncate(false).write(true).open(path);
+        let f = match open() {
+            // Its directory went with the rest of an empty state.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(path.parent().unwrap_or(Path::new("/"))).map_err(err)?;
+                open().map_err(err)?
+            }
+            other => other.map_err(err)?,
+        };
+        let locked = Flock::lock(f, arg).map_err(|(_, e)| err(e.into()))?;
+        let held = locked.metadata().map_err(err)?;
+        match fs::metadata(path) {
+            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok(locked),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(err(e)),
         }
     }
 }
@@ -193,8 +234,13 @@ impl Store for FileStore {
     fn list(&self, prefix: &str) -> Result<Vec<KvEntry>> {
         let mut out = Vec::new();
         for (key, path) in self.files_under(prefix)? {
-            if let Some(entry) = self.read_path(&path, &key)? {
-                out.push(entry);
+            let Some(bytes) = self.read_bytes(&path)? else { continue };
+            match parse_entry(&bytes, &key) {
+                Ok(entry) => out.push(entry),
+                // Not one of ours (a stray or torn file): skip it, say so.
+                Err(reason) => {
+                    tracing::warn!(file = %path.display(), "skipping a state file that is not a record: {reason}")
+                }
             }
         }
         Ok(out)
@@ -232,9 +278,42 @@ impl Store for FileStore {
             return Err(condition_failed(key, expect, current));
         }
         fs::remove_file(&path).map_err(|e| Error::store("delete", path.display().to_string(), e))?;
+        let parent = path.parent().expect("a key file has a parent");
         if self.durable {
-            sync_dir(path.parent().expect("a key file has a parent"))?;
+            sync_dir(parent)?;
         }
+        // Under the lock, so no write is between creating a directory and
+        // renaming its file into it.
+        self.remove_empty_dirs(parent);
+        Ok(())
+    }
+
+    fn tidy(&self) -> Result<()> {
+        // Only when the store holds nothing; the lock file goes last, while
+        // held (see `lock_file`).
+        let lock = self.lock()?;
+        if !self.files_under("")?.is_empty() {
+            return Ok(());
+        }
+        let mut dirs = Vec::new();
+        let mut stack = vec![self.dir.clone()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                    dirs.push(e.path());
+                }
+            }
+        }
+        // Deepest first; a directory holding anything else stays.
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            let _ = fs::remove_dir(d);
+        }
+        let _ = fs::remove_file(self.dir.join(".lock"));
+        drop(lock);
+        let _ = fs::remove_dir(&self.dir);
         Ok(())
     }
 }
@@ -258,16 +337,19 @@ mod tests {
     }
 
     #[test]
-    fn files_are_readable_json_and_garbage_is_reported_with_its_path() {
+    fn files_are_readable_json_and_garbage_is_named_or_skipped() {
         let d = tmpdir("garbage");
         let s = FileStore::open(&d).unwrap();
         s.put("networks/tn", br#"{"Name":"tn"}"#, Expect::Absent).unwrap();
         let text = fs::read_to_string(d.join("networks/tn.json")).unwrap();
         assert!(text.contains("\"Name\": \"tn\""), "{text}");
         fs::write(d.join("networks/torn.json"), b"{\"key\": \"networks/to").unwrap();
-        let e = s.list("networks/").unwrap_err();
+        // A single read names the file; a listing skips it and goes on.
+        let e = s.get("networks/torn").unwrap_err();
         assert!(e.to_string().contains("networks/torn.json"), "{e}");
         assert!(e.to_string().contains("corrupt"), "{e}");
+        let keys: Vec<String> = s.list("networks/").unwrap().into_iter().map(|e| e.key).collect();
+        assert_eq!(keys, ["networks/tn"]);
         assert_eq!(s.put("x", b"not json", Expect::Any).unwrap_err().kind(), crate::ErrorKind::InvalidParameter);
         fs::remove_dir_all(&d).unwrap();
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub(crate) use file::lock_file;
 pub use file::FileStore;
 pub use mem::MemStore;
 pub use split::SplitStore;
@@ -94,6 +95,13 @@ pub trait Store: Send + Sync {
 
     /// Deletes `key` if `expect` holds. A missing key gives [`Error::NotFound`].
     fn delete(&self, key: &str, expect: Expect) -> Result<()>;
+
+    /// Removes what the store keeps beside its records (lock files, empty
+    /// directories) when it holds no record at all, so that once everything
+    /// is deleted nothing of it remains. Optional; a no-op by default.
+    fn tidy(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Watches every key under `prefix`. Optional.
     fn watch(&self, prefix: &str) -> Result<Box<dyn Watch>> {

@@ -116,6 +116,11 @@ impl Store for SplitStore {
         self.route(key).delete(key, expect)
     }
 
+    fn tidy(&self) -> Result<()> {
+        let errors: Vec<_> = [self.durable.tidy().err(), self.volatile.tidy().err()].into_iter().flatten().collect();
+        crate::Error::teardown("tidy the store", errors)
+    }
+
     fn watch(&self, prefix: &str) -> Result<Box<dyn Watch>> {
         self.route(prefix).watch(prefix)
     }

@@ -340,7 +340,7 @@ impl NetworkDriver for FakeDriver {
         self.gateway_calls.lock().unwrap().push((ep.name.clone(), on));
         Ok(())
     }
-    fn restore_network(&self, _: &DriverContext<'_>, net: &Network) -> Result<Vec<String>> {
+    fn restore_network(&self, _: &DriverContext<'_>, net: &Network, _: &[Endpoint]) -> Result<Vec<String>> {
         let obj = format!("net:{}", net.id);
         if self.objects().contains(&obj) {
             return Ok(vec![]);
