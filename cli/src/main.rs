@@ -49,14 +49,14 @@ fn usage_error(e: clap::Error) -> ! {
 
 fn main() {
     let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
-    if cli.verbose > 0 {
-        let level = match cli.verbose {
-            1 => tracing::Level::INFO,
-            2 => tracing::Level::DEBUG,
-            _ => tracing::Level::TRACE,
-        };
-        tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).init();
-    }
+    // Warnings (a skipped stray state file) always reach stderr.
+    let level = match cli.verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::INFO,
+        2 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).init();
     let result = match &cli.cmd {
         Cmd::Demo => demo::run(&cli).map(|ok| if ok { 0 } else { 1 }),
         Cmd::Completions { shell } => {

@@ -330,3 +330,110 @@ fn the_agent_reconciles_until_told_to_stop() {
     assert!(out.contains("re-created bridge") && out.contains("stopped after"), "{out}");
     c.ok(&["network", "rm", "web"]);
 }
+
+/// What the stress run and a code review found (issue 14), each changed by
+/// hand the way an operator or a crash would, then repaired by one
+/// `reconcile` that says what it did, after which a second finds nothing.
+#[test]
+fn reconcile_repairs_what_was_changed_by_hand_in_one_pass() {
+    let Some(c) = Cnm::new("cli_repairs") else { return };
+    c.ok(&["network", "create", "--subnet", "10.61.0.0/24", "web"]);
+    c.ok(&["sandbox", "create", "s1"]);
+    c.ok(&["connect", "-p", "8080:80", "web", "s1"]);
+    let net: serde_json::Value = serde_json::from_str(&c.ok(&["network", "inspect", "web"])).unwrap();
+    let bridge = format!("br-{}", &net[0]["Id"].as_str().unwrap()[..12]);
+    let ns = &c.host.ns;
+    let host = &c.host;
+    // A bridge down without its gateway, forwarding off, a lost lease, a
+    // flushed ruleset.
+    host.exec(ns, "ip", &["addr", "flush", "dev", &bridge]);
+    host.exec(ns, "ip", &["link", "set", &bridge, "down"]);
+    host.exec(ns, "sysctl", &["-qw", "net.ipv4.ip_forward=0"]);
+    let lease = walk(&c.run).into_iter().find(|p| p.to_string_lossy().contains("10.61.0.2")).expect("a lease file");
+    std::fs::remove_file(&lease).unwrap();
+    host.exec(ns, "nft", &["flush", "ruleset"]);
+    let said = c.ok(&["reconcile"]);
+    for want in [
+        "re-added gateway 10.61.0.1/24",
+        "brought bridge",
+        "ip_forward",
+        "took address 10.61.0.2",
+        "rebuilt the nftables",
+    ] {
+        assert!(said.contains(want), "reconcile did not say {want:?}: {said}");
+    }
+    assert_eq!(c.ok(&["reconcile"]).trim(), "nothing to repair");
+    assert!(lease.exists(), "the lease is taken again");
+    assert!(host.exec(ns, "nft", &["list", "map", "inet", "cnm", "dnat4_any"]).contains("8080"));
+
+    // A deleted bridge comes back with its ports.
+    host.exec(ns, "ip", &["link", "del", &bridge]);
+    let said = c.ok(&["reconcile"]);
+    assert!(said.contains("re-created bridge") && said.contains("to bridge"), "{said}");
+    let veth = host.ip_json(ns, &["link", "show", "master", &bridge]);
+    assert_eq!(veth.as_array().unwrap().len(), 1, "the veth is on the bridge again: {veth}");
+    assert_eq!(c.ok(&["reconcile"]).trim(), "nothing to repair");
+
+    // A connect after `nft flush ruleset` rebuilds the table itself.
+    host.exec(ns, "nft", &["flush", "ruleset"]);
+    c.ok(&["sandbox", "create", "s2"]);
+    c.ok(&["connect", "-p", "8081:80", "web", "s2"]);
+    let map = host.exec(ns, "nft", &["list", "map", "inet", "cnm", "dnat4_any"]);
+    assert!(map.contains("8080") && map.contains("8081"), "{map}");
+
+    // A stray file in the state directory is skipped with a warning.
+    std::fs::write(c.state.join("networks/junk.json"), b"not a record").unwrap();
+    let o = c.run(&["network", "ls"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("junk.json"), "the warning names the file");
+    std::fs::remove_file(c.state.join("networks/junk.json")).unwrap();
+
+    // A second instance (another run directory) in the same host namespace
+    // is refused, naming the first, and changes nothing.
+    let other = Command::new(env!("CARGO_BIN_EXE_cnm"))
+        .arg("--state-dir")
+        .arg(c.host.dir().join("state2"))
+        .arg("--run-dir")
+        .arg(c.host.dir().join("run2"))
+        .arg("--host-netns")
+        .arg(c.host.ns.proc_path())
+        .args(["network", "create", "--subnet", "10.62.0.0/24", "other"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert_eq!(other.status.code(), Some(1), "{err}");
+    assert!(err.contains("another cnm instance") && err.contains(c.run.to_str().unwrap()), "{err}");
+    assert!(!c.host_links().iter().any(|l| l.starts_with("br-") && l != &bridge));
+
+    // Everything removed: nothing of cnm remains.
+    c.ok(&["sandbox", "rm", "s1"]);
+    c.ok(&["sandbox", "rm", "s2"]);
+    c.ok(&["network", "rm", "web"]);
+    assert!(!c.state.exists() && !c.run.exists(), "left: {:?} {:?}", walk(&c.state), walk(&c.run));
+    assert!(!host.exec(ns, "nft", &["list", "tables"]).contains("cnm"));
+    // The first instance is gone, so the second may now work here.
+    for args in [&["network", "create", "--subnet", "10.62.0.0/24", "other"][..], &["network", "rm", "other"]] {
+        let o = Command::new(env!("CARGO_BIN_EXE_cnm"))
+            .arg("--state-dir")
+            .arg(c.host.dir().join("state2"))
+            .arg("--run-dir")
+            .arg(c.host.dir().join("run2"))
+            .arg("--host-netns")
+            .arg(c.host.ns.proc_path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+fn walk(d: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        out.push(e.path());
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        }
+    }
+    out
+}

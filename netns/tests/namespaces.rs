@@ -122,3 +122,22 @@ fn eight_threads_each_in_their_own_namespace() {
     }
     assert_eq!(host.exec(&host.ns, "ip", &["-o", "link", "show"]).lines().count(), 1);
 }
+
+/// A command outlives the `NetNs` it was made from: its child still enters
+/// that namespace, even when the descriptor number was reused in between
+/// (here by another namespace opened right after the drop).
+#[test]
+fn a_command_enters_its_namespace_after_the_netns_is_dropped() {
+    let Some(host) = TestHost::new("command_outlives_netns") else { return };
+    let ns = host.ns.try_clone().unwrap();
+    let want = ns.inode().unwrap();
+    let mut cmd = ns.command("readlink");
+    cmd.arg("/proc/self/ns/net");
+    drop(ns);
+    // Likely to take the freed descriptor number.
+    let other = NetNs::create_anonymous().unwrap();
+    assert_ne!(other.inode().unwrap(), want);
+    let out = cmd.output().unwrap();
+    let link = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(link.trim(), format!("net:[{want}]"), "the child entered another namespace");
+}
