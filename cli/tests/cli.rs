@@ -2,6 +2,10 @@
 //! state directory and a fresh host namespace (`--host-netns`) per test,
 //! results checked with iproute2 and against Docker's reference shapes.
 
+mod common;
+
+use common::walk;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -390,16 +394,19 @@ fn reconcile_repairs_what_was_changed_by_hand_in_one_pass() {
 
     // A second instance (another run directory) in the same host namespace
     // is refused, naming the first, and changes nothing.
-    let other = Command::new(env!("CARGO_BIN_EXE_cnm"))
-        .arg("--state-dir")
-        .arg(c.host.dir().join("state2"))
-        .arg("--run-dir")
-        .arg(c.host.dir().join("run2"))
-        .arg("--host-netns")
-        .arg(c.host.ns.proc_path())
-        .args(["network", "create", "--subnet", "10.62.0.0/24", "other"])
-        .output()
-        .unwrap();
+    let second = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cnm"))
+            .arg("--state-dir")
+            .arg(c.host.dir().join("state2"))
+            .arg("--run-dir")
+            .arg(c.host.dir().join("run2"))
+            .arg("--host-netns")
+            .arg(c.host.ns.proc_path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let other = second(&["network", "create", "--subnet", "10.62.0.0/24", "other"]);
     let err = String::from_utf8_lossy(&other.stderr);
     assert_eq!(other.status.code(), Some(1), "{err}");
     assert!(err.contains("another cnm instance") && err.contains(c.run.to_str().unwrap()), "{err}");
@@ -413,27 +420,7 @@ fn reconcile_repairs_what_was_changed_by_hand_in_one_pass() {
     assert!(!host.exec(ns, "nft", &["list", "tables"]).contains("cnm"));
     // The first instance is gone, so the second may now work here.
     for args in [&["network", "create", "--subnet", "10.62.0.0/24", "other"][..], &["network", "rm", "other"]] {
-        let o = Command::new(env!("CARGO_BIN_EXE_cnm"))
-            .arg("--state-dir")
-            .arg(c.host.dir().join("state2"))
-            .arg("--run-dir")
-            .arg(c.host.dir().join("run2"))
-            .arg("--host-netns")
-            .arg(c.host.ns.proc_path())
-            .args(args)
-            .output()
-            .unwrap();
+        let o = second(args);
         assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
     }
-}
-
-fn walk(d: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-        out.push(e.path());
-        if e.path().is_dir() {
-            out.extend(walk(&e.path()));
-        }
-    }
-    out
 }

@@ -12,6 +12,10 @@
 //! seed, so `CNM_STRESS_SEED=… cargo test -p cnm-cli --test stress` repeats
 //! its choices (the interleaving of processes is the machine's).
 
+mod common;
+
+use common::walk;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -310,17 +314,6 @@ impl Stress {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!mounts.contains(self.host.dir().to_str().unwrap()), "mounts left: {mounts}");
     }
-}
-
-fn walk(d: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
-        out.push(e.path());
-        if e.path().is_dir() {
-            out.extend(walk(&e.path()));
-        }
-    }
-    out
 }
 
 /// Waits until something listens on TCP `port` in `ns` (`ss`), 10 s at most.
