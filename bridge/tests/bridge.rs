@@ -149,10 +149,16 @@ fn two_sandboxes_talk_reach_the_outside_masqueraded_and_publish_ports() {
     r.ctl.delete_sandbox("c2").unwrap();
     r.ctl.delete_sandbox("c1").unwrap();
     r.ctl.delete_network("tn").unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let left = r.host.ip_json(&r.host.ns, &["link", "show"]);
-    let names: Vec<&str> = left.as_array().unwrap().iter().map(|l| l["ifname"].as_str().unwrap()).collect();
-    assert_eq!(names, vec!["lo", "uplink"], "nothing left behind");
+    // Detached veths go in the reaper's next batch.
+    let names = || -> Vec<String> {
+        let left = r.host.ip_json(&r.host.ns, &["link", "show"]);
+        left.as_array().unwrap().iter().map(|l| l["ifname"].as_str().unwrap().to_string()).collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while names() != ["lo", "uplink"] && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(names(), vec!["lo", "uplink"], "nothing left behind");
 }
 
 #[test]

@@ -424,3 +424,31 @@ fn reconcile_repairs_what_was_changed_by_hand_in_one_pass() {
         assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
     }
 }
+
+/// Reconcile drops a sandbox only when its namespace is gone for good; a
+/// namespace it merely cannot open now (here a path that loops, `ELOOP`;
+/// in production `EMFILE` or `EACCES`) is kept with its endpoints.
+#[test]
+fn reconcile_keeps_a_sandbox_whose_namespace_it_cannot_open() {
+    let Some(c) = Cnm::new("cli_keep_sandbox") else { return };
+    let ctr = c.host.named_container("k1").unwrap();
+    let link = c.host.dir().join("k1-link");
+    std::os::unix::fs::symlink(c.host.dir().join("k1"), &link).unwrap();
+    c.ok(&["network", "create", "--subnet", "10.63.0.0/24", "n"]);
+    c.ok(&["sandbox", "create", "--netns", link.to_str().unwrap(), "s1"]);
+    c.ok(&["connect", "n", "s1"]);
+
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&link, &link).unwrap();
+    let said = c.ok(&["reconcile"]);
+    assert!(!said.contains("dropped sandbox"), "{said}");
+    assert!(c.ok(&["sandbox", "ls"]).contains("s1"));
+    let addrs = c.host.ip_json(&ctr.ns, &["addr", "show"]).to_string();
+    assert!(addrs.contains("10.63.0.2"), "the sandbox kept its interface: {addrs}");
+
+    // Gone for real: the path no longer exists.
+    std::fs::remove_file(&link).unwrap();
+    let said = c.ok(&["reconcile"]);
+    assert!(said.contains("dropped sandbox \"s1\""), "{said}");
+    c.ok(&["network", "rm", "n"]);
+}

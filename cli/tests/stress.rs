@@ -7,7 +7,7 @@
 //! reconcile must find nothing to repair, every endpoint must answer on its
 //! published ports, and removing everything must leave nothing at all.
 //!
-//! Size: `CNM_STRESS_OPS` commands per worker (default 10); seed:
+//! Size: `CNM_STRESS_OPS` commands per worker (default 20); seed:
 //! `CNM_STRESS_SEED` (default: from the clock). A failing run prints its
 //! seed, so `CNM_STRESS_SEED=… cargo test -p cnm-cli --test stress` repeats
 //! its choices (the interleaving of processes is the machine's).
@@ -61,6 +61,10 @@ struct Counts {
     kills: AtomicUsize,
     /// Repairs reported by the reconciles among the random commands.
     repairs: AtomicUsize,
+    /// Commands killed while they held the operation lock: mid-operation.
+    lock_kills: AtomicUsize,
+    /// Our running `cnm` children (only these may be killed).
+    running: std::sync::Mutex<BTreeSet<u32>>,
 }
 
 impl Stress {
@@ -106,9 +110,10 @@ impl Stress {
             _ => vec!["reconcile".into()],
         };
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let kill_after = (rng.below(4) == 0).then(|| Duration::from_micros(rng.below(30_000)));
+        let kill_after = (rng.below(6) == 0).then(|| Duration::from_micros(rng.below(30_000)));
         let mut child = self.cnm(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("running cnm");
         counts.commands.fetch_add(1, Ordering::Relaxed);
+        counts.running.lock().unwrap().insert(child.id());
         if let Some(after) = kill_after {
             std::thread::sleep(after);
             if child.try_wait().unwrap().is_none() {
@@ -116,8 +121,13 @@ impl Stress {
                 counts.kills.fetch_add(1, Ordering::Relaxed);
             }
         }
+        let pid = child.id();
         let out = child.wait_with_output().unwrap();
+        counts.running.lock().unwrap().remove(&pid);
         let stderr = String::from_utf8_lossy(&out.stderr);
+        if args == ["reconcile"] && !out.status.success() && std::env::var_os("CNM_STRESS_VERBOSE").is_some() {
+            eprintln!("reconcile failed ({:?}): {stderr}", out.status);
+        }
         if args == ["reconcile"] && out.status.success() {
             let said = String::from_utf8_lossy(&out.stdout);
             let n = said.lines().filter(|l| *l != "nothing to repair").count();
@@ -128,6 +138,34 @@ impl Stress {
         assert!(!stderr.contains("panicked"), "cnm {args:?} panicked: {stderr}");
         if out.status.code() == Some(1) {
             assert!(!stderr.contains("internal error"), "cnm {args:?}: {stderr}");
+        }
+    }
+
+    /// Until `done`: now and then, SIGKILLs the command that holds the
+    /// operation lock (found in `/proc/locks`), so kills land inside
+    /// operations rather than in processes waiting for their turn.
+    fn kill_lock_holders(&self, rng: &mut Rng, counts: &Counts, done: &std::sync::atomic::AtomicBool) {
+        use std::os::unix::fs::MetadataExt;
+        while !done.load(Ordering::Relaxed) {
+            // Not synchronisation: a random pause picks a random moment.
+            std::thread::sleep(Duration::from_micros(2000 + rng.below(25_000)));
+            let Ok(ino) = std::fs::metadata(self.run.join("ops.lock")).map(|m| m.ino()) else { continue };
+            let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+            let holder = locks.lines().filter(|l| !l.contains("->")).find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let same = f.len() > 5 && f[1] == "FLOCK" && f[5].rsplit(':').next() == Some(&ino.to_string());
+                same.then(|| f[4].parse::<u32>().ok()).flatten()
+            });
+            let Some(pid) = holder else { continue };
+            std::thread::sleep(Duration::from_micros(rng.below(3000)));
+            let running = counts.running.lock().unwrap();
+            // Half the time let it finish: reconciles, which hold the lock
+            // longest, must complete now and then too.
+            if running.contains(&pid) && rng.below(2) == 0 {
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                counts.lock_kills.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -214,18 +252,26 @@ impl Stress {
             .collect();
         want_ports.sort();
         assert_eq!(self.kernel_ports(), want_ports, "published ports in the kernel against the store");
+        eprintln!(
+            "checked {} networks, {} sandboxes, {} endpoints and {} published ports against the kernel",
+            nets.len(),
+            sbs.len(),
+            eps.len(),
+            want_ports.len()
+        );
     }
 
     /// `HOSTPORT:CONTAINERPORT` of every published TCP port in the kernel.
     fn kernel_ports(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.firewall == "nftables" {
-            let j: serde_json::Value = serde_json::from_str(&self.host.exec(
-                &self.host.ns,
-                "nft",
-                &["-j", "list", "map", "inet", "cnm", "dnat4_any"],
-            ))
-            .unwrap();
+            // No table at all when no network is left.
+            let Ok(listing) = self.host.ns.exec("nft", ["-j", "list", "map", "inet", "cnm", "dnat4_any"]) else {
+                let tables = self.host.exec(&self.host.ns, "nft", &["list", "tables"]);
+                assert!(!tables.contains("cnm"), "the table exists but has no map: {tables}");
+                return out;
+            };
+            let j: serde_json::Value = serde_json::from_str(&listing).unwrap();
             for item in j["nftables"].as_array().unwrap() {
                 for e in item["map"]["elem"].as_array().into_iter().flatten() {
                     // [[{"concat": ["tcp", 20001]}, {"concat": ["10.120.0.2", 80]}]]
@@ -340,7 +386,7 @@ fn stress(test: &str, firewall: &'static str) {
     let (state, run) = (host.dir().join("state"), host.dir().join("run"));
     let s = Arc::new(Stress { host, state, run, firewall });
     let seed = seed();
-    let ops: usize = std::env::var("CNM_STRESS_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let ops: usize = std::env::var("CNM_STRESS_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     eprintln!("{test}: seed {seed} (repeat with CNM_STRESS_SEED={seed}), {WORKERS} workers x {ops} commands");
     // The seed is printed again if anything below panics.
     struct SaySeed(u64, &'static str);
@@ -354,21 +400,32 @@ fn stress(test: &str, firewall: &'static str) {
     let _say = SaySeed(seed, if firewall == "nftables" { "stress_nftables" } else { "stress_iptables" });
 
     let counts = Arc::new(Counts::default());
+    let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|sc| {
-        for w in 0..WORKERS {
-            let (s, counts) = (s.clone(), counts.clone());
-            sc.spawn(move || {
-                let mut rng = Rng(seed.wrapping_add((w as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1);
-                for _ in 0..ops {
-                    s.random_command(&mut rng, &counts);
-                }
-            });
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                let (s, counts) = (s.clone(), counts.clone());
+                sc.spawn(move || {
+                    let mut rng = Rng(seed.wrapping_add((w as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1);
+                    for _ in 0..ops {
+                        s.random_command(&mut rng, &counts);
+                    }
+                })
+            })
+            .collect();
+        let killer = sc.spawn(|| s.kill_lock_holders(&mut Rng(seed ^ 0x5555_aaaa_5555_aaaa | 1), &counts, &done));
+        for w in workers {
+            w.join().unwrap();
         }
+        done.store(true, Ordering::Relaxed);
+        killer.join().unwrap();
     });
     eprintln!(
-        "{test}: {} commands, {} killed mid-way, {} repairs by the reconciles among them",
+        "{test}: {} commands, {} killed at random moments, {} killed holding the operation lock, {} repairs by \
+         the reconciles among them",
         counts.commands.load(Ordering::Relaxed),
         counts.kills.load(Ordering::Relaxed),
+        counts.lock_kills.load(Ordering::Relaxed),
         counts.repairs.load(Ordering::Relaxed)
     );
 

@@ -68,9 +68,7 @@ fn child_entry() {
         "crash-loop" => crash_loop(&dir),
         "create-network" => {
             let name = std::env::var("CNM_NAME").unwrap();
-            while !dir.join("go").exists() {
-                std::thread::sleep(Duration::from_micros(200));
-            }
+            ready_then_wait_for_go(&dir);
             let o = open(&dir);
             match o.ctl.create_network(NetworkConfig::new(name, "bridge")) {
                 Ok(_) => println!("RESULT OK"),
@@ -80,9 +78,7 @@ fn child_entry() {
         }
         "connect" => {
             let name = std::env::var("CNM_NAME").unwrap();
-            while !dir.join("go").exists() {
-                std::thread::sleep(Duration::from_micros(200));
-            }
+            ready_then_wait_for_go(&dir);
             let o = open(&dir);
             let sb =
                 SandboxConfig { name: name.clone(), netns: Some("/proc/self/ns/net".into()), ..Default::default() };
@@ -201,12 +197,32 @@ fn sigkill_at_random_moments_leaves_a_consistent_state() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Starts one child per name in `mode`, releases them at once, and returns
-/// each one's RESULT line.
+/// In a child: says it is ready (a file named by its pid), then waits for
+/// the parent's "go".
+fn ready_then_wait_for_go(dir: &Path) {
+    std::fs::write(dir.join(format!("ready-{}", std::process::id())), b"").unwrap();
+    while !dir.join("go").exists() {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Starts one child per name in `mode`, releases them at once when all are
+/// ready, and returns each one's RESULT line.
 fn race(dir: &Path, mode: &str, names: &[String]) -> Vec<(String, String)> {
     let kids: Vec<_> =
         names.iter().map(|n| (n.clone(), child(mode, dir).env("CNM_NAME", n).spawn().unwrap())).collect();
-    std::thread::sleep(Duration::from_millis(100));
+    let ready = || {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("ready-"))
+            .count()
+    };
+    let t = Instant::now();
+    while ready() < kids.len() {
+        assert!(t.elapsed() < Duration::from_secs(60), "only {} of {} children got ready", ready(), kids.len());
+        std::thread::sleep(Duration::from_millis(1));
+    }
     std::fs::write(dir.join("go"), b"").unwrap();
     kids.into_iter()
         .map(|(name, c)| {

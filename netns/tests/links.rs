@@ -292,12 +292,19 @@ fn bridge_port_hairpin_alias_and_group() {
     assert_eq!(port["hairpin"], true, "{port}");
     let j = link_json(&host, &host.ns, "vc");
     assert_eq!((j["ifalias"].as_str(), j["inet6_addr_gen_mode"].as_str()), (Some("cnm:endpoint-2"), Some("none")));
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    // The positive control first: the peer, created without it, gets its
+    // link-local address (the kernel adds it asynchronously) ...
+    let t = std::time::Instant::now();
+    let peer_has_one =
+        || !host.ip_json(&host.ns, &["-6", "addr", "show", "dev", "vd"])[0]["addr_info"].as_array().unwrap().is_empty();
+    while !peer_has_one() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "the peer never got its link-local address");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // ... by which time `vc`, which got carrier at the same moment, would
+    // have had one too.
     let addrs = host.ip_json(&host.ns, &["-6", "addr", "show", "dev", "vc"]);
     assert!(addrs.as_array().unwrap().iter().all(|a| a["addr_info"].as_array().unwrap().is_empty()), "{addrs}");
-    // The peer, created without it, has its link-local address.
-    let peer = host.ip_json(&host.ns, &["-6", "addr", "show", "dev", "vd"]);
-    assert!(!peer[0]["addr_info"].as_array().unwrap().is_empty(), "{peer}");
     // Hairpin needs a bridge, and that is checked before the kernel is asked.
     let e = h.link_add(&LinkAdd::veth("ve", VethPeer::new("vf")).hairpin()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
