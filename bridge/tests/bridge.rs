@@ -173,7 +173,8 @@ fn isolation_internal_and_icc() {
     noicc.options.insert("com.docker.network.bridge.enable_icc".into(), "false".into());
     r.ctl.create_network(noicc).unwrap();
     let (a1, _) = r.sandbox("a1", "a", EndpointConfig::default());
-    let (_b1, eb) = r.sandbox("b1", "b", EndpointConfig::default());
+    let published = EndpointConfig { ports: vec!["8080:80".parse().unwrap()], ..Default::default() };
+    let (b1, eb) = r.sandbox("b1", "b", published);
     let (i1, _) = r.sandbox("i1", "int", EndpointConfig::default());
     let (n1, _) = r.sandbox("n1", "noicc", EndpointConfig::default());
     let (_n2, en2) = r.sandbox("n2", "noicc", EndpointConfig::default());
@@ -182,6 +183,13 @@ fn isolation_internal_and_icc() {
     assert!(!r.ping(&i1, OUTSIDE_IP), "an internal network cannot reach the outside");
     assert!(!r.ping(&n1, &ip(&en2)), "icc off blocks container to container");
     assert!(r.ping(&n1, OUTSIDE_IP));
+    // Another network's published port, through the container's own
+    // gateway: reached from a non-internal network (the positive control
+    // on the same path), never from an internal one.
+    let _srv = tcp_peer(&r.host, &b1, 80);
+    let gw = |net: &str| r.ctl.network(net).unwrap().pools[0].gateway.unwrap().addr().to_string();
+    assert!(!ask_ok(&a1, &format!("TCP4:{}:8080", gw("a"))).is_empty(), "a published port is public");
+    assert_eq!(ask(&i1, &format!("TCP4:{}:8080", gw("int"))), "", "nothing leaves an internal network");
     let mut bad = NetworkConfig::new("bad", "bridge");
     bad.options.insert("com.docker.network.bridge.nonsense".into(), "1".into());
     let e = r.ctl.create_network(bad).unwrap_err();

@@ -123,7 +123,13 @@ pub fn render(d: &Desired, f: Family, missing_jumps: &[(&str, &str)]) -> String 
     for n in &d.networks {
         let b = &n.interface;
         let t = tag(&n.id);
-        phases[0].push(format!("-A CNM-FORWARD -o {b} -m conntrack --ctstate RELATED,ESTABLISHED {t} -j ACCEPT"));
+        if n.internal {
+            // First of all: nothing leaves or enters an internal network,
+            // not even to or from another network's published port.
+            phases[0].push(format!("-A CNM-FORWARD -i {b} ! -o {b} {t} -j DROP"));
+            phases[0].push(format!("-A CNM-FORWARD -o {b} ! -i {b} {t} -j DROP"));
+        }
+        phases[1].push(format!("-A CNM-FORWARD -o {b} -m conntrack --ctstate RELATED,ESTABLISHED {t} -j ACCEPT"));
         if !n.internal {
             phases[1].push(format!("-A CNM-FORWARD -o {b} -m conntrack --ctstate DNAT {t} -j ACCEPT"));
         }
@@ -131,10 +137,7 @@ pub fn render(d: &Desired, f: Family, missing_jumps: &[(&str, &str)]) -> String 
             phases[2].push(format!("-A CNM-FORWARD -i {b} -o {} {t} -j DROP", o.interface));
         }
         phases[3].push(format!("-A CNM-FORWARD -i {b} -o {b} {t} -j {}", if n.icc { "ACCEPT" } else { "DROP" }));
-        if n.internal {
-            phases[4].push(format!("-A CNM-FORWARD -i {b} {t} -j DROP"));
-            phases[4].push(format!("-A CNM-FORWARD -o {b} {t} -j DROP"));
-        } else {
+        if !n.internal {
             phases[4].push(format!("-A CNM-FORWARD -i {b} {t} -j ACCEPT"));
             for p in d.ports.iter().filter(|p| p.network == n.id) {
                 let mut seen = std::collections::BTreeSet::new();

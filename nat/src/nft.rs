@@ -36,7 +36,13 @@ fn forward_rules(all: &[FirewallNetwork]) -> Vec<String> {
     for n in all {
         let b = q(&n.interface);
         let tag = format!("comment \"cnm:{}\"", n.id);
-        phases[0].push(format!("oifname {b} ct state established,related accept {tag}"));
+        if n.internal {
+            // First of all: nothing leaves or enters an internal network,
+            // not even to or from another network's published port.
+            phases[0].push(format!("iifname {b} oifname != {b} drop {tag}"));
+            phases[0].push(format!("oifname {b} iifname != {b} drop {tag}"));
+        }
+        phases[1].push(format!("oifname {b} ct state established,related accept {tag}"));
         if !n.internal {
             // Published ports are public: DNAT'ed traffic gets in from anywhere.
             phases[1].push(format!("oifname {b} ct status dnat accept {tag}"));
@@ -45,10 +51,7 @@ fn forward_rules(all: &[FirewallNetwork]) -> Vec<String> {
             phases[2].push(format!("iifname {b} oifname @bridges oifname != {b} drop {tag}"));
         }
         phases[3].push(format!("iifname {b} oifname {b} {} {tag}", if n.icc { "accept" } else { "drop" }));
-        if n.internal {
-            phases[4].push(format!("iifname {b} drop {tag}"));
-            phases[4].push(format!("oifname {b} drop {tag}"));
-        } else {
+        if !n.internal {
             phases[4].push(format!("iifname {b} accept {tag}"));
             // From outside, straight to a container: only to a published port.
             phases[5].push(format!("oifname {b} ip daddr . meta l4proto . th dport @published4 accept {tag}"));

@@ -277,6 +277,12 @@ fn isolation_suite(backend: Backend, test: &str) {
     assert!(!ping(&c, "10.88.4.3"), "icc off: no container-to-container traffic");
     assert!(!ping(&c2, "10.88.4.2"));
     assert!(ping(&c, OUTSIDE_IP), "icc off still has egress");
+    // b publishes a port: reached from network A through A's gateway (the
+    // positive control on the same path), never from the internal network.
+    let _srv = echo_peer(&t.host, &b, "tcp", 80);
+    t.publish("epb", "net-brB", &["10.88.2.2"], &["8080:80"]);
+    assert!(!ask_ok(&a, "tcp", "10.88.1.1", 8080).is_empty(), "a published port is public");
+    assert_eq!(ask(&i, "tcp", "10.88.3.1", 8080), "", "nothing leaves an internal network");
     let _ = (a2,);
 }
 
