@@ -61,6 +61,12 @@ fn boolean(key: &str, v: &str) -> Result<bool> {
     }
 }
 
+/// Docker's character set for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+fn docker_charset(v: &str) -> bool {
+    v.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
+        && v.bytes().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
+}
+
 impl BridgeNetworkOptions {
     /// Decodes Docker's option keys; an unknown key is an error naming it.
     pub fn from_docker(opts: &BTreeMap<String, String>) -> Result<BridgeNetworkOptions> {
@@ -68,7 +74,13 @@ impl BridgeNetworkOptions {
         for (k, v) in opts {
             match k.as_str() {
                 NAME => {
-                    cnm_netns::validate_ifname("bridge name", v).map_err(|e| Error::invalid(format!("option {NAME}"), e.to_string()))?;
+                    let bad = |reason: String| Error::invalid(format!("option {NAME}"), reason);
+                    cnm_netns::validate_ifname("bridge name", v).map_err(|e| bad(e.to_string()))?;
+                    // The name goes into firewall rules: Docker's character
+                    // set only, so no quote or other syntax can get in.
+                    if !docker_charset(v) {
+                        return Err(bad(format!("{v:?} must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")));
+                    }
                     o.name = Some(v.clone());
                 }
                 ENABLE_ICC => o.icc = boolean(k, v)?,
@@ -104,6 +116,17 @@ impl BridgeNetworkOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bridge_names_outside_dockers_character_set_are_refused() {
+        for bad in ["x\"accept#", "a b", "-x", "br;x", "x{y}"] {
+            let opts = BTreeMap::from([(NAME.to_string(), bad.to_string())]);
+            let e = BridgeNetworkOptions::from_docker(&opts).unwrap_err();
+            assert!(e.to_string().contains(NAME), "{bad:?}: {e}");
+        }
+        let opts = BTreeMap::from([(NAME.to_string(), "docker_1.x-y".to_string())]);
+        assert!(BridgeNetworkOptions::from_docker(&opts).is_ok());
+    }
 
     #[test]
     fn docker_keys_decode_and_unknown_keys_are_named() {

@@ -177,6 +177,13 @@ fn documented_errors_are_one_line_and_leave_nothing_half_done() {
         (vec!["--store", "s3://bucket", "network", "ls"], "--store"),
         // No etcd in the test's namespace.
         (vec!["--store", "etcd://127.0.0.1:2379", "network", "ls"], "--store: etcd at 127.0.0.1:2379 is unreachable"),
+        // Nothing can be injected into the firewall's rules or resolv.conf.
+        (
+            vec!["network", "create", "-o", "com.docker.network.bridge.name=x\"accept#", "x"],
+            "com.docker.network.bridge.name: \"x\\\"accept#\"",
+        ),
+        (vec!["sandbox", "create", "--dns-search", "example.com\nnameserver 6.6.6.6", "x"], "dns-search: \"example.com\\nnameserver"),
+        (vec!["sandbox", "create", "--dns-option", "ndots:1\nnameserver 6.6.6.6", "x"], "dns-option"),
     ] {
         let e = c.fails(1, &args);
         assert!(e.starts_with("cnm: error: ") && e.lines().count() == 1, "{args:?}: {e}");
@@ -187,6 +194,9 @@ fn documented_errors_are_one_line_and_leave_nothing_half_done() {
     assert_eq!(v[0]["Containers"].as_object().unwrap().len(), 1, "no endpoint was left by a failed connect");
     let nets = c.ok(&["network", "ls", "-q"]);
     assert_eq!(nets.lines().count(), 1, "no half-made network: {nets}");
+    let sandboxes = c.ok(&["sandbox", "ls"]);
+    assert!(sandboxes.lines().any(|l| l.split_whitespace().next() == Some("c1")), "{sandboxes}");
+    assert!(!sandboxes.lines().any(|l| l.split_whitespace().next() == Some("x")), "no sandbox from bad DNS: {sandboxes}");
     c.ok(&["sandbox", "rm", "c1"]);
     c.ok(&["sandbox", "rm", "c2"]);
     c.ok(&["network", "rm", "web"]);

@@ -590,6 +590,26 @@ pub struct DnsConfig {
     pub options: Vec<String>,
 }
 
+impl DnsConfig {
+    /// Checks what goes into resolv.conf line by line: a search domain or an
+    /// option is one word of printable ASCII (no whitespace, no newline
+    /// that would start a line of its own, such as another `nameserver`).
+    pub fn validate(&self) -> Result<()> {
+        for (field, values) in [("dns-search", &self.search), ("dns-option", &self.options)] {
+            for v in values.iter() {
+                let ok = !v.is_empty() && v.len() <= 253 && v.bytes().all(|c| c.is_ascii_graphic() && c != b'#' && c != b';');
+                if !ok {
+                    return Err(Error::invalid(
+                        field,
+                        format!("{v:?} must be one word of printable characters (no space, newline, '#' or ';'), at most 253 bytes"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Where a sandbox's endpoint is recorded: enough to read it directly.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct EndpointRef {

@@ -244,6 +244,14 @@ impl NatFirewall {
     /// Installs a network's rules.
     pub fn add_network(&self, net: &FirewallNetwork) -> Result<(), NatError> {
         cnm_netns::validate_ifname("firewall add_network", &net.interface)?;
+        // The name is written into rule text: no character of either tool's
+        // syntax may get in.
+        if !net.interface.bytes().all(|c| c.is_ascii_alphanumeric() || b"_.-@".contains(&c)) {
+            return Err(NatError::Core(cnm_core::Error::invalid(
+                "interface",
+                format!("{:?}: only letters, digits, '_', '.', '-' and '@' are allowed", net.interface),
+            )));
+        }
         let _serial = self.serial();
         let key = state::network_key(&net.id);
         let before = self.store.get(&key)?;

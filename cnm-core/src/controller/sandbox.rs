@@ -25,6 +25,7 @@ impl Controller {
         if let Some(h) = &cfg.hostname {
             validate_name("hostname", h)?;
         }
+        cfg.dns.validate()?;
         if let Some(p) = &cfg.netns {
             // The runtime's namespace must exist and be one.
             NetNs::open(p).map_err(|e| Error::invalid("netns", e.to_string()))?;
