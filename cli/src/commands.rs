@@ -220,10 +220,14 @@ fn write_files(ctl: &Controller, paths: &Paths, sandbox: &str) -> Result<()> {
     let sb = ctl.sandbox(sandbox)?;
     let dir = paths.sandbox_files(&sb.name);
     let io = |e: std::io::Error| Error::invalid("sandbox files", format!("{}: {e}", dir.display()));
-    std::fs::create_dir_all(&dir).map_err(io)?;
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    std::fs::write(dir.join("resolv.conf"), dns::resolv_conf(&sb, &host_resolv)).map_err(io)?;
-    std::fs::write(dir.join("hosts"), dns::hosts(&sb, &sandbox_endpoints(ctl, &sb)?)).map_err(io)?;
+    // Replaced, never written through (a link planted there is replaced,
+    // its target untouched); readable by the container.
+    let write = |name: &str, text: String| {
+        cnm_core::files::write_atomic(&dir.join(name), text.as_bytes(), cnm_core::files::SHARED_FILE, false)
+    };
+    write("resolv.conf", dns::resolv_conf(&sb, &host_resolv)).map_err(io)?;
+    write("hosts", dns::hosts(&sb, &sandbox_endpoints(ctl, &sb)?)).map_err(io)?;
     Ok(())
 }
 

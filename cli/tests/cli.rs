@@ -182,7 +182,10 @@ fn documented_errors_are_one_line_and_leave_nothing_half_done() {
             vec!["network", "create", "-o", "com.docker.network.bridge.name=x\"accept#", "x"],
             "com.docker.network.bridge.name: \"x\\\"accept#\"",
         ),
-        (vec!["sandbox", "create", "--dns-search", "example.com\nnameserver 6.6.6.6", "x"], "dns-search: \"example.com\\nnameserver"),
+        (
+            vec!["sandbox", "create", "--dns-search", "example.com\nnameserver 6.6.6.6", "x"],
+            "dns-search: \"example.com\\nnameserver",
+        ),
         (vec!["sandbox", "create", "--dns-option", "ndots:1\nnameserver 6.6.6.6", "x"], "dns-option"),
     ] {
         let e = c.fails(1, &args);
@@ -196,7 +199,10 @@ fn documented_errors_are_one_line_and_leave_nothing_half_done() {
     assert_eq!(nets.lines().count(), 1, "no half-made network: {nets}");
     let sandboxes = c.ok(&["sandbox", "ls"]);
     assert!(sandboxes.lines().any(|l| l.split_whitespace().next() == Some("c1")), "{sandboxes}");
-    assert!(!sandboxes.lines().any(|l| l.split_whitespace().next() == Some("x")), "no sandbox from bad DNS: {sandboxes}");
+    assert!(
+        !sandboxes.lines().any(|l| l.split_whitespace().next() == Some("x")),
+        "no sandbox from bad DNS: {sandboxes}"
+    );
     c.ok(&["sandbox", "rm", "c1"]);
     c.ok(&["sandbox", "rm", "c2"]);
     c.ok(&["network", "rm", "web"]);
@@ -460,5 +466,108 @@ fn reconcile_keeps_a_sandbox_whose_namespace_it_cannot_open() {
     std::fs::remove_file(&link).unwrap();
     let said = c.ok(&["reconcile"]);
     assert!(said.contains("dropped sandbox \"s1\""), "{said}");
+    c.ok(&["network", "rm", "n"]);
+}
+
+/// Files and namespace paths (issue 15): explicit modes whatever the umask,
+/// no link in the state or run directory followed, written through or
+/// walked, and `--netns` stored canonical, never through `/proc/self`.
+#[test]
+fn files_have_explicit_modes_and_links_are_never_followed() {
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let Some(c) = Cnm::new("cli_files") else { return };
+    let umask0 = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cnm"));
+        cmd.arg("--state-dir").arg(&c.state).arg("--run-dir").arg(&c.run);
+        cmd.arg("--host-netns").arg(c.host.ns.proc_path()).args(args);
+        // SAFETY: umask is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+                Ok(())
+            });
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    umask0(&["network", "create", "--subnet", "10.64.0.0/24", "n"]);
+    umask0(&["sandbox", "create", "s1"]);
+    umask0(&["connect", "-p", "8080:80", "n", "s1"]);
+    for p in walk(&c.state).into_iter().chain(walk(&c.run)) {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        if m.file_type().is_symlink() || m.ino() == 0 {
+            continue;
+        }
+        let mode = m.permissions().mode() & 0o777;
+        let shared = p.ends_with("resolv.conf") || p.ends_with("hosts");
+        let netns = p.parent().is_some_and(|d| d.ends_with("netns"));
+        let ok = match () {
+            _ if netns => true, // the namespace's own inode (nsfs)
+            _ if m.is_dir() => mode == 0o700,
+            _ if shared => mode == 0o644,
+            _ => mode == 0o600,
+        };
+        assert!(ok, "{} has mode {mode:o} with umask 000", p.display());
+    }
+
+    // A resolv.conf link is replaced, its target untouched.
+    let target = c.host.dir().join("precious");
+    std::fs::write(&target, "keep me\n").unwrap();
+    let resolv = c.run.join("files/s1/resolv.conf");
+    std::fs::remove_file(&resolv).unwrap();
+    symlink(&target, &resolv).unwrap();
+    c.ok(&["disconnect", "n", "s1"]);
+    c.ok(&["connect", "n", "s1"]);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
+    assert!(!std::fs::symlink_metadata(&resolv).unwrap().file_type().is_symlink(), "the link was replaced");
+
+    // Two links pointing at each other, and a link to another directory
+    // holding what looks like a dead process's temporary file: no hang,
+    // nothing deleted there, and the link is reported.
+    let elsewhere = c.host.dir().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join(".tmp-2147483647-x.json"), "{").unwrap();
+    symlink(&elsewhere, c.state.join("networks/away")).unwrap();
+    symlink(c.state.join("networks/b.json"), c.state.join("networks/a.json")).unwrap();
+    symlink(c.state.join("networks/a.json"), c.state.join("networks/b.json")).unwrap();
+    let o = c.run(&["network", "ls"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(" n "), "the real network is listed");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("symbolic link"), "the links are reported");
+    assert!(elsewhere.join(".tmp-2147483647-x.json").exists(), "nothing deleted through a link");
+    for l in ["away", "a.json", "b.json"] {
+        std::fs::remove_file(c.state.join("networks").join(l)).unwrap();
+    }
+
+    // --netns: a relative path is stored canonical; /proc/self is refused.
+    let ctr = c.host.named_container("rel").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_cnm"))
+        .current_dir(c.host.dir())
+        .arg("--state-dir")
+        .arg(&c.state)
+        .arg("--run-dir")
+        .arg(&c.run)
+        .arg("--host-netns")
+        .arg(c.host.ns.proc_path())
+        .args(["sandbox", "create", "--netns", "rel", "s3"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&["sandbox", "inspect", "s3"])).unwrap();
+    assert_eq!(
+        v["NetNs"].as_str().unwrap(),
+        std::fs::canonicalize(c.host.dir()).unwrap().join("rel").to_str().unwrap()
+    );
+    c.ok(&["connect", "n", "s3"]);
+    assert!(c.host.ip_json(&ctr.ns, &["addr"]).to_string().contains("10.64.0."), "the interface went to rel");
+    for p in ["/proc/self/ns/net", "/proc/thread-self/ns/net"] {
+        let e = c.fails(1, &["sandbox", "create", "--netns", p, "s4"]);
+        assert!(e.contains("netns") && e.contains(p), "{e}");
+    }
+    for s in ["s1", "s3"] {
+        c.ok(&["sandbox", "rm", s]);
+    }
     c.ok(&["network", "rm", "n"]);
 }

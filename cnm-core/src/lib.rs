@@ -11,6 +11,7 @@ pub mod controller;
 pub mod driver;
 pub mod drivers;
 mod error;
+pub mod files;
 pub mod firewall;
 pub mod id;
 pub mod inspect;

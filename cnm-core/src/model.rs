@@ -597,7 +597,9 @@ impl DnsConfig {
     pub fn validate(&self) -> Result<()> {
         for (field, values) in [("dns-search", &self.search), ("dns-option", &self.options)] {
             for v in values.iter() {
-                let ok = !v.is_empty() && v.len() <= 253 && v.bytes().all(|c| c.is_ascii_graphic() && c != b'#' && c != b';');
+                let ok = !v.is_empty()
+                    && v.len() <= 253
+                    && v.bytes().all(|c| c.is_ascii_graphic() && c != b'#' && c != b';');
                 if !ok {
                     return Err(Error::invalid(
                         field,

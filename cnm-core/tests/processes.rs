@@ -80,8 +80,7 @@ fn child_entry() {
             let name = std::env::var("CNM_NAME").unwrap();
             ready_then_wait_for_go(&dir);
             let o = open(&dir);
-            let sb =
-                SandboxConfig { name: name.clone(), netns: Some("/proc/self/ns/net".into()), ..Default::default() };
+            let sb = SandboxConfig { name: name.clone(), netns: Some("/proc/1/ns/net".into()), ..Default::default() };
             let r = o.ctl.create_sandbox(sb).and_then(|_| o.ctl.connect("shared", &name, EndpointConfig::default()));
             match r {
                 Ok(ep) => println!("RESULT OK {}", ep.ipv4.unwrap()),
@@ -107,7 +106,7 @@ fn crash_loop(dir: &Path) {
         let sb = format!("s{}", i % 5);
         let _ = ctl.create_sandbox(SandboxConfig {
             name: sb.clone(),
-            netns: Some("/proc/self/ns/net".into()),
+            netns: Some("/proc/1/ns/net".into()),
             ..Default::default()
         });
         let _ = ctl.connect(&net, &sb, EndpointConfig::default());

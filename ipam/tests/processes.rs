@@ -119,8 +119,7 @@ fn child_entry() {
         "connect" => {
             let ctl = controller(&dir);
             wait_for_go(&dir);
-            let sb =
-                SandboxConfig { name: name.clone(), netns: Some("/proc/self/ns/net".into()), ..Default::default() };
+            let sb = SandboxConfig { name: name.clone(), netns: Some("/proc/1/ns/net".into()), ..Default::default() };
             match ctl.create_sandbox(sb).and_then(|_| ctl.connect("shared", &name, EndpointConfig::default())) {
                 Ok(ep) => writeln!(out.lock(), "ADDR {}", ep.ipv4.unwrap().addr()).unwrap(),
                 Err(e) => writeln!(out.lock(), "ERR {e}").unwrap(),

@@ -9,6 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -89,6 +90,7 @@ impl NetNs {
         OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)
             .map_err(|e| Error::io("netns_create", path.display().to_string(), e))?;
         let target = path.clone();
@@ -314,7 +316,11 @@ impl From<NetNs> for OwnedFd {
 /// Makes `dir` a shared mount point, bind-mounting it onto itself first when
 /// it is not a mount point yet (what `ip netns add` does for /run/netns).
 fn make_shared_mount_point(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("netns_create", dir.display().to_string(), e))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io("netns_create", dir.display().to_string(), e))?;
     let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
     // The kernel refuses (EINVAL) to change the propagation of a path that
     // is not a mount point, so success means it is one already.

@@ -9,6 +9,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use cnm_netns::NetNs;
@@ -67,8 +68,11 @@ impl Claim {
         // The directory may go between making it and using it (another
         // instance released the last claim): make it again.
         let mut f = loop {
-            fs::create_dir_all(CLAIMS_DIR).map_err(err)?;
-            match fs::File::create(&tmp) {
+            crate::files::create_dir(Path::new(CLAIMS_DIR)).map_err(err)?;
+            let _ = fs::remove_file(&tmp);
+            let created =
+                fs::OpenOptions::new().write(true).create_new(true).mode(crate::files::PRIVATE_FILE).open(&tmp);
+            match created {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 other => break other.map_err(err)?,
             }

@@ -145,7 +145,7 @@ impl ControllerBuilder {
             None => NetNs::current()?,
         };
         if let Some(d) = &self.run_dir {
-            std::fs::create_dir_all(d).map_err(|e| Error::store("open", d.display().to_string(), e))?;
+            crate::files::create_dir(d).map_err(|e| Error::store("open", d.display().to_string(), e))?;
         }
         let claim = match (&self.run_dir, self.claim) {
             (Some(d), true) => Some(Claim::new(&host, d)?),

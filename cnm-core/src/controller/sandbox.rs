@@ -12,6 +12,34 @@ use crate::model::{validate_name, Sandbox, SandboxConfig, State};
 use crate::store::{Expect, StoreExt};
 use crate::time::Timestamp;
 
+/// A sandbox's namespace path as it is stored: absolute and canonical (a
+/// relative path would mean another file once a command runs from another
+/// directory). A path through `/proc/self`, `/proc/thread-self` or this
+/// process's own `/proc/PID` is refused: it names whatever namespace the
+/// reading process is in at the time, which would move the endpoint's
+/// interface and default route into the caller's own namespace.
+fn canonical_netns_path(p: &std::path::Path) -> Result<PathBuf> {
+    let bad = |why: &str| Error::invalid("netns", format!("{}: {why}", p.display()));
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().map_err(|e| bad(&e.to_string()))?.join(p)
+    };
+    let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+        return Err(bad("not a path to a namespace file"));
+    };
+    // The directory is resolved; the last component stays as it is (a
+    // `/proc/PID/ns/net` is a magic link whose target is no path).
+    let parent = std::fs::canonicalize(parent).map_err(|e| bad(&e.to_string()))?;
+    let pid = format!("/proc/{}", std::process::id());
+    let own = parent.starts_with(&pid) || parent.starts_with("/proc/self") || parent.starts_with("/proc/thread-self");
+    let via_self = p.starts_with("/proc/self") || p.starts_with("/proc/thread-self");
+    if own || via_self {
+        return Err(bad("a path through /proc/self or /proc/thread-self names the caller's own namespace; give the runtime's path (/run/netns/NAME, /proc/PID/ns/net)"));
+    }
+    Ok(parent.join(name))
+}
+
 impl Controller {
     /// The directory named sandbox namespaces are created in.
     pub(super) fn netns_dir(&self) -> Option<PathBuf> {
@@ -26,9 +54,12 @@ impl Controller {
             validate_name("hostname", h)?;
         }
         cfg.dns.validate()?;
+        let mut cfg = cfg;
         if let Some(p) = &cfg.netns {
+            let p = canonical_netns_path(p)?;
             // The runtime's namespace must exist and be one.
-            NetNs::open(p).map_err(|e| Error::invalid("netns", e.to_string()))?;
+            NetNs::open(&p).map_err(|e| Error::invalid("netns", e.to_string()))?;
+            cfg.netns = Some(p);
         }
         let _op = self.op()?;
         let id = Id::random();

@@ -10,8 +10,7 @@
 //! warning naming the file, so one stray file cannot stop every command.
 //! Deleting a key removes the directories it leaves empty.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -50,7 +49,7 @@ impl FileStore {
     }
 
     fn open_with(dir: &Path, durable: bool) -> Result<FileStore> {
-        fs::create_dir_all(dir).map_err(|e| Error::store("open", dir.display().to_string(), e))?;
+        crate::files::create_dir(dir).map_err(|e| Error::store("open", dir.display().to_string(), e))?;
         let s = FileStore { dir: dir.to_path_buf(), durable };
         s.remove_stale_temporaries();
         Ok(s)
@@ -79,28 +78,23 @@ impl FileStore {
     }
 
     fn read_bytes(&self, path: &Path) -> Result<Option<Vec<u8>>> {
-        match fs::read(path) {
-            Ok(b) => Ok(Some(b)),
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        match crate::files::open_nofollow(path).and_then(|mut f| f.read_to_end(&mut bytes)) {
+            Ok(_) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                Err(Error::store("read", path.display().to_string(), "a symbolic link, which is not followed"))
+            }
             Err(e) => Err(Error::store("read", path.display().to_string(), e)),
         }
     }
 
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let parent = path.parent().expect("a key file has a parent");
-        fs::create_dir_all(parent).map_err(|e| Error::store("write", parent.display().to_string(), e))?;
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("x");
-        let tmp = parent.join(format!(".tmp-{}-{name}", std::process::id()));
-        let werr = |e: std::io::Error| Error::store("write", tmp.display().to_string(), e);
-        let mut f = File::create(&tmp).map_err(werr)?;
-        f.write_all(bytes).map_err(werr)?;
+        crate::files::write_atomic(path, bytes, crate::files::PRIVATE_FILE, self.durable)
+            .map_err(|e| Error::store("write", path.display().to_string(), e))?;
         if self.durable {
-            f.sync_all().map_err(werr)?;
-        }
-        drop(f);
-        fs::rename(&tmp, path).map_err(|e| Error::store("write", path.display().to_string(), e))?;
-        if self.durable {
-            sync_dir(parent)?;
+            sync_dir(path.parent().expect("a key file has a parent"))?;
         }
         Ok(())
     }
@@ -126,7 +120,13 @@ impl FileStore {
                 if e.file_name().to_string_lossy().starts_with('.') {
                     continue;
                 }
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                let Ok(kind) = e.file_type() else { continue };
+                if kind.is_symlink() {
+                    // Never followed: a link could lead anywhere, or loop.
+                    tracing::warn!(file = %p.display(), "skipping a symbolic link in the state directory");
+                    continue;
+                }
+                if kind.is_dir() {
                     stack.push(p);
                     continue;
                 }
@@ -158,9 +158,11 @@ impl FileStore {
             for e in rd.flatten() {
                 let p = e.path();
                 let name = e.file_name().to_string_lossy().into_owned();
-                if p.is_dir() {
+                // The entry's own type: a link to a directory is not walked.
+                let Ok(kind) = e.file_type() else { continue };
+                if kind.is_dir() {
                     stack.push(p);
-                } else if let Some(rest) = name.strip_prefix(".tmp-") {
+                } else if let Some(rest) = name.strip_prefix(".tmp-").filter(|_| kind.is_file()) {
                     let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
                     if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
                         let _ = fs::remove_file(&p);
@@ -190,11 +192,11 @@ pub(crate) fn lock_file(path: &Path, arg: FlockArg) -> Result<Flock<File>> {
     use std::os::unix::fs::MetadataExt;
     let err = |e: std::io::Error| Error::store("lock", path.display().to_string(), e);
     loop {
-        let open = || OpenOptions::new().create(true).truncate(false).write(true).open(path);
+        let open = || crate::files::open_lock(path);
         let f = match open() {
             // Its directory went with the rest of an empty state.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir_all(path.parent().unwrap_or(Path::new("/"))).map_err(err)?;
+                crate::files::create_dir(path.parent().unwrap_or(Path::new("/"))).map_err(err)?;
                 open().map_err(err)?
             }
             other => other.map_err(err)?,

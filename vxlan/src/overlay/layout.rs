@@ -243,14 +243,9 @@ pub struct NetLock {
 
 /// Takes the lock of `net_id` (waiting for it).
 pub fn lock(dir: &Path, net_id: &str) -> Result<NetLock> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::store("create", dir.display().to_string(), e))?;
+    cnm_core::files::create_dir(dir).map_err(|e| Error::store("create", dir.display().to_string(), e))?;
     let path: PathBuf = dir.join(format!(".{}.lock", netns_name(net_id)));
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::store("open", path.display().to_string(), e))?;
+    let f = cnm_core::files::open_lock(&path).map_err(|e| Error::store("open", path.display().to_string(), e))?;
     let file = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| Error::store("lock", path.display().to_string(), e))?;
     Ok(NetLock { _file: file })
