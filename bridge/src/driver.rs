@@ -176,7 +176,29 @@ impl NetworkDriver for BridgeDriver {
     }
 
     fn validate_network(&self, net: &Network) -> Result<()> {
-        BridgeNetworkOptions::from_docker(&net.options).map(|_| ())
+        BridgeNetworkOptions::from_docker(&net.options)?;
+        // A Linux bridge network is one subnet per family, as Docker's.
+        for v6 in [false, true] {
+            let subnets: Vec<String> = net
+                .ipam
+                .config
+                .iter()
+                .filter_map(|p| p.subnet)
+                .filter(|s| s.addr().is_ipv6() == v6)
+                .map(|s| s.to_string())
+                .collect();
+            if subnets.len() > 1 {
+                return Err(Error::invalid(
+                    "ipam.config",
+                    format!(
+                        "a bridge network takes one IPv{} subnet, not {}",
+                        if v6 { 6 } else { 4 },
+                        subnets.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn avoid_subnets(&self, ctx: &DriverContext<'_>) -> Result<Vec<IpNet>> {

@@ -86,6 +86,15 @@ pub fn network_config(c: &NetworkCreate) -> Result<NetworkConfig> {
     };
     for r in &c.ip_range {
         let i = pool_of(&mut cfg, "--ip-range", r.addr())?;
+        if let Some(first) = cfg.ipam.config[i].ip_range {
+            return Err(Error::invalid(
+                "--ip-range",
+                format!(
+                    "{r}: subnet {} has --ip-range {first} already (one per subnet)",
+                    cfg.ipam.config[i].subnet.unwrap()
+                ),
+            ));
+        }
         cfg.ipam.config[i].ip_range = Some(*r);
     }
     for g in &c.gateway {
@@ -103,7 +112,9 @@ pub fn network_config(c: &NetworkCreate) -> Result<NetworkConfig> {
         let ip: IpAddr =
             ip.parse().map_err(|_| Error::invalid("--aux-address", format!("{ip:?} is not an IP address")))?;
         let i = pool_of(&mut cfg, "--aux-address", ip)?;
-        cfg.ipam.config[i].auxiliary_addresses.insert(name, ip);
+        if cfg.ipam.config[i].auxiliary_addresses.insert(name.clone(), ip).is_some() {
+            return Err(Error::invalid("--aux-address", format!("{name:?} is given twice")));
+        }
     }
     for o in &c.opt {
         let (k, v) = key_value("--opt", o)?;

@@ -153,6 +153,14 @@ fn documented_errors_are_one_line_and_leave_nothing_half_done() {
     c.ok(&["sandbox", "create", "c2"]);
     c.ok(&["connect", "-p", "8080:80", "web", "c1"]);
     let links = c.host_links();
+    // A host service on port 2222 (a positive control below shows the port
+    // is otherwise publishable).
+    let _sshd = c.host.spawn(&c.host.ns, "socat", &["TCP-LISTEN:2222,reuseaddr", "STDOUT"]);
+    let t = std::time::Instant::now();
+    while c.host.ns.exec("ss", ["-Htln", "sport = :2222"]).unwrap_or_default().trim().is_empty() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "the host service never listened");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 
     // Usage errors: the command's usage, exit 2.
     let e = c.fails(2, &["network", "create", "--subnet", "10.1.0.0/33", "x"]);
@@ -187,12 +195,66 @@ fn documented_errors_are_one_line_and_leave_nothing_half_done() {
             "dns-search: \"example.com\\nnameserver",
         ),
         (vec!["sandbox", "create", "--dns-option", "ndots:1\nnameserver 6.6.6.6", "x"], "dns-option"),
+        // Validation (issue 15).
+        (vec!["network", "create", "--subnet", "127.0.0.0/16", "x"], "127.0.0.0/8 (loopback)"),
+        (vec!["network", "create", "--ipv6", "--subnet", "ff00::/8", "x"], "(multicast)"),
+        (vec!["network", "create", "--ipv6", "--subnet", "::/0", "x"], "::/0 overlaps"),
+        (vec!["network", "create", "--ipv6", "--subnet", "fd00::/127", "x"], "no room"),
+        (vec!["network", "create", "--subnet", "10.76.0.0/24", "--subnet", "10.77.0.0/24", "x"], "one IPv4 subnet"),
+        (
+            vec![
+                "network",
+                "create",
+                "--subnet",
+                "10.78.0.0/16",
+                "--ip-range",
+                "10.78.1.0/24",
+                "--ip-range",
+                "10.78.2.0/24",
+                "x",
+            ],
+            "--ip-range: 10.78.2.0/24: subnet 10.78.0.0/16 has --ip-range 10.78.1.0/24 already",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "--subnet",
+                "10.79.0.0/24",
+                "--gateway",
+                "10.79.0.1",
+                "--aux-address",
+                "r=10.79.0.1",
+                "x",
+            ],
+            "10.79.0.1 is the gateway",
+        ),
+        (vec!["connect", "-p", "192.0.2.77:8085:80", "web", "c2"], "192.0.2.77 is not an address of the host"),
+        (vec!["connect", "-p", "127.0.0.1:8090:80", "-p", "8090:81", "web", "c2"], "given twice in this request"),
+        (vec!["connect", "-p", "2222:80", "web", "c2"], "port 2222/tcp on all addresses is in use on the host"),
+        (vec!["connect", "--mac", "02:42:0a:49:00:02", "web", "c2"], "is the MAC of endpoint"),
     ] {
         let e = c.fails(1, &args);
         assert!(e.starts_with("cnm: error: ") && e.lines().count() == 1, "{args:?}: {e}");
         assert!(e.contains(want), "{args:?}: {e} should name {want}");
     }
     assert_eq!(c.host_links(), links, "no link was added or removed by a failed command");
+    // Positive controls: the port is publishable once the host service is
+    // gone; an internal network takes the endpoint, only not its ports.
+    drop(_sshd);
+    let t = std::time::Instant::now();
+    while !c.host.ns.exec("ss", ["-Htln", "sport = :2222"]).unwrap_or_default().trim().is_empty() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(10), "the host service never went");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    c.ok(&["connect", "-p", "2222:80", "web", "c2"]);
+    c.ok(&["disconnect", "web", "c2"]);
+    c.ok(&["network", "create", "--internal", "--subnet", "10.80.0.0/24", "int"]);
+    let e = c.fails(1, &["connect", "-p", "8086:80", "int", "c2"]);
+    assert!(e.contains("network \"int\" is internal"), "{e}");
+    c.ok(&["connect", "int", "c2"]);
+    c.ok(&["disconnect", "int", "c2"]);
+    c.ok(&["network", "rm", "int"]);
     let v: serde_json::Value = serde_json::from_str(&c.ok(&["network", "inspect", "web"])).unwrap();
     assert_eq!(v[0]["Containers"].as_object().unwrap().len(), 1, "no endpoint was left by a failed connect");
     let nets = c.ok(&["network", "ls", "-q"]);

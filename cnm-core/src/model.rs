@@ -125,6 +125,10 @@ pub struct NetworkConfig {
     pub options: BTreeMap<String, String>,
     /// Free-form labels.
     pub labels: BTreeMap<String, String>,
+    /// Subnets given to [`NetworkConfig::subnet`] that do not parse, with
+    /// the index they would have had: reported by `validate`.
+    #[serde(skip)]
+    bad_subnets: Vec<(usize, String)>,
 }
 
 impl NetworkConfig {
@@ -133,15 +137,25 @@ impl NetworkConfig {
         NetworkConfig { name: name.into(), driver: driver.into(), ..Default::default() }
     }
 
-    /// Adds a subnet.
+    /// Adds a subnet. One that does not parse is reported by
+    /// [`NetworkConfig::validate`] (which every operation calls), naming it.
     pub fn subnet(mut self, subnet: &str) -> Self {
-        self.ipam.config.push(IpamPoolConfig { subnet: Some(subnet.parse().expect("subnet")), ..Default::default() });
+        match subnet.parse() {
+            Ok(net) => self.ipam.config.push(IpamPoolConfig { subnet: Some(net), ..Default::default() }),
+            Err(_) => self.bad_subnets.push((self.ipam.config.len(), subnet.to_string())),
+        }
         self
     }
 
     /// Checks names, subnets, gateways, ranges and auxiliary addresses.
     pub fn validate(&self) -> Result<()> {
         validate_name("network name", &self.name)?;
+        if let Some((i, bad)) = self.bad_subnets.first() {
+            return Err(Error::invalid(
+                format!("ipam.config[{i}].subnet"),
+                format!("{bad:?} is not a subnet (CIDR notation, e.g. 10.1.0.0/24)"),
+            ));
+        }
         if self.driver.is_empty() {
             return Err(Error::invalid("driver", "empty driver name"));
         }
@@ -168,13 +182,18 @@ impl NetworkConfig {
                     format!("{subnet} is IPv6 but IPv6 is not enabled on the network"),
                 ));
             }
-            if let IpNet::V4(v4) = subnet {
-                if v4.prefix_len() > 30 {
-                    return Err(Error::invalid(
-                        f("subnet"),
-                        format!("{subnet} has no room for a gateway and an address"),
-                    ));
-                }
+            let too_small = match subnet {
+                IpNet::V4(v4) => v4.prefix_len() > 30,
+                IpNet::V6(v6) => v6.prefix_len() > 126,
+            };
+            if too_small {
+                return Err(Error::invalid(f("subnet"), format!("{subnet} has no room for a gateway and an address")));
+            }
+            if let Some((reserved, what)) = reserved_overlap(&subnet) {
+                return Err(Error::invalid(
+                    f("subnet"),
+                    format!("{subnet} overlaps {reserved} ({what}), which cannot be a container network"),
+                ));
             }
             if let Some(r) = p.ip_range {
                 if r.addr() != r.network() {
@@ -196,6 +215,9 @@ impl NetworkConfig {
                         format!("{a} is outside the subnet {subnet}"),
                     ));
                 }
+                if p.gateway == Some(*a) {
+                    return Err(Error::invalid(f(&format!("aux_address {name}")), format!("{a} is the gateway")));
+                }
             }
             for q in &self.ipam.config[..i] {
                 if let Some(other) = q.subnet {
@@ -215,6 +237,28 @@ impl NetworkConfig {
         }
         Ok(())
     }
+}
+
+/// Address ranges no container network may overlap, with what they are.
+const RESERVED: &[(&str, &str)] = &[
+    ("0.0.0.0/8", "\"this network\""),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("255.255.255.255/32", "broadcast"),
+    ("::/128", "the unspecified address"),
+    ("::1/128", "loopback"),
+    ("::ffff:0:0/96", "IPv4-mapped"),
+    ("fe80::/10", "link-local"),
+    ("ff00::/8", "multicast"),
+];
+
+/// The reserved range `subnet` overlaps, if any.
+fn reserved_overlap(subnet: &IpNet) -> Option<(IpNet, &'static str)> {
+    RESERVED.iter().map(|(r, what)| (r.parse::<IpNet>().expect("valid reserved range"), *what)).find(|(r, _)| {
+        r.addr().is_ipv4() == subnet.addr().is_ipv4()
+            && (r.contains(&subnet.network()) || subnet.contains(&r.network()))
+    })
 }
 
 /// The IPv4 broadcast address of a subnet.
@@ -697,7 +741,31 @@ mod tests {
             (NetworkConfig::new("tn", "bridge").subnet("10.1.1.0/31"), "no room"),
             (NetworkConfig::new("tn", "bridge").subnet("10.1.0.0/16").subnet("10.1.1.0/24"), "overlaps"),
             (NetworkConfig::new("tn", "bridge").subnet("fd00::/64"), "IPv6 is not enabled"),
+            (NetworkConfig::new("tn", "bridge").subnet("bad"), "\"bad\" is not a subnet"),
+            (NetworkConfig::new("tn", "bridge").subnet("127.0.0.0/8"), "loopback"),
+            (NetworkConfig::new("tn", "bridge").subnet("0.0.0.0/0"), "this network"),
+            (NetworkConfig::new("tn", "bridge").subnet("0.0.0.0/8"), "this network"),
+            (NetworkConfig::new("tn", "bridge").subnet("224.1.0.0/16"), "multicast"),
+            (NetworkConfig::new("tn", "bridge").subnet("255.255.255.0/24"), "broadcast"),
+            (NetworkConfig::new("tn", "bridge").subnet("169.254.0.0/24"), "link-local"),
         ];
+        let v6 = |s: &str| {
+            let mut c = NetworkConfig::new("tn", "bridge").subnet(s);
+            c.enable_ipv6 = true;
+            c
+        };
+        let cases: Vec<(NetworkConfig, &str)> = cases
+            .into_iter()
+            .chain([
+                (v6("::/0"), "the unspecified address"),
+                (v6("ff00::/8"), "multicast"),
+                (v6("fe80::/64"), "link-local"),
+                (v6("::ffff:0:0/96"), "IPv4-mapped"),
+                (v6("fd00::/127"), "no room"),
+                (v6("fd00::/128"), "no room"),
+            ])
+            .collect();
+        v6("fd00:1::/64").validate().unwrap();
         for (c, want) in cases {
             let e = c.validate().unwrap_err();
             assert!(e.to_string().contains(want), "{e} should mention {want}");
@@ -706,6 +774,10 @@ mod tests {
         gw.ipam.config[0].gateway = Some("10.2.0.1".parse().unwrap());
         let e = gw.validate().unwrap_err();
         assert!(e.to_string().contains("ipam.config[0].gateway") && e.to_string().contains("10.2.0.1"), "{e}");
+        let mut aux = NetworkConfig::new("tn", "bridge").subnet("10.1.1.0/24");
+        aux.ipam.config[0].gateway = Some("10.1.1.1".parse().unwrap());
+        aux.ipam.config[0].auxiliary_addresses.insert("router".into(), "10.1.1.1".parse().unwrap());
+        assert!(aux.validate().unwrap_err().to_string().contains("is the gateway"));
         let mut range = NetworkConfig::new("tn", "bridge").subnet("10.1.1.0/24");
         range.ipam.config[0].ip_range = Some("10.1.2.0/25".parse().unwrap());
         assert!(range.validate().unwrap_err().to_string().contains("outside the subnet"));

@@ -17,6 +17,15 @@ pub enum NatError {
     /// No free port in the ephemeral range.
     #[error("no free host port for {0} in the ephemeral range")]
     NoFreePort(String),
+    /// The host itself uses the port (a service listens on it), as
+    /// Docker's proxy finds when its bind fails.
+    #[error("port {}/{} on {} is in use on the host: {reason}", binding.host_port, binding.protocol, binding.host_ip.map(|a| a.to_string()).unwrap_or_else(|| "all addresses".into()))]
+    HostPortInUse {
+        /// The binding asked for.
+        binding: PortBinding,
+        /// What the host said.
+        reason: String,
+    },
     /// A port mapping is wrong.
     #[error("invalid port mapping {mapping}: {reason}")]
     InvalidMapping {
@@ -53,7 +62,7 @@ impl NatError {
     pub fn kind(&self) -> cnm_core::ErrorKind {
         use cnm_core::ErrorKind as K;
         match self {
-            NatError::PortInUse { .. } => K::Conflict,
+            NatError::PortInUse { .. } | NatError::HostPortInUse { .. } => K::Conflict,
             NatError::NoFreePort(_) => K::Exhausted,
             NatError::InvalidMapping { .. } => K::InvalidParameter,
             NatError::Apply { .. } | NatError::ToolMissing { .. } => K::Kernel,
@@ -67,7 +76,7 @@ impl From<NatError> for cnm_core::Error {
         let text = e.to_string();
         match e {
             NatError::Core(inner) => inner,
-            NatError::PortInUse { binding, .. } => {
+            NatError::PortInUse { binding, .. } | NatError::HostPortInUse { binding, .. } => {
                 cnm_core::Error::conflict(format!("port {}/{}", binding.host_port, binding.protocol), text)
             }
             NatError::NoFreePort(_) => cnm_core::Error::Exhausted { what: "host ports".into(), reason: text },

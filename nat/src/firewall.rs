@@ -302,6 +302,11 @@ impl NatFirewall {
                 let _ = state::release(&*self.store, &m.binding);
             }
         };
+        let checked = self.host.run(|| ports::check_host(&mappings)).map_err(NatError::from).and_then(|r| r);
+        if let Err(e) = checked {
+            release(&mappings);
+            return Err(e);
+        }
         let key = state::ports_key(&req.endpoint);
         let mut record = match self.store.get_json::<EndpointPorts>(&key)? {
             Some((r, _)) => r,

@@ -38,14 +38,85 @@ pub(crate) fn validate(req: &PortRequest) -> Result<(), NatError> {
         }
         if let Some(h) = m.host_port {
             for i in 0..h.len() {
-                let key = (m.protocol, m.host_ip, h.start as u32 + i);
-                if !seen.insert(key) {
+                let port = h.start as u32 + i;
+                // Two mappings of one request that would take the same host
+                // socket (the same address, or one on all addresses).
+                let clash = seen.iter().find(|(p, ip, n): &&(_, Option<IpAddr>, u32)| {
+                    *p == m.protocol && *n == port && host_ips_collide(*ip, m.host_ip)
+                });
+                if let Some((_, other, _)) = clash {
+                    let on = |ip: &Option<IpAddr>| ip.map(|a| a.to_string()).unwrap_or_else(|| "all addresses".into());
                     return Err(invalid(
                         m,
-                        format!("host port {}/{} is given twice in this request", key.2, m.protocol),
+                        format!(
+                            "host port {port}/{} is given twice in this request (on {} and on {})",
+                            m.protocol,
+                            on(other),
+                            on(&m.host_ip)
+                        ),
                     ));
                 }
+                seen.insert((m.protocol, m.host_ip, port));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Whether two host addresses of one port would take the same socket: all
+/// addresses take every one, an unspecified address every one of its family.
+fn host_ips_collide(a: Option<IpAddr>, b: Option<IpAddr>) -> bool {
+    match (a, b) {
+        (None, _) | (_, None) => true,
+        (Some(x), Some(y)) => x == y || ((x.is_unspecified() || y.is_unspecified()) && x.is_ipv4() == y.is_ipv4()),
+    }
+}
+
+/// Checks, inside the host namespace (the calling thread must be in it),
+/// that the host could bind every published TCP and UDP port itself: a port
+/// a host service uses is refused (publishing it would take its traffic
+/// over, from outside and from the host's own 127.0.0.1), and so is a host
+/// address the host does not have.
+pub(crate) fn check_host(mappings: &[Mapping]) -> Result<(), NatError> {
+    use nix::sys::socket::{bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
+    let mut seen = BTreeSet::new();
+    for m in mappings {
+        let b = m.binding;
+        let ty = match b.protocol {
+            cnm_core::Protocol::Tcp => SockType::Stream,
+            cnm_core::Protocol::Udp => SockType::Datagram,
+            cnm_core::Protocol::Sctp => continue,
+        };
+        let ip = b.host_ip.unwrap_or(match m.container_ip {
+            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        });
+        if !seen.insert((b.protocol, ip, b.host_port)) {
+            continue;
+        }
+        let family = if ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+        let fail = |e: nix::errno::Errno| NatError::Core(cnm_core::Error::kernel("check host port", e));
+        let fd = socket(family, ty, SockFlag::SOCK_CLOEXEC, None).map_err(fail)?;
+        if ty == SockType::Stream {
+            // A port in TIME_WAIT is free to take; one with a listener is not.
+            setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(fail)?;
+        }
+        if ip.is_ipv6() {
+            setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(fail)?;
+        }
+        let addr = SockaddrStorage::from(std::net::SocketAddr::new(ip, b.host_port));
+        match bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EADDRINUSE) => {
+                return Err(NatError::HostPortInUse { binding: b, reason: "a host service uses it".into() })
+            }
+            Err(nix::errno::Errno::EADDRNOTAVAIL) => {
+                return Err(NatError::InvalidMapping {
+                    mapping: format!("{ip}:{}/{}", b.host_port, b.protocol),
+                    reason: format!("{ip} is not an address of the host"),
+                })
+            }
+            Err(e) => return Err(fail(e)),
         }
     }
     Ok(())

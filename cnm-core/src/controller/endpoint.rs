@@ -43,6 +43,21 @@ impl Controller {
         if cfg.ipv6.is_some() && !net.enable_ipv6 {
             return Err(Error::invalid("ip6", format!("network {:?} has IPv6 disabled", net.name)));
         }
+        if net.internal && !cfg.ports.is_empty() {
+            return Err(Error::invalid(
+                "ports",
+                format!("network {:?} is internal: nothing on it can be reached from outside", net.name),
+            ));
+        }
+        if let Some(mac) = cfg.mac {
+            let taken = self.store.list_json::<Endpoint>(&format!("endpoints/{}/", net.id))?;
+            if let Some((other, _)) = taken.iter().find(|(e, _)| e.mac == Some(mac)) {
+                return Err(Error::invalid(
+                    "mac",
+                    format!("{mac} is the MAC of endpoint {:?} on network {:?} already", other.name, net.name),
+                ));
+            }
+        }
         if let Some(max) = caps.max_endpoints {
             let n = self.store.count(&format!("endpoints/{}/", net.id))?;
             if n >= max {

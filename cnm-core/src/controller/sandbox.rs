@@ -31,8 +31,10 @@ fn canonical_netns_path(p: &std::path::Path) -> Result<PathBuf> {
     // The directory is resolved; the last component stays as it is (a
     // `/proc/PID/ns/net` is a magic link whose target is no path).
     let parent = std::fs::canonicalize(parent).map_err(|e| bad(&e.to_string()))?;
+    // `/proc/PID/ns/…` of this very process (what `/proc/self` resolves
+    // to); a descriptor it holds (`/proc/PID/fd/N`) is one fixed namespace.
     let pid = format!("/proc/{}", std::process::id());
-    let own = parent.starts_with(&pid) || parent.starts_with("/proc/self") || parent.starts_with("/proc/thread-self");
+    let own = parent.starts_with(&pid) && parent.components().any(|c| c.as_os_str() == "ns");
     let via_self = p.starts_with("/proc/self") || p.starts_with("/proc/thread-self");
     if own || via_self {
         return Err(bad("a path through /proc/self or /proc/thread-self names the caller's own namespace; give the runtime's path (/run/netns/NAME, /proc/PID/ns/net)"));
