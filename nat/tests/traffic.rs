@@ -352,8 +352,14 @@ fn ipv6_suite(backend: Backend, test: &str) {
     let _srv = echo_peer(&t.host, &c1, "tcp6", 80);
     let _out = echo_peer(&t.host, &t.outside, "tcp6", 7000);
     t.publish("ep1", "net-brA", &["10.88.1.2", "fd00:88:1::2"], &["8080:80"]);
-    // IPv6 on links that just came up needs a moment before the first
-    // packet gets through (neighbour discovery); allow one retry.
+    // Readiness: links that just came up carry IPv6 only once the kernel has
+    // reported their carrier (linkwatch, late under load) and neighbour
+    // discovery has run. Each side first reaches its own gateway.
+    for (from, gw) in [(&c1, "fd00:88:1::1"), (&t.outside, "2001:db8:1::1")] {
+        let gw: IpAddr = gw.parse().unwrap();
+        assert!((0..10).any(|_| t.host.ping(&from.ns, gw)), "{} never reached its gateway {gw}", from.name);
+    }
+    // Allow one retry for the first connection all the same.
     let ask6 = |from: &TestNs, to: &str, port: u16| -> Option<IpAddr> {
         (0..2).find_map(|_| ask(from, "tcp", to, port).trim_matches(['[', ']']).parse().ok())
     };
