@@ -61,9 +61,21 @@ fn gone_ok(r: std::result::Result<(), cnm_netns::Error>) -> std::result::Result<
 
 impl BridgeDriver {
     /// A driver; it keeps a netlink handle per host namespace and a
-    /// background thread that deletes detached veths in batches.
+    /// background thread that deletes detached veths in batches. When the
+    /// system cannot start that thread, it works as [`BridgeDriver::one_shot`]
+    /// does (each leave deletes its veth at once) and says so in a warning;
+    /// [`BridgeDriver::try_new`] makes that an error instead.
     pub fn new() -> BridgeDriver {
-        BridgeDriver { handles: Mutex::new(HashMap::new()), reaper: Some(Reaper::start()), fault: None }
+        BridgeDriver::try_new().unwrap_or_else(|e| {
+            tracing::warn!("{e}; detached veths are deleted one by one");
+            BridgeDriver::one_shot()
+        })
+    }
+
+    /// [`BridgeDriver::new`], or an error when its thread cannot start.
+    pub fn try_new() -> Result<BridgeDriver> {
+        let reaper = Reaper::start().map_err(|e| Error::Internal(format!("starting the bridge driver's reaper thread: {e}")))?;
+        Ok(BridgeDriver { handles: Mutex::new(HashMap::new()), reaper: Some(reaper), fault: None })
     }
 
     /// A driver for a process that does one operation and exits (a command
@@ -133,8 +145,8 @@ impl BridgeDriver {
         let h = self.handle(ctx.host)?;
         let mut undo = Undo::new();
         let opts = cnm_netns::BridgeOptions { multicast_snooping: Some(o.multicast_snooping), ..Default::default() };
-        let mut add =
-            LinkAdd::bridge_with(name, opts).mac(MacAddr::random_local()).alias(format!("{MARKER}{}", net.id)).up();
+        let mac = MacAddr::random_local().map_err(kernel("a random bridge MAC"))?;
+        let mut add = LinkAdd::bridge_with(name, opts).mac(mac).alias(format!("{MARKER}{}", net.id)).up();
         if let Some(m) = o.mtu {
             add = add.mtu(m);
         }
@@ -236,7 +248,7 @@ impl NetworkDriver for BridgeDriver {
             ep.mac = Some(MacAddr::for_endpoint(ep.ipv4.and_then(|a| match a {
                 IpNet::V4(v4) => Some(v4.addr()),
                 IpNet::V6(_) => None,
-            })));
+            }))?);
         }
         ep.driver_data.insert("veth".into(), format!("veth{}", &ep.id.as_str()[..7]));
         Ok(())

@@ -30,7 +30,8 @@ pub(crate) struct Reaper {
 }
 
 impl Reaper {
-    pub(crate) fn start() -> Reaper {
+    /// Starts the thread; an error when the system cannot start one.
+    pub(crate) fn start() -> std::io::Result<Reaper> {
         let (tx, rx) = channel::<Msg>();
         let thread = std::thread::Builder::new()
             .name("cnm-bridge-reaper".into())
@@ -75,9 +76,8 @@ impl Reaper {
                         return;
                     }
                 }
-            })
-            .expect("starting the reaper thread");
-        Reaper { tx, thread: Some(thread) }
+            })?;
+        Ok(Reaper { tx, thread: Some(thread) })
     }
 
     /// Deletes the group in `h`'s namespace soon.

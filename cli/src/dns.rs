@@ -68,7 +68,7 @@ mod tests {
 
     fn sandbox(dns: cnm_core::DnsConfig) -> Sandbox {
         Sandbox {
-            id: cnm_core::Id::random(),
+            id: cnm_core::Id::random().unwrap(),
             name: "c1".into(),
             netns: "/run/cnm/netns/c1".into(),
             owns_netns: true,

@@ -1,7 +1,6 @@
 //! Object ids: 64 random hex digits, like Docker's, shown as 12.
 
 use std::fmt;
-use std::io::Read;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -13,11 +12,12 @@ use crate::error::{Error, Result};
 pub struct Id(String);
 
 impl Id {
-    /// A fresh random id (from the kernel's random source).
-    pub fn random() -> Id {
+    /// A fresh random id (from the kernel's `getrandom`, which needs no
+    /// file descriptor).
+    pub fn random() -> Result<Id> {
         let mut b = [0u8; 32];
-        std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).expect("reading /dev/urandom");
-        Id(b.iter().map(|x| format!("{x:02x}")).collect())
+        crate::random::fill(&mut b)?;
+        Ok(Id(b.iter().map(|x| format!("{x:02x}")).collect()))
     }
 
     /// The full 64-digit form.
@@ -105,8 +105,8 @@ mod tests {
 
     #[test]
     fn random_ids_are_64_hex_and_distinct() {
-        let a = Id::random();
-        let b = Id::random();
+        let a = Id::random().unwrap();
+        let b = Id::random().unwrap();
         assert_ne!(a, b);
         assert_eq!(a.as_str().len(), 64);
         assert_eq!(a.short().len(), 12);
@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn resolve_by_name_id_and_unique_prefix() {
-        let items: Vec<(String, Id)> = (0..50).map(|i| (format!("n{i}"), Id::random())).collect();
+        let items: Vec<(String, Id)> = (0..50).map(|i| (format!("n{i}"), Id::random().unwrap())).collect();
         let by = |k: &str| resolve("network", k, &items, |t| t.0.as_str(), |t| &t.1).map(|t| t.0.clone());
         assert_eq!(by("n7").unwrap(), "n7");
         assert_eq!(by(items[3].1.as_str()).unwrap(), "n3");

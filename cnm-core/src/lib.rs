@@ -18,6 +18,7 @@ pub mod inspect;
 pub mod ipam;
 pub mod model;
 pub mod store;
+pub mod random;
 pub mod time;
 pub mod undo;
 

@@ -13,7 +13,6 @@
 //!   endpoints at a reboot).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Read;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
@@ -154,9 +153,7 @@ impl Ipam {
                 break c.ula;
             }
             let mut r = [0u8; 5];
-            std::fs::File::open("/dev/urandom")
-                .and_then(|mut f| f.read_exact(&mut r))
-                .map_err(|e| cnm_core::Error::Internal(format!("reading /dev/urandom: {e}")))?;
+            cnm_core::random::fill(&mut r)?;
             // fdXX:XXXX:XXXX::/48 with a 40-bit random global id (RFC 4193).
             let mut o = [0u8; 16];
             o[0] = 0xfd;

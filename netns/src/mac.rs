@@ -38,19 +38,24 @@ impl MacAddr {
         MacAddr([0x02, 0x42, o[0], o[1], o[2], o[3]])
     }
 
-    /// A random locally administered unicast address (from `/dev/urandom`).
-    pub fn random_local() -> MacAddr {
-        use std::io::Read;
+    /// A random locally administered unicast address (from the kernel's
+    /// `getrandom`); never all zeros.
+    pub fn random_local() -> crate::Result<MacAddr> {
         let mut b = [0u8; 6];
-        let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+        getrandom::fill(&mut b).map_err(|e| {
+            crate::Error::io("getrandom", "a random MAC", std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(nix::libc::EIO)))
+        })?;
         b[0] = (b[0] & 0xfc) | 0x02;
-        MacAddr(b)
+        Ok(MacAddr(b))
     }
 
     /// Docker's rule for an endpoint with `ipv4` (if any): [`MacAddr::docker`],
     /// or a random local address for an IPv6-only one.
-    pub fn for_endpoint(ipv4: Option<std::net::Ipv4Addr>) -> MacAddr {
-        ipv4.map(MacAddr::docker).unwrap_or_else(MacAddr::random_local)
+    pub fn for_endpoint(ipv4: Option<std::net::Ipv4Addr>) -> crate::Result<MacAddr> {
+        match ipv4 {
+            Some(a) => Ok(MacAddr::docker(a)),
+            None => MacAddr::random_local(),
+        }
     }
 }
 
@@ -107,8 +112,8 @@ mod tests {
     fn dockers_rule_and_random_local_addresses() {
         // The reference inspect output: 10.1.1.7 has 02:42:0a:01:01:07.
         assert_eq!(MacAddr::docker("10.1.1.7".parse().unwrap()).to_string(), "02:42:0a:01:01:07");
-        assert_eq!(MacAddr::for_endpoint(Some("172.17.0.2".parse().unwrap())).to_string(), "02:42:ac:11:00:02");
-        let (a, b) = (MacAddr::for_endpoint(None), MacAddr::random_local());
+        assert_eq!(MacAddr::for_endpoint(Some("172.17.0.2".parse().unwrap())).unwrap().to_string(), "02:42:ac:11:00:02");
+        let (a, b) = (MacAddr::for_endpoint(None).unwrap(), MacAddr::random_local().unwrap());
         assert!(a.is_local_unicast() && b.is_local_unicast());
         assert_ne!(a, b);
     }

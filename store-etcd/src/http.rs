@@ -10,6 +10,9 @@ use crate::error::Error;
 
 /// How long connecting and a single answer may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The largest body or chunk taken from the server (a larger announced size
+/// is a protocol error, not an allocation).
+pub const MAX_BODY: usize = 64 << 20;
 /// How long a unary request may wait for its answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -76,17 +79,22 @@ impl Conn {
             if let Some((name, value)) = l.split_once(':') {
                 let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
                 if name == "content-length" {
-                    length = value.parse().ok();
+                    let n = value.parse::<usize>().ok().filter(|n| *n <= MAX_BODY);
+                    length = Some(n.ok_or_else(|| {
+                        Error::Protocol(format!("bad Content-Length {value:?} from {path} (at most {MAX_BODY})"))
+                    })?);
                 } else if name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked") {
                     chunked = true;
                 }
             }
         }
         let status = status.unwrap_or(0);
-        if chunked {
-            Ok((status, None))
-        } else {
-            Ok((status, Some(length.unwrap_or(0))))
+        match (chunked, length) {
+            (true, _) => Ok((status, None)),
+            (false, Some(n)) => Ok((status, Some(n))),
+            // Only these have no body by definition.
+            (false, None) if status == 204 || status == 304 => Ok((status, Some(0))),
+            (false, None) => Err(Error::Protocol(format!("no Content-Length and not chunked, from {path}"))),
         }
     }
 
@@ -101,6 +109,9 @@ impl Conn {
             None => {
                 let mut body = Vec::new();
                 while let Some(chunk) = self.read_chunk(path)? {
+                    if body.len() + chunk.len() > MAX_BODY {
+                        return Err(Error::Protocol(format!("a body of more than {MAX_BODY} bytes from {path}")));
+                    }
                     body.extend_from_slice(&chunk);
                 }
                 Ok(body)
@@ -117,7 +128,9 @@ impl Conn {
         }
         let size_text = line.trim().split(';').next().unwrap_or("");
         let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| Error::Protocol(format!("bad chunk size {size_text:?} from {path}")))?;
+            .ok()
+            .filter(|n| *n <= MAX_BODY)
+            .ok_or_else(|| Error::Protocol(format!("bad chunk size {size_text:?} from {path} (at most {MAX_BODY})")))?;
         let mut chunk = vec![0; size + 2];
         self.reader.read_exact(&mut chunk).map_err(|e| self.io(path, e))?;
         chunk.truncate(size);

@@ -164,7 +164,7 @@ impl EtcdStore {
         let key = key.strip_prefix(&self.prefix).unwrap_or(&key).to_string();
         let value = b64::decode(kv["value"].as_str().unwrap_or(""))
             .ok_or_else(|| Error::Protocol("value is not base64".into()))?;
-        Ok(KvEntry { key, value, revision: num(&kv["mod_revision"]) as u64 })
+        Ok(KvEntry { key, value, revision: revision(&kv["mod_revision"], "kv.mod_revision")? })
     }
 
     fn range(&self, prefix: &str, extra: Value) -> Result<Value, Error> {
@@ -187,7 +187,7 @@ impl EtcdStore {
         let compare = match expect {
             Expect::Any => {
                 let v = self.call("/v3/kv/put", &put).map_err(|e| store_err("put", key, e))?;
-                return Ok(num(&v["header"]["revision"]) as u64);
+                return revision(&v["header"]["revision"], "header.revision").map_err(|e| store_err("put", key, e));
             }
             Expect::Absent => json!({ "key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0" }),
             Expect::Revision(r) => {
@@ -201,7 +201,7 @@ impl EtcdStore {
         });
         let v = self.call("/v3/kv/txn", &txn).map_err(|e| store_err("put", key, e))?;
         if v["succeeded"].as_bool() == Some(true) {
-            return Ok(num(&v["header"]["revision"]) as u64);
+            return revision(&v["header"]["revision"], "header.revision").map_err(|e| store_err("put", key, e));
         }
         Err(self.condition_error(key, expect, &v))
     }
@@ -209,7 +209,7 @@ impl EtcdStore {
     /// The error of a failed compare, from the range the failure branch read.
     fn condition_error(&self, key: &str, expect: Expect, txn: &Value) -> cnm_core::Error {
         let found = txn["responses"][0]["response_range"]["kvs"][0]["mod_revision"].clone();
-        let found = (!found.is_null()).then(|| num(&found) as u64);
+        let found = (!found.is_null()).then(|| revision(&found, "mod_revision").unwrap_or(u64::MAX));
         match (expect, found) {
             (Expect::Absent, Some(_)) => cnm_core::Error::AlreadyExists { what: "key", name: key.to_string() },
             (_, None) => cnm_core::Error::NotFound { what: "key", name: key.to_string() },
@@ -221,7 +221,20 @@ impl EtcdStore {
     }
 }
 
-/// A JSON number that the gateway may send as a string (int64 fields).
+/// A revision the gateway must send (as a string, an int64 field): missing,
+/// unparsable or not positive is a protocol error, never revision 0 (which
+/// a later compare-and-swap would take for "absent").
+pub(crate) fn revision(v: &Value, what: &str) -> Result<u64, Error> {
+    let n = match v {
+        Value::String(s) => s.parse::<u64>().ok(),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    };
+    n.filter(|n| *n > 0).ok_or_else(|| Error::Protocol(format!("the reply's {what} is missing or not a revision: {v}")))
+}
+
+/// A JSON number that the gateway may send as a string (int64 fields); the
+/// gateway leaves out fields that are zero, so missing is 0.
 fn num(v: &Value) -> i64 {
     match v {
         Value::String(s) => s.parse().unwrap_or(0),
@@ -377,6 +390,56 @@ mod tests {
         assert_eq!(range_end(b"/cnm/a/"), b"/cnm/a0");
         assert_eq!(range_end(b"a\xff"), b"b");
         assert_eq!(range_end(b""), b"\0");
+    }
+
+    /// A one-connection fake gateway on loopback: answers the status call,
+    /// then `answer` (raw HTTP) to the next request.
+    fn fake_gateway(answer: &'static str) -> String {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut w = s;
+            let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+            for reply in [ok, answer] {
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; len];
+                r.read_exact(&mut body).unwrap();
+                w.write_all(reply.as_bytes()).unwrap();
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[test]
+    fn sizes_and_revisions_from_the_server_are_checked() {
+        use cnm_core::Store;
+        let cases = [
+            ("HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n{}", "bad Content-Length"),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999\r\n\r\n{}", "bad Content-Length"),
+            ("HTTP/1.1 200 OK\r\n\r\n{}", "no Content-Length"),
+            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n", "bad chunk size"),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n{\"header\":{}}", "header.revision is missing"),
+        ];
+        for (answer, want) in cases {
+            let store = EtcdStore::connect(&fake_gateway(answer)).unwrap();
+            let e = store.put("k", b"{}", cnm_core::store::Expect::Any).unwrap_err();
+            assert!(e.to_string().contains(want), "{want}: {e}");
+        }
     }
 
     #[test]

@@ -88,7 +88,7 @@ impl EtcdWatch {
                 self.pending.push_back(WatchEvent::Put(KvEntry {
                     key,
                     value,
-                    revision: num(&kv["mod_revision"]) as u64,
+                    revision: crate::revision(&kv["mod_revision"], "kv.mod_revision")?,
                 }));
             }
         }

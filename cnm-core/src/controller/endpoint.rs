@@ -67,7 +67,7 @@ impl Controller {
                 });
             }
         }
-        let id = Id::random();
+        let id = Id::random()?;
         let mut ep = Endpoint {
             name: cfg.name.clone().unwrap_or_else(|| format!("ep-{}", id.short())),
             id,

@@ -27,7 +27,7 @@ impl Controller {
         let driver = self.driver(&cfg.driver)?.clone();
         let caps = driver.capabilities();
         let mut net = Network {
-            id: Id::random(),
+            id: Id::random()?,
             name: cfg.name.clone(),
             driver: cfg.driver.clone(),
             scope: caps.scope,

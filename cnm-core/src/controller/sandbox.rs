@@ -64,7 +64,7 @@ impl Controller {
             cfg.netns = Some(p);
         }
         let _op = self.op()?;
-        let id = Id::random();
+        let id = Id::random()?;
         let (netns, owns) = match &cfg.netns {
             Some(p) => (p.clone(), false),
             None => {

@@ -284,7 +284,7 @@ impl NetworkDriver for OverlayDriver {
             ep.mac = Some(MacAddr::for_endpoint(ep.ipv4.and_then(|a| match a {
                 IpNet::V4(v4) => Some(v4.addr()),
                 IpNet::V6(_) => None,
-            })));
+            }))?);
         }
         Ok(())
     }
