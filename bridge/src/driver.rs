@@ -74,7 +74,8 @@ impl BridgeDriver {
 
     /// [`BridgeDriver::new`], or an error when its thread cannot start.
     pub fn try_new() -> Result<BridgeDriver> {
-        let reaper = Reaper::start().map_err(|e| Error::Internal(format!("starting the bridge driver's reaper thread: {e}")))?;
+        let reaper =
+            Reaper::start().map_err(|e| Error::Internal(format!("starting the bridge driver's reaper thread: {e}")))?;
         Ok(BridgeDriver { handles: Mutex::new(HashMap::new()), reaper: Some(reaper), fault: None })
     }
 
@@ -278,7 +279,17 @@ impl NetworkDriver for BridgeDriver {
         }
         let mut undo = Undo::new();
         self.step("create veth")?;
-        let link = h.link_add(&add).map_err(kernel(format!("create veth {veth:?}")))?;
+        let link = h.link_add(&add).map_err(|e| {
+            // Either end's name may be the one taken: say which.
+            if e.kind() == NsKind::AlreadyExists && c.link_get(join.ifname).is_ok() {
+                Error::conflict(
+                    format!("interface {:?} in sandbox {:?}", join.ifname, join.sandbox.name),
+                    "the sandbox has an interface of that name already",
+                )
+            } else {
+                kernel(format!("create veth {veth:?}"))(e)
+            }
+        })?;
         let (h2, v2) = (h.clone(), veth.clone());
         undo.push("delete veth", move || gone_ok(h2.link_del(v2.as_str())).map_err(kernel("delete veth")));
 

@@ -33,50 +33,48 @@ impl Reaper {
     /// Starts the thread; an error when the system cannot start one.
     pub(crate) fn start() -> std::io::Result<Reaper> {
         let (tx, rx) = channel::<Msg>();
-        let thread = std::thread::Builder::new()
-            .name("cnm-bridge-reaper".into())
-            .spawn(move || {
-                let mut pending: HashMap<*const Handle, Arc<Handle>> = HashMap::new();
-                loop {
-                    let first = rx.recv().ok();
-                    let mut stop = false;
-                    match first {
-                        Some(Msg::Delete(h)) => {
-                            pending.insert(Arc::as_ptr(&h), h);
-                        }
-                        Some(Msg::Stop) | None => stop = true,
+        let thread = std::thread::Builder::new().name("cnm-bridge-reaper".into()).spawn(move || {
+            let mut pending: HashMap<*const Handle, Arc<Handle>> = HashMap::new();
+            loop {
+                let first = rx.recv().ok();
+                let mut stop = false;
+                match first {
+                    Some(Msg::Delete(h)) => {
+                        pending.insert(Arc::as_ptr(&h), h);
                     }
-                    // Gather what else arrives meanwhile.
-                    if !stop {
-                        loop {
-                            match rx.recv_timeout(GATHER) {
-                                Ok(Msg::Delete(h)) => {
-                                    pending.insert(Arc::as_ptr(&h), h);
-                                }
-                                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
-                                    stop = true;
-                                    break;
-                                }
-                                Err(RecvTimeoutError::Timeout) => break,
+                    Some(Msg::Stop) | None => stop = true,
+                }
+                // Gather what else arrives meanwhile.
+                if !stop {
+                    loop {
+                        match rx.recv_timeout(GATHER) {
+                            Ok(Msg::Delete(h)) => {
+                                pending.insert(Arc::as_ptr(&h), h);
                             }
-                        }
-                    }
-                    for (_, h) in pending.drain() {
-                        if let Err(e) = h.link_del_group(GROUP) {
-                            if e.kind() != cnm_netns::ErrorKind::NotFound {
-                                tracing::warn!("deleting detached veths: {e}");
+                            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                                stop = true;
+                                break;
                             }
+                            Err(RecvTimeoutError::Timeout) => break,
                         }
-                    }
-                    if stop {
-                        // Anything queued after the stop request, too.
-                        while let Ok(Msg::Delete(h)) = rx.try_recv() {
-                            let _ = h.link_del_group(GROUP);
-                        }
-                        return;
                     }
                 }
-            })?;
+                for (_, h) in pending.drain() {
+                    if let Err(e) = h.link_del_group(GROUP) {
+                        if e.kind() != cnm_netns::ErrorKind::NotFound {
+                            tracing::warn!("deleting detached veths: {e}");
+                        }
+                    }
+                }
+                if stop {
+                    // Anything queued after the stop request, too.
+                    while let Ok(Msg::Delete(h)) = rx.try_recv() {
+                        let _ = h.link_del_group(GROUP);
+                    }
+                    return;
+                }
+            }
+        })?;
         Ok(Reaper { tx, thread: Some(thread) })
     }
 

@@ -233,6 +233,7 @@ fn documented_errors_are_one_line_and_leave_nothing_half_done() {
         (vec!["connect", "-p", "127.0.0.1:8090:80", "-p", "8090:81", "web", "c2"], "given twice in this request"),
         (vec!["connect", "-p", "2222:80", "web", "c2"], "port 2222/tcp on all addresses is in use on the host"),
         (vec!["connect", "--mac", "02:42:0a:49:00:02", "web", "c2"], "is the MAC of endpoint"),
+        (vec!["connect", "-p", "1-65535:1-65535", "web", "c2"], "at most 10000 are published at once"),
     ] {
         let e = c.fails(1, &args);
         assert!(e.starts_with("cnm: error: ") && e.lines().count() == 1, "{args:?}: {e}");
@@ -631,5 +632,52 @@ fn files_have_explicit_modes_and_links_are_never_followed() {
     for s in ["s1", "s3"] {
         c.ok(&["sandbox", "rm", s]);
     }
+    c.ok(&["network", "rm", "n"]);
+}
+
+/// An interface name taken inside the container is reported as that, not
+/// as a clash of the host-side veth's name; nothing is left behind.
+#[test]
+fn an_eth0_clash_names_the_sandbox_interface() {
+    let Some(c) = Cnm::new("cli_eth0_clash") else { return };
+    let ctr = c.host.named_container("busy").unwrap();
+    c.host.exec(&ctr.ns, "ip", &["link", "add", "eth0", "type", "veth", "peer", "name", "x0"]);
+    c.ok(&["network", "create", "--subnet", "10.65.0.0/24", "n"]);
+    let path = c.host.dir().join("busy");
+    c.ok(&["sandbox", "create", "--netns", path.to_str().unwrap(), "s"]);
+    let links = c.host_links();
+    let e = c.fails(1, &["connect", "n", "s"]);
+    assert!(e.contains("interface \"eth0\" in sandbox \"s\""), "{e}");
+    assert_eq!(c.host_links(), links, "no veth left");
+    c.ok(&["sandbox", "rm", "s"]);
+    c.ok(&["network", "rm", "n"]);
+}
+
+/// A range of 3,000 ports is one transaction of many netlink messages (one
+/// message's attributes hold 64 KiB), and goes away whole.
+#[test]
+fn a_range_of_three_thousand_ports_is_published_and_removed() {
+    let Some(c) = Cnm::new("cli_big_range") else { return };
+    c.ok(&["network", "create", "--subnet", "10.66.0.0/24", "n"]);
+    c.ok(&["sandbox", "create", "s"]);
+    c.ok(&["connect", "-p", "20000-22999:20000-22999", "n", "s"]);
+    let count = || {
+        let j: serde_json::Value =
+            serde_json::from_str(&c.host.exec(&c.host.ns, "nft", &["-j", "list", "map", "inet", "cnm", "dnat4_any"]))
+                .unwrap();
+        j["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["map"]["elem"].as_array().map_or(0, |e| e.len()))
+            .sum::<usize>()
+    };
+    assert_eq!(count(), 3000);
+    c.ok(&["disconnect", "n", "s"]);
+    c.ok(&["sandbox", "create", "s2"]);
+    c.ok(&["connect", "n", "s2"]);
+    assert_eq!(count(), 0);
+    c.ok(&["sandbox", "rm", "s"]);
+    c.ok(&["sandbox", "rm", "s2"]);
     c.ok(&["network", "rm", "n"]);
 }

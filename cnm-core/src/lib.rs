@@ -17,8 +17,8 @@ pub mod id;
 pub mod inspect;
 pub mod ipam;
 pub mod model;
-pub mod store;
 pub mod random;
+pub mod store;
 pub mod time;
 pub mod undo;
 

@@ -16,6 +16,10 @@ use crate::nfnl::NfSocket;
 use crate::state::{self, Desired, EndpointPorts};
 use crate::{iptables, nft, ports};
 
+/// How long `nft`, `iptables-restore` and their `-save` may take before
+/// they are killed and the operation fails.
+pub const TOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Which tool does the work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -115,18 +119,35 @@ impl NatFirewall {
                 },
                 _ => NatError::Apply { tool: tool.into(), namespace: self.ns_name(), stderr: e.to_string() },
             })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(input.as_bytes()).map_err(|e| NatError::Apply {
-                tool: tool.into(),
-                namespace: self.ns_name(),
-                stderr: e.to_string(),
-            })?;
+        let apply_err = |e: String| NatError::Apply { tool: tool.into(), namespace: self.ns_name(), stderr: e };
+        // The input is written while the output is read (a tool that answers
+        // before it has read everything cannot fill a pipe and stall us),
+        // and the tool gets TOOL_TIMEOUT to finish.
+        let stdin = child.stdin.take();
+        let input = input.to_string();
+        let writer = std::thread::spawn(move || match stdin {
+            Some(mut w) => w.write_all(input.as_bytes()),
+            None => Ok(()),
+        });
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        let out = match rx.recv_timeout(TOOL_TIMEOUT) {
+            Ok(r) => r.map_err(|e| apply_err(e.to_string()))?,
+            Err(_) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = rx.recv();
+                return Err(apply_err(format!("no answer within {} s; killed", TOOL_TIMEOUT.as_secs())));
+            }
+        };
+        if let Ok(Err(e)) = writer.join() {
+            // A tool that exits early closes its input: its status says why.
+            if out.status.success() {
+                return Err(apply_err(format!("writing its input: {e}")));
+            }
         }
-        let out = child.wait_with_output().map_err(|e| NatError::Apply {
-            tool: tool.into(),
-            namespace: self.ns_name(),
-            stderr: e.to_string(),
-        })?;
         if !out.status.success() {
             return Err(NatError::Apply {
                 tool: format!("{tool} {}", args.join(" ")),

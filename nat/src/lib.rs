@@ -22,6 +22,7 @@ pub mod iptables;
 mod nfnl;
 pub mod nft;
 mod ports;
+pub use ports::MAX_HOST_PORTS;
 pub mod state;
 
 pub use error::NatError;

@@ -75,6 +75,12 @@ impl NfSocket {
         sock.connect(&SocketAddr::new(0, 0))?;
         let tv = nix::sys::time::TimeVal::new(TIMEOUT.as_secs() as i64, 0);
         nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &tv)?;
+        // A whole transaction goes in one send: room for the largest request
+        // (MAX_HOST_PORTS mappings), beyond the default limit if allowed.
+        let room = 16 << 20;
+        if nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::SndBufForce, &room).is_err() {
+            let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::SndBuf, &room);
+        }
         Ok(NfSocket { sock, seq: 0, buf: vec![0; 64 * 1024] })
     }
 
@@ -184,6 +190,8 @@ fn batch_marker(out: &mut Vec<u8>, ty: u16, seq: u32) {
 
 /// Appends an attribute, padded to 4 bytes.
 fn attr(out: &mut Vec<u8>, ty: u16, payload: &[u8]) {
+    // Callers keep attributes small (see nft::ELEMENTS_PER_MESSAGE).
+    assert!(payload.len() <= usize::from(u16::MAX) - 4, "netlink attribute of {} bytes", payload.len());
     put_u16(out, (4 + payload.len()) as u16);
     put_u16(out, ty);
     out.extend_from_slice(payload);
@@ -199,7 +207,7 @@ fn nest(out: &mut Vec<u8>, ty: u16) -> usize {
 }
 
 fn end_nest(out: &mut [u8], at: usize) {
-    let len = (out.len() - at) as u16;
+    let len = u16::try_from(out.len() - at).expect("nested attributes are kept under 64 KiB");
     out[at..at + 2].copy_from_slice(&len.to_ne_bytes());
 }
 

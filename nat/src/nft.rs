@@ -288,8 +288,23 @@ fn group(add: bool, items: impl Iterator<Item = (&'static str, Concat, Option<Co
             g.push((k, v));
         }
     }
-    groups.into_iter().map(|(set, elements)| ElementChange { add, set, elements }).collect()
+    // One message per ELEMENTS_PER_MESSAGE elements, all in one transaction:
+    // a netlink attribute's length is 16 bits, so one list of every element
+    // of a large range would not fit.
+    groups
+        .into_iter()
+        .flat_map(|(set, elements)| {
+            elements
+                .chunks(ELEMENTS_PER_MESSAGE)
+                .map(|c| ElementChange { add, set, elements: c.to_vec() })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
+
+/// Elements per netlink message: each takes at most about 80 bytes of the
+/// 65,535 an attribute can hold.
+pub const ELEMENTS_PER_MESSAGE: usize = 256;
 
 /// The element additions that publish `mappings`, one change per map or set.
 pub fn plan_add(mappings: &[Mapping]) -> Vec<ElementChange> {

@@ -14,8 +14,20 @@ fn invalid(m: &PortMapping, reason: impl Into<String>) -> NatError {
     NatError::InvalidMapping { mapping: m.to_string(), reason: reason.into() }
 }
 
+/// The most host ports one request may publish: each is a claim in the
+/// store and an element in the kernel, and a request is one transaction.
+pub const MAX_HOST_PORTS: usize = 10_000;
+
 /// Checks every mapping of a request before anything is claimed or changed.
 pub(crate) fn validate(req: &PortRequest) -> Result<(), NatError> {
+    let total: usize = req.ports.iter().map(|m| m.container_port.len() as usize).sum();
+    if total > MAX_HOST_PORTS {
+        let all = req.ports.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", ");
+        return Err(NatError::InvalidMapping {
+            mapping: all,
+            reason: format!("{total} ports in one request; at most {MAX_HOST_PORTS} are published at once"),
+        });
+    }
     let has_v4 = req.addresses.iter().any(|a| a.is_ipv4());
     let has_v6 = req.addresses.iter().any(|a| a.is_ipv6());
     let mut seen = BTreeSet::new();

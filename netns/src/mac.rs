@@ -43,7 +43,11 @@ impl MacAddr {
     pub fn random_local() -> crate::Result<MacAddr> {
         let mut b = [0u8; 6];
         getrandom::fill(&mut b).map_err(|e| {
-            crate::Error::io("getrandom", "a random MAC", std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(nix::libc::EIO)))
+            crate::Error::io(
+                "getrandom",
+                "a random MAC",
+                std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(nix::libc::EIO)),
+            )
         })?;
         b[0] = (b[0] & 0xfc) | 0x02;
         Ok(MacAddr(b))
@@ -112,7 +116,10 @@ mod tests {
     fn dockers_rule_and_random_local_addresses() {
         // The reference inspect output: 10.1.1.7 has 02:42:0a:01:01:07.
         assert_eq!(MacAddr::docker("10.1.1.7".parse().unwrap()).to_string(), "02:42:0a:01:01:07");
-        assert_eq!(MacAddr::for_endpoint(Some("172.17.0.2".parse().unwrap())).unwrap().to_string(), "02:42:ac:11:00:02");
+        assert_eq!(
+            MacAddr::for_endpoint(Some("172.17.0.2".parse().unwrap())).unwrap().to_string(),
+            "02:42:ac:11:00:02"
+        );
         let (a, b) = (MacAddr::for_endpoint(None).unwrap(), MacAddr::random_local().unwrap());
         assert!(a.is_local_unicast() && b.is_local_unicast());
         assert_ne!(a, b);
