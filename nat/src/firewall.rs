@@ -358,9 +358,22 @@ impl NatFirewall {
             };
             return Err(e);
         }
+        self.flush_conntrack(&mappings);
         let mut out: Vec<PortBinding> = mappings.iter().map(|m| m.binding).collect();
         out.dedup();
         Ok(out)
+    }
+
+    /// Deletes the conntrack entries of the UDP host ports of `mappings`
+    /// (see the `conntrack` module). A failure leaves the rules right and
+    /// is logged: old flows then run out when their clients pause.
+    fn flush_conntrack(&self, mappings: &[state::Mapping]) {
+        match self.host.run(|| crate::conntrack::flush_udp(mappings)) {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::debug!(entries = n, "flushed conntrack entries of published UDP ports"),
+            Ok(Err(e)) => tracing::warn!("flushing conntrack entries of published UDP ports: {e}"),
+            Err(e) => tracing::warn!("flushing conntrack entries of published UDP ports: {e}"),
+        }
     }
 
     /// Removes an endpoint's published ports; none is fine.
@@ -383,10 +396,11 @@ impl NatFirewall {
                     // rebuild from the state instead.
                     self.apply_all(&self.desired()?)?;
                 }
-                Ok(())
             }
-            Backend::Iptables => self.apply_all(&self.desired()?),
+            Backend::Iptables => self.apply_all(&self.desired()?)?,
         }
+        self.flush_conntrack(&record.mappings);
+        Ok(())
     }
 
     /// Rebuilds everything from the recorded state.

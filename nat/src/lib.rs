@@ -16,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+mod conntrack;
 mod error;
 mod firewall;
 pub mod iptables;

@@ -371,6 +371,47 @@ fn ipv6_suite(backend: Backend, test: &str) {
     assert_eq!(ask6(&c1, "2001:db8:1::2", 7000), Some("2001:db8:1::1".parse().unwrap()), "NAT66 masquerade");
 }
 
+/// A UDP client keeps sending to a published port (every 10 ms) while the
+/// port moves to another container: its packets reach the new container,
+/// because the flow's conntrack entry (and its NAT decision) is flushed.
+fn moved_udp_port_suite(backend: Backend, test: &str) {
+    use std::net::UdpSocket;
+    let Some(t) = Topo::new(test, backend) else { return };
+    t.network("brA", "10.88.1.1/24", None, |_| {});
+    let c1 = t.container("c1", "brA", "10.88.1.2/24", "10.88.1.1", None);
+    let c2 = t.container("c2", "brA", "10.88.1.3/24", "10.88.1.1", None);
+    let listen = |c: &TestNs| {
+        let s = c.ns.run(|| UdpSocket::bind("0.0.0.0:53")).unwrap().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    };
+    let (r1, r2) = (listen(&c1), listen(&c2));
+    t.publish("ep1", "net-brA", &["10.88.1.2"], &["5300:53/udp"]);
+    let client = t.outside.ns.run(|| UdpSocket::bind("0.0.0.0:40000")).unwrap().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            // Bounded: at most 20 s of traffic.
+            for _ in 0..2000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let _ = client.send_to(b"ping", format!("{HOST_IP}:5300"));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let mut buf = [0u8; 16];
+        assert!(r1.recv_from(&mut buf).is_ok(), "the first container gets the flow");
+        t.fw.remove_ports("ep1").unwrap();
+        let moved = std::time::Instant::now();
+        t.publish("ep2", "net-brA", &["10.88.1.3"], &["5300:53/udp"]);
+        let got = r2.recv_from(&mut buf);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(got.is_ok(), "the flow never reached the new container (stale conntrack entry)");
+        eprintln!("{test}: the flow reached the new container {:?} after the move", moved.elapsed());
+    });
+}
+
 fn bad_input_suite(backend: Backend, test: &str) {
     let Some(t) = Topo::new(test, backend) else { return };
     t.network("brA", "10.88.1.1/24", None, |_| {});
@@ -448,4 +489,11 @@ macro_rules! both_backends {
     };
 }
 
-both_backends!(published_port_suite, isolation_suite, localhost_suite, ipv6_suite, bad_input_suite);
+both_backends!(
+    published_port_suite,
+    isolation_suite,
+    localhost_suite,
+    ipv6_suite,
+    bad_input_suite,
+    moved_udp_port_suite
+);
