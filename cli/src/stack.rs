@@ -109,7 +109,8 @@ pub fn controller(cli: &Cli, paths: &Paths, host: &NetNs) -> Result<(Controller,
         }
         Some(addr) => {
             let name = cli.host_name.clone().unwrap_or_else(system_host_name);
-            let cfg = OverlayConfig::new(name, addr, paths.run.join("overlay"));
+            let id = cnm_vxlan::overlay::node_id(&paths.state)?;
+            let cfg = OverlayConfig::new(name, addr, paths.run.join("overlay")).with_node_id(id);
             Some(Arc::new(OverlayDriver::new(cfg, store.clone())?))
         }
     };

@@ -21,6 +21,8 @@ const LEASE_TTL_S: u64 = 2;
 /// One host: its namespace, directories and agent.
 struct Host {
     n: usize,
+    /// `--host-name` (a label; several hosts may share one).
+    name: String,
     ns: TestNs,
     state: PathBuf,
     run: PathBuf,
@@ -37,7 +39,7 @@ impl Host {
         c.arg("--state-dir").arg(&self.state).arg("--run-dir").arg(&self.run);
         c.arg("--host-netns").arg(self.ns.ns.proc_path());
         c.args(["--store", &format!("etcd://{ETCD_IP}:2379")]);
-        c.args(["--host-name", &format!("host{}", self.n), "--advertise-addr", &self.addr()]);
+        c.args(["--host-name", &self.name, "--advertise-addr", &self.addr()]);
         c.args(args);
         c
     }
@@ -119,7 +121,7 @@ fn cluster(test: &str) -> Option<Cluster> {
         .map(|n| {
             let ns = attach(&format!("h{n}"), &format!("192.0.2.{n}"));
             let d = tb.dir().join(format!("h{n}"));
-            Host { n, ns, state: d.join("state"), run: d.join("run"), agent: None }
+            Host { n, name: format!("host{n}"), ns, state: d.join("state"), run: d.join("run"), agent: None }
         })
         .collect();
     Some(Cluster { hosts, etcd, _etcd_ns: etcd_ns, tb })
@@ -507,4 +509,65 @@ fn hosts_racing_never_collide_and_bad_requests_leave_nothing() {
     assert_eq!(store.count("global/").unwrap(), store.count("global/overlay/hosts/").unwrap());
     nothing_left(h1);
     nothing_left(h2);
+}
+
+/// Hosts are keyed by a persistent random node id, not by name: three hosts
+/// of one name work together, and a host whose state directory (so its
+/// node id) was copied from a live one is refused, naming that host.
+#[test]
+fn hosts_of_one_name_work_and_a_cloned_node_id_is_refused() {
+    let Some(mut c) = cluster("overlay_node_ids") else { return };
+    for h in &mut c.hosts[..2] {
+        h.name = "same".into();
+        h.start_agent();
+    }
+    c.wait_hosts_registered(2);
+    c.hosts[0].ok(&["network", "create", "-d", "overlay", "--subnet", "10.9.0.0/24", "ov"]);
+    let a = c.hosts[0].container("a", "ov", "10.9.0.10");
+    let b = c.hosts[1].container("b", "ov", "10.9.0.11");
+    assert!(reaches(&a, "10.9.0.11", 5) && reaches(&b, "10.9.0.10", 5), "two hosts named alike talk");
+    let v: serde_json::Value = serde_json::from_str(&c.hosts[0].ok(&["network", "inspect", "ov"])).unwrap();
+    let peers: Vec<(String, String)> = v[0]["Peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["Name"].as_str().unwrap().to_string(), p["IP"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(peers, [("same".to_string(), "192.0.2.1".to_string()), ("same".to_string(), "192.0.2.2".to_string())]);
+
+    // Host 3 gets host 1's node id (a cloned machine): its agent is refused
+    // while host 1 lives, and so is a join; host 1 keeps working.
+    std::fs::create_dir_all(&c.hosts[2].state).unwrap();
+    std::fs::copy(c.hosts[0].state.join("node-id"), c.hosts[2].state.join("node-id")).unwrap();
+    let mut agent = c.hosts[2]
+        .cmd(&["agent", "--interval", "3600", "--lease-ttl", &LEASE_TTL_S.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(agent.stderr.take().unwrap()).lines();
+        // Readiness: the agent says why it cannot register (it retries).
+        for _ in 0..50 {
+            said = lines.next().expect("the agent said nothing").unwrap();
+            if said.contains("overlay node id") {
+                break;
+            }
+        }
+    }
+    agent.kill().ok();
+    agent.wait().ok();
+    assert!(said.contains("host \"same\" at 192.0.2.1 has it"), "{said}");
+    c.hosts[2].ok(&["sandbox", "create", "x"]);
+    let o = c.hosts[2].run(&["connect", "ov", "x"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("overlay node id"), "{err}");
+    assert!(reaches(&a, "10.9.0.11", 5), "host 1 is unaffected");
+    c.hosts[2].ok(&["sandbox", "rm", "x"]);
+    c.hosts[0].ok(&["sandbox", "rm", "a"]);
+    c.hosts[1].ok(&["sandbox", "rm", "b"]);
+    c.hosts[0].ok(&["network", "rm", "ov"]);
 }

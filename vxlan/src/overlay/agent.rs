@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cnm_core::store::{LeaseId, Watch, WatchEvent};
-use cnm_core::{Expect, Result};
+use cnm_core::{Expect, Result, StoreExt};
 
 use super::layout;
 use super::records::{self, HostRecord, PeerRecord};
@@ -60,14 +60,23 @@ impl Agent {
     pub fn register(&self) -> Result<LeaseId> {
         let store = self.driver.store();
         let cfg = self.driver.config();
+        // Another live host with this node id (a cloned machine, a copied
+        // state directory) would take over this host's records: refused.
+        // The same address is this host again (its agent restarted).
+        let key = records::host_key(cfg.node());
+        if let Some((other, _)) = store.get_json::<HostRecord>(&key)? {
+            if other.addr != cfg.advertise_addr {
+                return Err(records::clone_refused(cfg.node(), &other));
+            }
+        }
         let lease = store.grant_lease(self.opts.ttl)?;
         let host = HostRecord { name: cfg.host_name.clone(), addr: cfg.advertise_addr, lease: lease.0 };
         let bytes = serde_json::to_vec(&host).map_err(|e| cnm_core::Error::Internal(e.to_string()))?;
-        store.put_with_lease(&records::host_key(&cfg.host_name), &bytes, Expect::Any, lease)?;
+        store.put_with_lease(&key, &bytes, Expect::Any, lease)?;
         let keep = self.publish(lease)?;
         for e in store.list(records::PEERS)? {
             let Ok(p) = serde_json::from_slice::<PeerRecord>(&e.value) else { continue };
-            if p.host != cfg.host_name || keep.contains(&e.key) {
+            if p.host != cfg.node() || keep.contains(&e.key) {
                 continue;
             }
             // Under the network's lock, so that a join or leave running now
@@ -78,7 +87,7 @@ impl Agent {
                 let _ = store.delete(&e.key, Expect::Revision(e.revision));
             }
         }
-        tracing::info!(host = %cfg.host_name, lease = lease.0, endpoints = keep.len(), "overlay host registered");
+        tracing::info!(host = %cfg.host_name, node = %cfg.node(), lease = lease.0, endpoints = keep.len(), "overlay host registered");
         Ok(lease)
     }
 
@@ -94,7 +103,7 @@ impl Agent {
             let _lock = layout::lock(&cfg.netns_dir, &net)?;
             for e in store.list(&format!("{}{net}/", records::LOCAL_PEERS))? {
                 let Ok(p) = serde_json::from_slice::<PeerRecord>(&e.value) else { continue };
-                let key = records::peer_key(&net, &cfg.host_name, &p.endpoint);
+                let key = records::peer_key(&net, cfg.node(), &p.endpoint);
                 store.put_with_lease(&key, &e.value, Expect::Any, lease)?;
                 keep.insert(key);
             }

@@ -52,8 +52,15 @@ pub(crate) fn kernel(op: impl Into<String>) -> impl FnOnce(cnm_netns::Error) -> 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OverlayConfig {
-    /// This host's name, unique in the cluster (shown in inspect's `Peers`).
+    /// This host's name: a label (shown in inspect's `Peers`); several
+    /// hosts may share one.
     pub host_name: String,
+    /// This host's identity in the cluster: every record of this host is
+    /// keyed by it. Persistent and random ([`node_id`] keeps one in a state
+    /// directory), so cloned machines or hosts of one name stay apart.
+    /// Empty: the host name is used.
+    #[serde(default)]
+    pub node_id: String,
     /// This host's VTEP address: an address of the host namespace that the
     /// other hosts reach (Docker's `--advertise-addr`).
     pub advertise_addr: IpAddr,
@@ -71,8 +78,56 @@ fn default_port() -> u16 {
 impl OverlayConfig {
     /// A configuration with the standard port.
     pub fn new(host_name: impl Into<String>, advertise_addr: IpAddr, netns_dir: impl Into<PathBuf>) -> Self {
-        OverlayConfig { host_name: host_name.into(), advertise_addr, netns_dir: netns_dir.into(), port: 4789 }
+        OverlayConfig {
+            host_name: host_name.into(),
+            node_id: String::new(),
+            advertise_addr,
+            netns_dir: netns_dir.into(),
+            port: 4789,
+        }
     }
+
+    /// With this node id (see [`OverlayConfig::node_id`]).
+    pub fn with_node_id(mut self, id: impl Into<String>) -> Self {
+        self.node_id = id.into();
+        self
+    }
+
+    /// The key this host's records are under: the node id, or the host name.
+    pub fn node(&self) -> &str {
+        if self.node_id.is_empty() {
+            &self.host_name
+        } else {
+            &self.node_id
+        }
+    }
+}
+
+/// This host's persistent node id, kept in `state_dir/node-id` (made on
+/// first use: 32 random hex digits, mode 0600). Copying a state directory
+/// to another machine copies the id; the agent then refuses to register
+/// the second live host (see [`Agent::register`](crate::overlay::Agent::register)).
+pub fn node_id(state_dir: &std::path::Path) -> Result<String> {
+    let path = state_dir.join("node-id");
+    let read = |path: &std::path::Path| -> Result<Option<String>> {
+        use std::io::Read;
+        let mut s = String::new();
+        match cnm_core::files::open_nofollow(path).and_then(|mut f| f.read_to_string(&mut s)) {
+            Ok(_) if s.trim().len() == 32 && s.trim().bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Ok(Some(s.trim().to_string()))
+            }
+            Ok(_) => Err(Error::store("read", path.display().to_string(), "not a node id (32 hex digits)")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::store("read", path.display().to_string(), e)),
+        }
+    };
+    if let Some(id) = read(&path)? {
+        return Ok(id);
+    }
+    let id = cnm_core::Id::random()?.as_str()[..32].to_string();
+    cnm_core::files::write_atomic(&path, format!("{id}\n").as_bytes(), cnm_core::files::PRIVATE_FILE, true)
+        .map_err(|e| Error::store("write", path.display().to_string(), e))?;
+    Ok(id)
 }
 
 /// The overlay driver. Give it the same store as the controller: one that
@@ -86,8 +141,8 @@ pub struct OverlayDriver {
 impl OverlayDriver {
     /// A driver for this host. Checks the configuration; touches nothing.
     pub fn new(cfg: OverlayConfig, store: Arc<dyn Store>) -> Result<OverlayDriver> {
-        cnm_core::store::validate_key(&records::host_key(&cfg.host_name))
-            .map_err(|_| Error::invalid("overlay host name", format!("{:?} cannot be a store key", cfg.host_name)))?;
+        cnm_core::store::validate_key(&records::host_key(cfg.node()))
+            .map_err(|_| Error::invalid("overlay node id", format!("{:?} cannot be a store key", cfg.node())))?;
         if cfg.advertise_addr.is_unspecified() || cfg.advertise_addr.is_multicast() {
             return Err(Error::invalid(
                 "overlay advertise address",
@@ -143,7 +198,7 @@ impl OverlayDriver {
         let Some(o) = layout::open(&self.cfg.netns_dir, net_id)? else { return Ok(Default::default()) };
         let devs = program::devices(&o.handle, &layout::plan(&net)?)?;
         let peers = records::peers(&*self.store, net_id)?;
-        let report = program::sync(&o.handle, &devs, &self.cfg.host_name, &peers)?;
+        let report = program::sync(&o.handle, &devs, self.cfg.node(), &peers)?;
         if let Err(e) = garp::announce(&o.ns, &report.announce) {
             tracing::debug!(error = %e, "overlay: gratuitous ARP failed");
         }
@@ -208,8 +263,11 @@ impl NetworkDriver for OverlayDriver {
     }
 
     fn peers(&self, _: &DriverContext<'_>, net: &Network) -> Result<Option<Vec<Peer>>> {
-        let mut hosts: Vec<(String, IpAddr)> =
-            records::peers(&*self.store, net.id.as_str())?.into_iter().map(|p| (p.host, p.vtep)).collect();
+        // Shown by name; a record of an older version has only the host.
+        let mut hosts: Vec<(String, IpAddr)> = records::peers(&*self.store, net.id.as_str())?
+            .into_iter()
+            .map(|p| (if p.host_name.is_empty() { p.host } else { p.host_name }, p.vtep))
+            .collect();
         hosts.sort();
         hosts.dedup();
         Ok(Some(hosts.into_iter().map(|(name, ip)| Peer { name, ip: ip.to_string() }).collect()))
@@ -247,7 +305,10 @@ impl NetworkDriver for OverlayDriver {
     fn delete_network(&self, ctx: &DriverContext<'_>, net: &Network) -> Result<()> {
         let peers = records::peers(&*self.store, net.id.as_str())?;
         if !peers.is_empty() {
-            let hosts: BTreeSet<&str> = peers.iter().map(|p| p.host.as_str()).collect();
+            let hosts: BTreeSet<&str> = peers
+                .iter()
+                .map(|p| if p.host_name.is_empty() { p.host.as_str() } else { p.host_name.as_str() })
+                .collect();
             return Err(Error::conflict(
                 format!("overlay network {:?}", net.name),
                 format!(
@@ -291,7 +352,7 @@ impl NetworkDriver for OverlayDriver {
 
     fn join(&self, ctx: &DriverContext<'_>, net: &Network, ep: &mut Endpoint, join: &JoinInfo<'_>) -> Result<()> {
         // Everything that can be refused is checked before the kernel is touched.
-        let lease = records::host_lease(&*self.store, &self.cfg.host_name)?;
+        let lease = records::host_lease(&*self.store, self.cfg.node(), self.cfg.advertise_addr)?;
         let plan = layout::plan(net)?;
         let ip =
             ep.ipv4.or(ep.ipv6).ok_or_else(|| Error::invalid("endpoint", format!("{:?} has no address", ep.name)))?;
@@ -386,7 +447,7 @@ impl NetworkDriver for OverlayDriver {
             Ok(p) => p,
             Err(e) => return undo.fail(e),
         };
-        match program::sync(&o.handle, &devs, &self.cfg.host_name, &peers) {
+        match program::sync(&o.handle, &devs, self.cfg.node(), &peers) {
             Ok(r) => {
                 if let Err(e) = garp::announce(&o.ns, &r.announce) {
                     tracing::debug!(error = %e, "overlay: gratuitous ARP failed");
@@ -400,7 +461,8 @@ impl NetworkDriver for OverlayDriver {
             endpoint: ep.id.to_string(),
             ip,
             mac,
-            host: self.cfg.host_name.clone(),
+            host: self.cfg.node().to_string(),
+            host_name: self.cfg.host_name.clone(),
             vtep: self.cfg.advertise_addr,
         };
         let local_key = records::local_peer_key(net.id.as_str(), ep.id.as_str());
@@ -413,7 +475,7 @@ impl NetworkDriver for OverlayDriver {
             _ => Ok(()),
         });
         let bytes = serde_json::to_vec(&rec).map_err(|e| Error::Internal(e.to_string()))?;
-        let key = records::peer_key(net.id.as_str(), &self.cfg.host_name, ep.id.as_str());
+        let key = records::peer_key(net.id.as_str(), self.cfg.node(), ep.id.as_str());
         if let Err(e) = self.store.put_with_lease(&key, &bytes, Expect::Any, lease) {
             return undo.fail(e);
         }
@@ -427,7 +489,7 @@ impl NetworkDriver for OverlayDriver {
     fn leave(&self, _: &DriverContext<'_>, net: &Network, ep: &Endpoint, _: Option<&NetNs>) -> Result<()> {
         let _lock = layout::lock(&self.cfg.netns_dir, net.id.as_str())?;
         let mut errors = Vec::new();
-        let key = records::peer_key(net.id.as_str(), &self.cfg.host_name, ep.id.as_str());
+        let key = records::peer_key(net.id.as_str(), self.cfg.node(), ep.id.as_str());
         for k in [key, records::local_peer_key(net.id.as_str(), ep.id.as_str())] {
             match self.store.delete(&k, Expect::Any) {
                 Err(e) if e.kind() != cnm_core::ErrorKind::NotFound => errors.push(e),

@@ -3,9 +3,9 @@
 //! Shared by every host (etcd; the `global/` prefix):
 //! - `global/overlay/vni/<vni>`: which network and subnet own a VXLAN id;
 //!   created with compare-and-swap, so two hosts never take the same one.
-//! - `global/overlay/hosts/<host>`: a host's name, VTEP address and lease,
+//! - `global/overlay/hosts/<node-id>`: a host's name, VTEP address and lease,
 //!   written by its agent under that lease.
-//! - `global/overlay/peers/<network-id>/<host>/<endpoint-id>`: where an
+//! - `global/overlay/peers/<network-id>/<node-id>/<endpoint-id>`: where an
 //!   endpoint lives (IP, MAC, VTEP), under its host's lease, so a dead
 //!   host's endpoints vanish when the lease expires.
 //!
@@ -28,10 +28,10 @@ pub const FIRST_VNI: u32 = 4097;
 /// The last valid VXLAN id (24 bits).
 pub const LAST_VNI: u32 = (1 << 24) - 1;
 
-/// A host taking part in overlays.
+/// A host taking part in overlays, under `hosts/<node id>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRecord {
-    /// Its name (unique in the cluster).
+    /// Its name (a label).
     pub name: String,
     /// Its VTEP (underlay) address.
     pub addr: IpAddr,
@@ -48,8 +48,11 @@ pub struct PeerRecord {
     pub ip: IpNet,
     /// Its MAC.
     pub mac: MacAddr,
-    /// The host it is on.
+    /// The node id of the host it is on.
     pub host: String,
+    /// That host's name (a label).
+    #[serde(default)]
+    pub host_name: String,
     /// That host's VTEP address.
     pub vtep: IpAddr,
 }
@@ -94,9 +97,10 @@ pub fn network_of_peer_key(key: &str) -> Option<&str> {
 
 /// This host's live record: its lease, or an error saying the agent is
 /// not running.
-pub fn host_lease(store: &dyn Store, host: &str) -> Result<LeaseId> {
+pub fn host_lease(store: &dyn Store, host: &str, addr: IpAddr) -> Result<LeaseId> {
     match store.get_json::<HostRecord>(&host_key(host))? {
-        Some((h, _)) => Ok(LeaseId(h.lease)),
+        Some((h, _)) if h.addr == addr => Ok(LeaseId(h.lease)),
+        Some((h, _)) => Err(clone_refused(host, &h)),
         None => Err(Error::Forbidden {
             what: format!("overlay endpoints on host {host:?}"),
             reason: format!(
@@ -105,6 +109,18 @@ pub fn host_lease(store: &dyn Store, host: &str) -> Result<LeaseId> {
             ),
         }),
     }
+}
+
+/// The error for a second live host with the node id `node` (a clone).
+pub fn clone_refused(node: &str, other: &HostRecord) -> Error {
+    Error::conflict(
+        format!("overlay node id {node}"),
+        format!(
+            "host {:?} at {} has it and is alive; a copied machine or state directory needs an id of its own \
+             (delete its node-id file)",
+            other.name, other.addr
+        ),
+    )
 }
 
 /// Every peer of `network`, all hosts.
