@@ -484,7 +484,7 @@ fn hosts_racing_never_collide_and_bad_requests_leave_nothing() {
         let v: serde_json::Value = serde_json::from_str(&h.ok(&["sandbox", "inspect", sb])).unwrap();
         NetNs::open(v["NetNs"].as_str().expect("netns path")).unwrap()
     };
-    let far = peers.iter().find(|p| p["host"] == "host2").unwrap()["ip"]
+    let far = peers.iter().find(|p| p["host_name"] == "host2").unwrap()["ip"]
         .as_str()
         .unwrap()
         .split('/')
