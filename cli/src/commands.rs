@@ -374,7 +374,11 @@ fn agent(
     let overlay_thread = overlay.map(|d| {
         let opts =
             cnm_vxlan::overlay::AgentOptions { ttl: Duration::from_secs(lease_ttl.max(1)), ..Default::default() };
-        let agent = cnm_vxlan::overlay::Agent::new(d.clone(), opts);
+        let mut agent = cnm_vxlan::overlay::Agent::new(d.clone(), opts);
+        match ctl.host_netns().try_clone() {
+            Ok(host) => agent = agent.with_vtep_filter(host),
+            Err(e) => eprintln!("cnm: warning: no VXLAN source filter: {e}"),
+        }
         println!("cnm agent: overlay host {:?} at {}", d.config().host_name, d.config().advertise_addr);
         std::thread::spawn(move || agent.run(&STOP))
     });

@@ -103,18 +103,50 @@ struct Cluster {
 
 /// The underlay: a bridge in the test host's namespace, and each of three
 /// hosts and etcd on it through a veth.
+/// A namespace on the underlay bridge `ul0` with address `ip`/24.
+fn underlay_ns(tb: &TestHost, name: &str, ip: &str) -> TestNs {
+    let ul = tb.handle.link_get("ul0").unwrap().index;
+    let ns = tb.container(name).unwrap();
+    let port = format!("ul-{name}");
+    tb.handle.link_add(&LinkAdd::veth(port.as_str(), VethPeer::new("eth0").netns(&ns.ns)).master(ul).up()).unwrap();
+    let eth0 = ns.index("eth0");
+    ns.handle.link_set_up(eth0).unwrap();
+    ns.handle.addr_add(eth0, format!("{ip}/24").parse().unwrap(), AddrFlags::empty()).unwrap();
+    ns
+}
+
+/// A VXLAN payload (header and inner frame) carrying one UDP datagram with
+/// `text` to `ip`:`port` at `mac`, on `vni`.
+fn vxlan_frame(vni: u32, mac: [u8; 6], ip: std::net::Ipv4Addr, port: u16, text: &str) -> Vec<u8> {
+    let mut inner = Vec::new();
+    inner.extend_from_slice(&mac);
+    inner.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x99, 0x08, 0x00]);
+    let total = (20 + 8 + text.len()) as u16;
+    let mut ipv4 = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 9, 0, 99];
+    ipv4[2..4].copy_from_slice(&total.to_be_bytes());
+    ipv4.extend_from_slice(&ip.octets());
+    let sum = !ipv4.chunks(2).fold(0u32, |a, w| {
+        let a = a + u32::from(u16::from_be_bytes([w[0], w[1]]));
+        (a & 0xffff) + (a >> 16)
+    }) as u16;
+    ipv4[10..12].copy_from_slice(&sum.to_be_bytes());
+    inner.extend_from_slice(&ipv4);
+    inner.extend_from_slice(&40000u16.to_be_bytes());
+    inner.extend_from_slice(&port.to_be_bytes());
+    inner.extend_from_slice(&((8 + text.len()) as u16).to_be_bytes());
+    inner.extend_from_slice(&[0, 0]);
+    inner.extend_from_slice(text.as_bytes());
+    let mut out = vec![0u8; 8];
+    let mut p = cnm_vxlan::wire::VxlanPacket::new_checked(&mut out[..]).unwrap();
+    cnm_vxlan::wire::VxlanRepr { vni }.emit(&mut p).unwrap();
+    out.extend_from_slice(&inner);
+    out
+}
+
 fn cluster(test: &str) -> Option<Cluster> {
     let tb = TestHost::new(test)?;
-    let ul = tb.handle.link_add(&LinkAdd::bridge("ul0").up()).unwrap().index;
-    let attach = |name: &str, ip: &str| -> TestNs {
-        let ns = tb.container(name).unwrap();
-        let port = format!("ul-{name}");
-        tb.handle.link_add(&LinkAdd::veth(port.as_str(), VethPeer::new("eth0").netns(&ns.ns)).master(ul).up()).unwrap();
-        let eth0 = ns.index("eth0");
-        ns.handle.link_set_up(eth0).unwrap();
-        ns.handle.addr_add(eth0, format!("{ip}/24").parse().unwrap(), AddrFlags::empty()).unwrap();
-        ns
-    };
+    tb.handle.link_add(&LinkAdd::bridge("ul0").up()).unwrap();
+    let attach = |name: &str, ip: &str| underlay_ns(&tb, name, ip);
     let etcd_ns = attach("etcd", ETCD_IP);
     let etcd = EtcdServer::start(&etcd_ns.ns, ETCD_IP.parse().unwrap(), tb.dir().join("etcd"));
     let hosts = (1..=3)
@@ -534,6 +566,31 @@ fn hosts_of_one_name_work_and_a_cloned_node_id_is_refused() {
         .map(|p| (p["Name"].as_str().unwrap().to_string(), p["IP"].as_str().unwrap().to_string()))
         .collect();
     assert_eq!(peers, [("same".to_string(), "192.0.2.1".to_string()), ("same".to_string(), "192.0.2.2".to_string())]);
+
+    // VXLAN into host 1 (a frame for container a, on the network's id,
+    // built with the project's codec): from a peer host it gets through
+    // (the positive control), from a fourth machine on the underlay never.
+    let sink = a.run(|| std::net::UdpSocket::bind("0.0.0.0:9999")).unwrap().unwrap();
+    sink.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let evil = underlay_ns(&c.tb, "evil", "192.0.2.200");
+    let frame = |what: &str| vxlan_frame(4097, [0x02, 0x42, 10, 9, 0, 10], "10.9.0.10".parse().unwrap(), 9999, what);
+    let send = |ns: &NetNs, what: &str| {
+        let s = ns.run(|| std::net::UdpSocket::bind("0.0.0.0:0")).unwrap().unwrap();
+        s.send_to(&frame(what), "192.0.2.1:4789").unwrap();
+    };
+    send(&evil.ns, "from-outsider");
+    send(&c.hosts[1].ns.ns, "from-peer");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while !got.iter().any(|g: &String| g == "from-peer") {
+        let (n, _) = sink.recv_from(&mut buf).expect("a peer's VXLAN frame never arrived");
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    sink.set_nonblocking(true).unwrap();
+    while let Ok((n, _)) = sink.recv_from(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(!got.iter().any(|g| g == "from-outsider"), "VXLAN from outside the cluster got in: {got:?}");
 
     // Host 3 gets host 1's node id (a cloned machine): its agent is refused
     // while host 1 lives, and so is a join; host 1 keeps working.

@@ -8,12 +8,14 @@
 //! everything from scratch, so nothing missed while away is lost.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cnm_core::store::{LeaseId, Watch, WatchEvent};
 use cnm_core::{Expect, Result, StoreExt};
+use cnm_netns::NetNs;
 
 use super::layout;
 use super::records::{self, HostRecord, PeerRecord};
@@ -46,12 +48,51 @@ impl Default for AgentOptions {
 pub struct Agent {
     driver: Arc<OverlayDriver>,
     opts: AgentOptions,
+    /// The host namespace whose VXLAN sources are filtered, and the set
+    /// last applied there.
+    filter: Option<(NetNs, std::sync::Mutex<Option<BTreeSet<IpAddr>>>)>,
 }
 
 impl Agent {
     /// An agent for `driver`'s host.
     pub fn new(driver: Arc<OverlayDriver>, opts: AgentOptions) -> Agent {
-        Agent { driver, opts }
+        Agent { driver, opts, filter: None }
+    }
+
+    /// Also keeps the VXLAN source filter ([`vtep_filter`](super::vtep_filter))
+    /// in `host` (the namespace the VXLAN sockets are in): VXLAN is taken
+    /// only from the live hosts of the cluster. The `cnm` tool's agent does.
+    pub fn with_vtep_filter(mut self, host: NetNs) -> Agent {
+        self.filter = Some((host, std::sync::Mutex::new(None)));
+        self
+    }
+
+    /// Brings the VXLAN source filter up to date with the live hosts (when
+    /// it is on, and only when they changed).
+    pub fn update_vtep_filter(&self) -> Result<()> {
+        let Some((host, applied)) = &self.filter else { return Ok(()) };
+        let cfg = self.driver.config();
+        let vteps: BTreeSet<IpAddr> = self
+            .driver
+            .store()
+            .list_json::<HostRecord>(records::HOSTS)?
+            .into_iter()
+            .map(|(h, _)| h.addr)
+            .filter(|a| *a != cfg.advertise_addr)
+            .collect();
+        let mut last = applied.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_ref() != Some(&vteps) {
+            super::vtep_filter::apply(host, cfg.port, &vteps)?;
+            tracing::debug!(hosts = vteps.len(), "VXLAN source filter updated");
+            *last = Some(vteps);
+        }
+        Ok(())
+    }
+
+    fn update_vtep_filter_logged(&self) {
+        if let Err(e) = self.update_vtep_filter() {
+            tracing::warn!(error = %e, "overlay agent: updating the VXLAN source filter failed");
+        }
     }
 
     /// Takes a new lease, writes this host's record under it, and publishes
@@ -139,6 +180,7 @@ impl Agent {
                     Ok(l) => {
                         lease = Some(l);
                         renewed = Instant::now();
+                        self.update_vtep_filter_logged();
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "overlay agent: cannot register; retrying");
@@ -158,6 +200,7 @@ impl Agent {
                         continue;
                     }
                 }
+                self.update_vtep_filter_logged();
                 self.resync_logged();
                 resynced = Instant::now();
             }
@@ -184,6 +227,7 @@ impl Agent {
                 if let Err(e) = self.publish(lease.expect("registered above")) {
                     tracing::warn!(error = %e, "overlay agent: publishing failed");
                 }
+                self.update_vtep_filter_logged();
                 self.resync_logged();
                 resynced = Instant::now();
             }
@@ -206,6 +250,9 @@ impl Agent {
                         }
                         ev = w.next(Duration::ZERO).unwrap_or(None);
                     }
+                    // First the filter: a new peer's host is let in before
+                    // anything is sent to it.
+                    self.update_vtep_filter_logged();
                     for n in nets {
                         match self.driver.sync_network(&n) {
                             Ok(r) if r.added + r.removed > 0 => {

@@ -17,6 +17,7 @@ pub mod garp;
 pub mod layout;
 pub mod program;
 pub mod records;
+pub mod vtep_filter;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
