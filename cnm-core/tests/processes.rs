@@ -52,6 +52,8 @@ fn child(mode: &str, dir: &Path) -> Command {
     c.args(["--exact", "child_entry", "--ignored", "--nocapture", "--test-threads=1"])
         .env("CNM_CHILD", mode)
         .env("CNM_DIR", dir)
+        // The parent's namespace, by a path that outlives the child.
+        .env("CNM_NETNS", common::own_netns_path())
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .stdout(Stdio::piped());
@@ -80,7 +82,8 @@ fn child_entry() {
             let name = std::env::var("CNM_NAME").unwrap();
             ready_then_wait_for_go(&dir);
             let o = open(&dir);
-            let sb = SandboxConfig { name: name.clone(), netns: Some("/proc/1/ns/net".into()), ..Default::default() };
+            let netns = std::env::var_os("CNM_NETNS").map(PathBuf::from).unwrap_or_else(common::own_netns_path);
+            let sb = SandboxConfig { name: name.clone(), netns: Some(netns), ..Default::default() };
             let r = o.ctl.create_sandbox(sb).and_then(|_| o.ctl.connect("shared", &name, EndpointConfig::default()));
             match r {
                 Ok(ep) => println!("RESULT OK {}", ep.ipv4.unwrap()),
@@ -104,11 +107,8 @@ fn crash_loop(dir: &Path) {
             Err(e) => panic!("{e}"),
         }
         let sb = format!("s{}", i % 5);
-        let _ = ctl.create_sandbox(SandboxConfig {
-            name: sb.clone(),
-            netns: Some("/proc/1/ns/net".into()),
-            ..Default::default()
-        });
+        let netns = std::env::var_os("CNM_NETNS").map(PathBuf::from).unwrap_or_else(common::own_netns_path);
+        let _ = ctl.create_sandbox(SandboxConfig { name: sb.clone(), netns: Some(netns), ..Default::default() });
         let _ = ctl.connect(&net, &sb, EndpointConfig::default());
         println!("connected {i}");
         if i % 2 == 0 {

@@ -73,6 +73,8 @@ fn child(mode: &str, dir: &Path, name: &str) -> Command {
         .env("CNM_CHILD", mode)
         .env("CNM_DIR", dir)
         .env("CNM_NAME", name)
+        // The parent's namespace, by a path that outlives the child.
+        .env("CNM_NETNS", own_netns_path())
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .stdout(Stdio::piped());
@@ -80,6 +82,7 @@ fn child(mode: &str, dir: &Path, name: &str) -> Command {
 }
 
 fn wait_for_go(dir: &Path) {
+    std::fs::write(dir.join(format!("ready-{}", std::process::id())), b"").unwrap();
     while !dir.join("go").exists() {
         std::thread::sleep(Duration::from_micros(200));
     }
@@ -119,7 +122,8 @@ fn child_entry() {
         "connect" => {
             let ctl = controller(&dir);
             wait_for_go(&dir);
-            let sb = SandboxConfig { name: name.clone(), netns: Some("/proc/1/ns/net".into()), ..Default::default() };
+            let netns = std::env::var_os("CNM_NETNS").map(PathBuf::from).unwrap_or_else(own_netns_path);
+            let sb = SandboxConfig { name: name.clone(), netns: Some(netns), ..Default::default() };
             match ctl.create_sandbox(sb).and_then(|_| ctl.connect("shared", &name, EndpointConfig::default())) {
                 Ok(ep) => writeln!(out.lock(), "ADDR {}", ep.ipv4.unwrap().addr()).unwrap(),
                 Err(e) => writeln!(out.lock(), "ERR {e}").unwrap(),
@@ -146,7 +150,19 @@ fn addresses(text: &str) -> (Vec<IpAddr>, Vec<String>) {
 
 fn race(dir: &Path, mode: &str, names: &[String]) -> Vec<String> {
     let kids: Vec<_> = names.iter().map(|n| child(mode, dir, n).spawn().unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(150));
+    // Released at once when every child is ready.
+    let ready = || {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("ready-"))
+            .count()
+    };
+    let t = std::time::Instant::now();
+    while ready() < kids.len() {
+        assert!(t.elapsed() < Duration::from_secs(60), "only {} of {} children got ready", ready(), kids.len());
+        std::thread::sleep(Duration::from_millis(1));
+    }
     std::fs::write(dir.join("go"), b"").unwrap();
     kids.into_iter().map(|c| String::from_utf8_lossy(&c.wait_with_output().unwrap().stdout).into_owned()).collect()
 }
@@ -232,4 +248,11 @@ fn sixteen_processes_connecting_through_the_controller_get_distinct_addresses() 
     // Nothing to repair: no leaked address, no half-done endpoint.
     assert_eq!(ctl.reconcile().unwrap().repairs, Vec::<String>::new());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A path to this process's own network namespace that stands in for a
+/// container's: a descriptor held for the process's lifetime.
+fn own_netns_path() -> std::path::PathBuf {
+    static NS: std::sync::OnceLock<cnm_netns::NetNs> = std::sync::OnceLock::new();
+    NS.get_or_init(|| cnm_netns::NetNs::current().unwrap()).proc_path()
 }

@@ -248,16 +248,22 @@ impl Controller {
             }
             //    Addresses in use whose lease was lost (a deleted lease
             //    file): taken again, so they are not given out twice.
-            for (pool, addr) in &live {
-                match ipam.addresses(pool) {
-                    Ok(leased) if leased.contains(addr) => {}
-                    Ok(_) => match ipam.request_address(pool, crate::ipam::AddressRequest::Exact(*addr)) {
+            let pools: BTreeSet<&String> = live.iter().map(|(p, _)| p).collect();
+            for pool in pools {
+                let leased: BTreeSet<std::net::IpAddr> = match ipam.addresses(pool) {
+                    Ok(v) => v.into_iter().collect(),
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                };
+                for (_, addr) in live.iter().filter(|(p, a)| p == pool && !leased.contains(a)) {
+                    match ipam.request_address(pool, crate::ipam::AddressRequest::Exact(*addr)) {
                         Ok(_) => {
                             r.repairs.push(format!("took address {addr} of pool {pool} again: its lease was lost"))
                         }
                         Err(e) => errors.push(e),
-                    },
-                    Err(e) => errors.push(e),
+                    }
                 }
             }
             match ipam.gc(&live) {
