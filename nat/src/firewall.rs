@@ -234,10 +234,11 @@ impl NatFirewall {
         }
     }
 
-    /// Compares the kernel's rules with what the state renders (rendered
-    /// into a scratch namespace and listed by the same tool, so both sides
-    /// are in the tool's own words), and rebuilds them when they differ.
-    /// Returns what it repaired.
+    /// Releases host port claims no recorded mapping holds (a publish a
+    /// crash interrupted), then compares the kernel's rules with what the
+    /// state renders (rendered into a scratch namespace and listed by the
+    /// same tool, so both sides are in the tool's own words), and rebuilds
+    /// them when they differ. Returns what it repaired.
     pub fn repair(&self) -> Result<Vec<String>, NatError> {
         let _serial = self.serial();
         let d = self.desired()?;
@@ -246,13 +247,21 @@ impl NatFirewall {
             // re-creates it and its rules.
             let _ = self.route_localnet(n);
         }
+        let mut repairs = Vec::new();
+        for key in state::stale_claims(&*self.store)? {
+            match self.store.delete(&key, Expect::Any) {
+                Ok(()) => repairs.push(format!("released host port claim {key}, which no published port holds")),
+                Err(e) if e.kind() == cnm_core::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let scratch = NetNs::create_anonymous()?;
         self.apply_all_in(&scratch, &d)?;
-        if self.listing(&scratch)? == self.listing(&self.host)? {
-            return Ok(Vec::new());
+        if self.listing(&scratch)? != self.listing(&self.host)? {
+            self.apply_all(&d)?;
+            repairs.push(format!("rebuilt the {} rules from the state: the kernel's differed", self.name_str()));
         }
-        self.apply_all(&d)?;
-        Ok(vec![format!("rebuilt the {} rules from the state: the kernel's differed", self.name_str())])
+        Ok(repairs)
     }
 
     fn name_str(&self) -> &'static str {

@@ -122,6 +122,14 @@ pub(crate) fn claim(store: &dyn Store, b: &PortBinding, endpoint: &str) -> Resul
     Ok(Ok(()))
 }
 
+/// Host port claims no recorded mapping holds (a publish interrupted
+/// between claiming a port and recording it): their keys, for
+/// [`NatFirewall::repair`](crate::NatFirewall::repair) to release.
+pub(crate) fn stale_claims(store: &dyn Store) -> Result<Vec<String>, NatError> {
+    let held: std::collections::BTreeSet<String> = load(store)?.mappings().map(|m| claim_key(&m.binding)).collect();
+    Ok(store.list_keys("firewall/hostports/")?.into_iter().filter(|k| !held.contains(k)).collect())
+}
+
 /// Releases a claim; one already gone is fine.
 pub(crate) fn release(store: &dyn Store, b: &PortBinding) -> Result<(), NatError> {
     match store.delete(&claim_key(b), Expect::Any) {

@@ -16,6 +16,7 @@ struct Topo {
     host: TestHost,
     outside: TestNs,
     fw: NatFirewall,
+    store: Arc<MemStore>,
 }
 
 const HOST_IP: &str = "198.51.100.1";
@@ -27,8 +28,9 @@ impl Topo {
         let outside = host.outside().unwrap();
         // The outside has no route to the container subnets: replies reach it
         // only when the host masquerades.
-        let fw = NatFirewall::new(backend, host.ns.try_clone().unwrap(), Arc::new(MemStore::new()));
-        Some(Topo { host, outside, fw })
+        let store = Arc::new(MemStore::new());
+        let fw = NatFirewall::new(backend, host.ns.try_clone().unwrap(), store.clone());
+        Some(Topo { host, outside, fw, store })
     }
 
     /// A bridge with `gw` (v4 and optionally v6) and its firewall rules.
@@ -412,6 +414,28 @@ fn moved_udp_port_suite(backend: Backend, test: &str) {
     });
 }
 
+/// A host port claimed by a publish that a crash interrupted (the claim is
+/// written, the mapping never recorded) is released by `repair`, and the
+/// port can be published again.
+fn stale_claim_suite(backend: Backend, test: &str) {
+    use cnm_core::store::{Expect, Store};
+    let Some(t) = Topo::new(test, backend) else { return };
+    t.network("brA", "10.88.1.1/24", None, |_| {});
+    t.store.put("firewall/hostports/tcp/8123/any", br#"{"endpoint":"crashed"}"#, Expect::Absent).unwrap();
+    let req = |ep: &str| PortRequest {
+        endpoint: ep.into(),
+        network: "net-brA".into(),
+        addresses: vec!["10.88.1.2".parse().unwrap()],
+        ports: vec!["8123:80".parse().unwrap()],
+    };
+    let e = t.fw.add_ports(&req("ep1")).unwrap_err();
+    assert!(e.to_string().contains("crashed"), "the stale claim holds the port: {e}");
+    let repairs = t.fw.repair().unwrap();
+    assert!(repairs.iter().any(|r| r.contains("firewall/hostports/tcp/8123/any")), "{repairs:?}");
+    t.fw.add_ports(&req("ep1")).unwrap();
+    assert!(t.fw.repair().unwrap().is_empty(), "a held claim is kept");
+}
+
 fn bad_input_suite(backend: Backend, test: &str) {
     let Some(t) = Topo::new(test, backend) else { return };
     t.network("brA", "10.88.1.1/24", None, |_| {});
@@ -495,5 +519,6 @@ both_backends!(
     localhost_suite,
     ipv6_suite,
     bad_input_suite,
-    moved_udp_port_suite
+    moved_udp_port_suite,
+    stale_claim_suite
 );
