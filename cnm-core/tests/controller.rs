@@ -34,7 +34,7 @@ fn sandbox(ctl: &Controller, name: &str) {
     // Our own namespace stands in for a container's: the fake driver does no kernel work.
     ctl.create_sandbox(SandboxConfig {
         name: name.into(),
-        netns: Some(common::own_netns_path()),
+        netns: Some(cnm_netns::testing::own_netns_path()),
         ..Default::default()
     })
     .unwrap();
@@ -119,7 +119,7 @@ fn errors_name_what_was_wrong() {
     assert_eq!(addrs.len(), 2, "gateway and 10.1.1.7 only: {addrs:?}");
     let dupsb = r.ctl.create_sandbox(SandboxConfig {
         name: "c1".into(),
-        netns: Some(common::own_netns_path()),
+        netns: Some(cnm_netns::testing::own_netns_path()),
         ..Default::default()
     });
     assert_eq!(dupsb.unwrap_err().kind(), ErrorKind::AlreadyExists);
@@ -245,7 +245,7 @@ fn every_failed_step_rolls_back_completely() {
             r.ctl
                 .create_sandbox(SandboxConfig {
                     name: "s".into(),
-                    netns: Some(common::own_netns_path()),
+                    netns: Some(cnm_netns::testing::own_netns_path()),
                     ..Default::default()
                 })
                 .map(|_| ())

@@ -53,7 +53,7 @@ fn child(mode: &str, dir: &Path) -> Command {
         .env("CNM_CHILD", mode)
         .env("CNM_DIR", dir)
         // The parent's namespace, by a path that outlives the child.
-        .env("CNM_NETNS", common::own_netns_path())
+        .env("CNM_NETNS", cnm_netns::testing::own_netns_path())
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .stdout(Stdio::piped());
@@ -70,7 +70,7 @@ fn child_entry() {
         "crash-loop" => crash_loop(&dir),
         "create-network" => {
             let name = std::env::var("CNM_NAME").unwrap();
-            ready_then_wait_for_go(&dir);
+            cnm_netns::testing::ready_then_wait_for_go(&dir);
             let o = open(&dir);
             match o.ctl.create_network(NetworkConfig::new(name, "bridge")) {
                 Ok(_) => println!("RESULT OK"),
@@ -80,9 +80,10 @@ fn child_entry() {
         }
         "connect" => {
             let name = std::env::var("CNM_NAME").unwrap();
-            ready_then_wait_for_go(&dir);
+            cnm_netns::testing::ready_then_wait_for_go(&dir);
             let o = open(&dir);
-            let netns = std::env::var_os("CNM_NETNS").map(PathBuf::from).unwrap_or_else(common::own_netns_path);
+            let netns =
+                std::env::var_os("CNM_NETNS").map(PathBuf::from).unwrap_or_else(cnm_netns::testing::own_netns_path);
             let sb = SandboxConfig { name: name.clone(), netns: Some(netns), ..Default::default() };
             let r = o.ctl.create_sandbox(sb).and_then(|_| o.ctl.connect("shared", &name, EndpointConfig::default()));
             match r {
@@ -107,7 +108,7 @@ fn crash_loop(dir: &Path) {
             Err(e) => panic!("{e}"),
         }
         let sb = format!("s{}", i % 5);
-        let netns = std::env::var_os("CNM_NETNS").map(PathBuf::from).unwrap_or_else(common::own_netns_path);
+        let netns = std::env::var_os("CNM_NETNS").map(PathBuf::from).unwrap_or_else(cnm_netns::testing::own_netns_path);
         let _ = ctl.create_sandbox(SandboxConfig { name: sb.clone(), netns: Some(netns), ..Default::default() });
         let _ = ctl.connect(&net, &sb, EndpointConfig::default());
         println!("connected {i}");
@@ -196,33 +197,12 @@ fn sigkill_at_random_moments_leaves_a_consistent_state() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// In a child: says it is ready (a file named by its pid), then waits for
-/// the parent's "go".
-fn ready_then_wait_for_go(dir: &Path) {
-    std::fs::write(dir.join(format!("ready-{}", std::process::id())), b"").unwrap();
-    while !dir.join("go").exists() {
-        std::thread::sleep(Duration::from_micros(200));
-    }
-}
-
 /// Starts one child per name in `mode`, releases them at once when all are
 /// ready, and returns each one's RESULT line.
 fn race(dir: &Path, mode: &str, names: &[String]) -> Vec<(String, String)> {
     let kids: Vec<_> =
         names.iter().map(|n| (n.clone(), child(mode, dir).env("CNM_NAME", n).spawn().unwrap())).collect();
-    let ready = || {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("ready-"))
-            .count()
-    };
-    let t = Instant::now();
-    while ready() < kids.len() {
-        assert!(t.elapsed() < Duration::from_secs(60), "only {} of {} children got ready", ready(), kids.len());
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    std::fs::write(dir.join("go"), b"").unwrap();
+    cnm_netns::testing::release_when_ready(dir, kids.len());
     kids.into_iter()
         .map(|(name, c)| {
             let out = c.wait_with_output().unwrap();

@@ -7,7 +7,6 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use cnm_core::driver::{DriverContext, JoinInfo, NetworkDriver};
 use cnm_core::store::{FileStore, SplitStore, Store};
@@ -74,7 +73,7 @@ fn child(mode: &str, dir: &Path, name: &str) -> Command {
         .env("CNM_DIR", dir)
         .env("CNM_NAME", name)
         // The parent's namespace, by a path that outlives the child.
-        .env("CNM_NETNS", own_netns_path())
+        .env("CNM_NETNS", cnm_netns::testing::own_netns_path())
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .stdout(Stdio::piped());
@@ -82,10 +81,7 @@ fn child(mode: &str, dir: &Path, name: &str) -> Command {
 }
 
 fn wait_for_go(dir: &Path) {
-    std::fs::write(dir.join(format!("ready-{}", std::process::id())), b"").unwrap();
-    while !dir.join("go").exists() {
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    cnm_netns::testing::ready_then_wait_for_go(dir);
 }
 
 /// Not a test: the body of the child processes the tests below start.
@@ -122,7 +118,8 @@ fn child_entry() {
         "connect" => {
             let ctl = controller(&dir);
             wait_for_go(&dir);
-            let netns = std::env::var_os("CNM_NETNS").map(PathBuf::from).unwrap_or_else(own_netns_path);
+            let netns =
+                std::env::var_os("CNM_NETNS").map(PathBuf::from).unwrap_or_else(cnm_netns::testing::own_netns_path);
             let sb = SandboxConfig { name: name.clone(), netns: Some(netns), ..Default::default() };
             match ctl.create_sandbox(sb).and_then(|_| ctl.connect("shared", &name, EndpointConfig::default())) {
                 Ok(ep) => writeln!(out.lock(), "ADDR {}", ep.ipv4.unwrap().addr()).unwrap(),
@@ -150,20 +147,7 @@ fn addresses(text: &str) -> (Vec<IpAddr>, Vec<String>) {
 
 fn race(dir: &Path, mode: &str, names: &[String]) -> Vec<String> {
     let kids: Vec<_> = names.iter().map(|n| child(mode, dir, n).spawn().unwrap()).collect();
-    // Released at once when every child is ready.
-    let ready = || {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("ready-"))
-            .count()
-    };
-    let t = std::time::Instant::now();
-    while ready() < kids.len() {
-        assert!(t.elapsed() < Duration::from_secs(60), "only {} of {} children got ready", ready(), kids.len());
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    std::fs::write(dir.join("go"), b"").unwrap();
+    cnm_netns::testing::release_when_ready(dir, kids.len());
     kids.into_iter().map(|c| String::from_utf8_lossy(&c.wait_with_output().unwrap().stdout).into_owned()).collect()
 }
 
@@ -248,11 +232,4 @@ fn sixteen_processes_connecting_through_the_controller_get_distinct_addresses() 
     // Nothing to repair: no leaked address, no half-done endpoint.
     assert_eq!(ctl.reconcile().unwrap().repairs, Vec::<String>::new());
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// A path to this process's own network namespace that stands in for a
-/// container's: a descriptor held for the process's lifetime.
-fn own_netns_path() -> std::path::PathBuf {
-    static NS: std::sync::OnceLock<cnm_netns::NetNs> = std::sync::OnceLock::new();
-    NS.get_or_init(|| cnm_netns::NetNs::current().unwrap()).proc_path()
 }

@@ -339,3 +339,37 @@ pub fn tcp_connect(from: &NetNs, to: SocketAddr) -> bool {
 fn command_ok(cmd: &mut Command) -> bool {
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
 }
+
+/// A path to this process's own network namespace that can stand in for a
+/// container's where no kernel work is done (fake drivers): a descriptor
+/// held for the process's lifetime, `/proc/PID/fd/N`, valid for any process
+/// while this one lives.
+pub fn own_netns_path() -> PathBuf {
+    static NS: std::sync::OnceLock<NetNs> = std::sync::OnceLock::new();
+    NS.get_or_init(|| NetNs::current().expect("opening the own namespace")).proc_path()
+}
+
+/// In a child process of a race: says it is ready (a file `ready-PID` in
+/// `dir`), then waits for the parent's `go` (see [`release_when_ready`]).
+pub fn ready_then_wait_for_go(dir: &Path) {
+    std::fs::write(dir.join(format!("ready-{}", std::process::id())), b"").expect("writing the ready file");
+    while !dir.join("go").exists() {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// In the parent of a race: waits until `children` have said they are ready
+/// (60 s at most), then releases them all at once.
+pub fn release_when_ready(dir: &Path, children: usize) {
+    let ready = || {
+        std::fs::read_dir(dir)
+            .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("ready-")).count())
+            .unwrap_or(0)
+    };
+    let t = std::time::Instant::now();
+    while ready() < children {
+        assert!(t.elapsed() < Duration::from_secs(60), "only {} of {children} children got ready", ready());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::fs::write(dir.join("go"), b"").expect("writing the go file");
+}

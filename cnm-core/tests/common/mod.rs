@@ -366,12 +366,3 @@ impl NetworkDriver for FakeDriver {
         Ok(out)
     }
 }
-
-/// A path to this process's own network namespace that stands in for a
-/// container's (the fake driver does no kernel work): a descriptor held
-/// for the process's lifetime, `/proc/PID/fd/N`.
-#[allow(dead_code)] // not every test file uses it
-pub fn own_netns_path() -> std::path::PathBuf {
-    static NS: std::sync::OnceLock<cnm_netns::NetNs> = std::sync::OnceLock::new();
-    NS.get_or_init(|| cnm_netns::NetNs::current().unwrap()).proc_path()
-}
