@@ -1,7 +1,9 @@
 //! The randomized stress suite: 16 workers run random `cnm` commands at once
 //! against one state (network create/rm, sandbox create/rm, connect and
-//! disconnect with and without published ports, reconcile), and random
-//! commands are killed with SIGKILL at random moments. Then one `reconcile`,
+//! disconnect with and without published ports, reconcile); random commands
+//! are killed with SIGKILL at random moments, and others while they hold the
+//! operation lock (found in `/proc/locks`), so that kills land inside
+//! operations. Then one `reconcile`,
 //! after which the kernel (links, addresses, published ports, checked with
 //! `ip` and `nft`/`iptables-save`) must match the store exactly, a second
 //! reconcile must find nothing to repair, every endpoint must answer on its
