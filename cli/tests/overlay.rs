@@ -175,6 +175,17 @@ impl Cluster {
     }
 }
 
+/// `network inspect`'s `Peers` of `net` on host `h`: (name, IP) pairs.
+fn inspect_peers(h: &Host, net: &str) -> Vec<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(&h.ok(&["network", "inspect", net])).unwrap();
+    v[0]["Peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["Name"].as_str().unwrap().to_string(), p["IP"].as_str().unwrap().to_string()))
+        .collect()
+}
+
 /// Pings until one is answered (at most `tries` seconds or so).
 fn reaches(from: &NetNs, to: &str, tries: usize) -> bool {
     (0..tries).any(|_| ping(from, to.parse().unwrap()))
@@ -309,13 +320,7 @@ fn overlay_spans_three_hosts_through_etcd() {
     ] {
         assert!(reaches(from, to, 3), "no ping to {to}");
     }
-    let v: serde_json::Value = serde_json::from_str(&h1.ok(&["network", "inspect", "ov"])).unwrap();
-    let peers: Vec<(String, String)> = v[0]["Peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["Name"].as_str().unwrap().to_string(), p["IP"].as_str().unwrap().to_string()))
-        .collect();
+    let peers = inspect_peers(h1, "ov");
     assert_eq!(peers, [1, 2, 3].map(|n| (format!("host{n}"), format!("192.0.2.{n}"))));
 
     // On the wire: UDP 4789 with the sender's subnet's VXLAN id.
@@ -558,13 +563,7 @@ fn hosts_of_one_name_work_and_a_cloned_node_id_is_refused() {
     let a = c.hosts[0].container("a", "ov", "10.9.0.10");
     let b = c.hosts[1].container("b", "ov", "10.9.0.11");
     assert!(reaches(&a, "10.9.0.11", 5) && reaches(&b, "10.9.0.10", 5), "two hosts named alike talk");
-    let v: serde_json::Value = serde_json::from_str(&c.hosts[0].ok(&["network", "inspect", "ov"])).unwrap();
-    let peers: Vec<(String, String)> = v[0]["Peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["Name"].as_str().unwrap().to_string(), p["IP"].as_str().unwrap().to_string()))
-        .collect();
+    let peers = inspect_peers(&c.hosts[0], "ov");
     assert_eq!(peers, [("same".to_string(), "192.0.2.1".to_string()), ("same".to_string(), "192.0.2.2".to_string())]);
 
     // VXLAN into host 1 (a frame for container a, on the network's id,

@@ -377,6 +377,10 @@ impl NatFirewall {
     /// (see the `conntrack` module). A failure leaves the rules right and
     /// is logged: old flows then run out when their clients pause.
     fn flush_conntrack(&self, mappings: &[state::Mapping]) {
+        // No thread into the host namespace for TCP-only requests.
+        if !mappings.iter().any(|m| m.binding.protocol == cnm_core::Protocol::Udp) {
+            return;
+        }
         match self.host.run(|| crate::conntrack::flush_udp(mappings)) {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => tracing::debug!(entries = n, "flushed conntrack entries of published UDP ports"),
