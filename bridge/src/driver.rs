@@ -4,9 +4,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use cnm_core::driver::{DriverContext, JoinInfo, NetworkDriver};
+use cnm_core::driver::{DriverContext, NetworkDriver};
+use cnm_core::join::{JoinInfo, JoinRequest};
 use cnm_core::{Endpoint, Error, FirewallNetwork, Network, PortRequest, Result, Undo};
-use cnm_netns::{AddrFlags, ErrorKind as NsKind, Handle, LinkAdd, MacAddr, NetNs, Route, VethPeer};
+use cnm_netns::{AddrFlags, ErrorKind as NsKind, Handle, LinkAdd, MacAddr, NetNs, VethPeer};
 use ipnet::IpNet;
 
 use crate::options::BridgeNetworkOptions;
@@ -27,9 +28,8 @@ pub struct BridgeDriver {
     fault: Option<FaultHook>,
 }
 
-/// A test seam: called with the name of every kernel step just before it
-/// runs; an error fails the step as if the kernel had refused it.
-pub type FaultHook = Arc<dyn Fn(&str) -> Result<()> + Send + Sync>;
+/// Called with the name of every host-side kernel step just before it runs.
+type FaultHook = Arc<dyn Fn(&str) -> Result<()> + Send + Sync>;
 
 impl Default for BridgeDriver {
     fn default() -> Self {
@@ -38,11 +38,7 @@ impl Default for BridgeDriver {
 }
 
 fn kernel(op: impl Into<String>) -> impl FnOnce(cnm_netns::Error) -> Error {
-    let op = op.into();
-    move |e| match (e.kind(), e.errno()) {
-        (NsKind::InvalidArgument, None) => Error::invalid("interface", e.to_string()),
-        _ => Error::kernel(op, e),
-    }
+    Error::from_netns(op)
 }
 
 /// The forwarding switches a network needs on.
@@ -89,7 +85,8 @@ impl BridgeDriver {
 
     /// A driver that calls `hook` before every kernel step (for tests that
     /// fail each step in turn).
-    pub fn with_fault_hook(hook: FaultHook) -> BridgeDriver {
+    #[cfg(feature = "testing")]
+    pub fn with_fault_hook(hook: cnm_core::testing::FaultHook) -> BridgeDriver {
         BridgeDriver { fault: Some(hook), ..BridgeDriver::new() }
     }
 
@@ -255,17 +252,27 @@ impl NetworkDriver for BridgeDriver {
         Ok(())
     }
 
-    fn join(&self, ctx: &DriverContext<'_>, net: &Network, ep: &mut Endpoint, join: &JoinInfo<'_>) -> Result<()> {
+    fn join(
+        &self,
+        ctx: &DriverContext<'_>,
+        net: &Network,
+        ep: &mut Endpoint,
+        req: &JoinRequest<'_>,
+    ) -> Result<JoinInfo> {
         let o = BridgeNetworkOptions::from_docker(&net.options)?;
         let bridge = Self::bridge_name(net)?;
         let h = self.handle(ctx.host)?;
         let br = h.link_get(bridge.as_str()).map_err(kernel(format!("bridge {bridge:?} of network {:?}", net.name)))?;
         let veth = Self::veth_name(ep);
-        let c = Handle::open(join.netns).map_err(kernel("open sandbox namespace"))?;
 
-        let mut peer = VethPeer::new(join.ifname).netns(join.netns);
+        // The sandbox end is created directly in the sandbox, with its name,
+        // MAC and MTU, in the same request as the host end.
+        let mut peer = VethPeer::new(req.ifname).netns(req.netns);
         if let Some(m) = ep.mac {
             peer = peer.mac(m);
+        }
+        if let Some(m) = o.mtu {
+            peer = peer.mtu(m);
         }
         // Created down: the host end gets IPv6 turned off before it comes up.
         let mut add = LinkAdd::veth(veth.as_str(), peer)
@@ -281,9 +288,10 @@ impl NetworkDriver for BridgeDriver {
         self.step("create veth")?;
         let link = h.link_add(&add).map_err(|e| {
             // Either end's name may be the one taken: say which.
-            if e.kind() == NsKind::AlreadyExists && c.link_get(join.ifname).is_ok() {
+            let in_sandbox = || Handle::open(req.netns).is_ok_and(|c| c.link_get(req.ifname).is_ok());
+            if e.kind() == NsKind::AlreadyExists && in_sandbox() {
                 Error::conflict(
-                    format!("interface {:?} in sandbox {:?}", join.ifname, join.sandbox.name),
+                    format!("interface {:?} in sandbox {:?}", req.ifname, req.sandbox.name),
                     "the sandbox has an interface of that name already",
                 )
             } else {
@@ -293,7 +301,7 @@ impl NetworkDriver for BridgeDriver {
         let (h2, v2) = (h.clone(), veth.clone());
         undo.push("delete veth", move || gone_ok(h2.link_del(v2.as_str())).map_err(kernel("delete veth")));
 
-        let configure = || -> Result<()> {
+        let host_end = || -> Result<()> {
             let k = |what: &str| kernel(format!("{what} of endpoint {:?}", ep.name));
             // The host end is a bridge port and needs no IPv6 of its own.
             // With it, every port adds a route to one shared fib node and
@@ -307,41 +315,9 @@ impl NetworkDriver for BridgeDriver {
                 other => other.map_err(k("disable IPv6 on the host end"))?,
             }
             self.step("host end up")?;
-            h.link_set_up(link.index).map_err(k("host end up"))?;
-            let eth = match link.peer_index {
-                Some(i) if i != 0 => i,
-                _ => c.link_get(join.ifname).map_err(k("find interface"))?.index,
-            };
-            self.step("loopback up")?;
-            c.link_set_up("lo").map_err(k("loopback up"))?;
-            // Up before the addresses: an IPv6 address added to a down link
-            // stays silent for a second after the link comes up.
-            if ep.ipv6.is_none() {
-                // Docker's rule: no IPv6 on an IPv4-only network's interface
-                // (and no duplicate-address detection work for the kernel).
-                self.step("no IPv6 link-local")?;
-                c.link_set_addrgenmode_none(eth).map_err(k("addrgenmode none"))?;
-            }
-            self.step("interface up")?;
-            c.link_set_up(eth).map_err(k("interface up"))?;
-            for (a, flags) in [(ep.ipv4, AddrFlags::empty()), (ep.ipv6, AddrFlags::NODAD)] {
-                if let Some(a) = a {
-                    self.step("address")?;
-                    c.addr_add(eth, a, flags).map_err(k("address"))?;
-                }
-            }
-            if join.gateway {
-                for gw in [net.gateway_v4(), net.gateway_v6()].into_iter().flatten() {
-                    let has_family = if gw.addr().is_ipv4() { ep.ipv4.is_some() } else { ep.ipv6.is_some() };
-                    if has_family {
-                        self.step("default route")?;
-                        c.route_replace(&Route::default_via(gw.addr())).map_err(k("default route"))?;
-                    }
-                }
-            }
-            Ok(())
+            h.link_set_up(link.index).map_err(k("host end up"))
         };
-        if let Err(e) = configure() {
+        if let Err(e) = host_end() {
             return undo.fail(e);
         }
 
@@ -361,7 +337,10 @@ impl NetworkDriver for BridgeDriver {
         }
         ep.driver_data.insert("veth".into(), veth);
         undo.commit();
-        Ok(())
+        Ok(JoinInfo::in_sandbox(ep, link.peer_index)
+            .mtu(o.mtu)
+            .gateway(net.gateway_v4().map(|g| g.addr()))
+            .gateway(net.gateway_v6().map(|g| g.addr())))
     }
 
     fn leave(&self, ctx: &DriverContext<'_>, _: &Network, ep: &Endpoint, _: Option<&NetNs>) -> Result<()> {
@@ -388,20 +367,6 @@ impl NetworkDriver for BridgeDriver {
             }
         }
         Error::teardown(format!("leave endpoint {:?}", ep.name), errors)
-    }
-
-    fn set_gateway(&self, _: &DriverContext<'_>, net: &Network, ep: &Endpoint, netns: &NetNs, on: bool) -> Result<()> {
-        let c = Handle::open(netns).map_err(kernel("open sandbox namespace"))?;
-        for gw in [net.gateway_v4(), net.gateway_v6()].into_iter().flatten() {
-            let has_family = if gw.addr().is_ipv4() { ep.ipv4.is_some() } else { ep.ipv6.is_some() };
-            if !has_family {
-                continue;
-            }
-            let r = Route::default_via(gw.addr());
-            let res = if on { c.route_replace(&r) } else { gone_ok(c.route_del(&r)) };
-            res.map_err(kernel(format!("default route via {gw}")))?;
-        }
-        Ok(())
     }
 
     fn restore_network(&self, ctx: &DriverContext<'_>, net: &Network, endpoints: &[Endpoint]) -> Result<Vec<String>> {

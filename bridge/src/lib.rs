@@ -13,6 +13,6 @@ mod driver;
 pub mod options;
 mod reaper;
 
-pub use driver::{BridgeDriver, FaultHook, MARKER};
+pub use driver::{BridgeDriver, MARKER};
 pub use options::BridgeNetworkOptions;
 pub use reaper::GROUP as REAPER_GROUP;

@@ -1,5 +1,6 @@
-//! A failure at every step of create-network, join and leave leaves no
-//! link, address, route, rule or address lease behind.
+//! A failure at every step of create-network, join and leave (the bridge
+//! driver's and cnm-core's sandbox side) leaves no link, address, route,
+//! rule, address lease or hosts-file line behind.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -45,14 +46,19 @@ fn rig(test: &str) -> Option<Rig> {
     let host = TestHost::new(test)?;
     let faults = Arc::new(Faults::default());
     let f = faults.clone();
+    // One counter for the driver's host-side steps and cnm-core's sandbox
+    // side: every step of a join fails in turn.
+    let hook: cnm_core::testing::FaultHook = Arc::new(move |s: &str| f.hit(s));
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
     let ctl = Controller::builder()
+        .fault_hook(hook.clone())
+        .sandbox_files(host.dir().join("files"))
         .host_netns(host.ns.try_clone().unwrap())
         .run_dir(host.dir().join("run"))
         .store(store.clone())
         .ipam(Arc::new(Ipam::new(store.clone())))
         .firewall(Arc::new(NatFirewall::new(Backend::Nftables, host.ns.try_clone().unwrap(), store.clone())))
-        .driver(Arc::new(BridgeDriver::with_fault_hook(Arc::new(move |s: &str| f.hit(s)))))
+        .driver(Arc::new(BridgeDriver::with_fault_hook(hook)))
         .build()
         .unwrap();
     Some(Rig { host, ctl, store, faults })
@@ -78,6 +84,8 @@ fn snapshot(r: &Rig, sandbox: Option<&NetNs>) -> String {
             let text = r.host.exec(ns, "ip", what).replace("NO-CARRIER,", "").replace(" linkdown", "");
             let mut lines: Vec<String> = text
                 .lines()
+                // The kernel's own link-local routes come with the address.
+                .filter(|l| what[0] != "route" || !l.contains("fe80::"))
                 .map(|l| {
                     l.split_whitespace()
                         .filter(|w| {
@@ -101,6 +109,11 @@ fn snapshot(r: &Rig, sandbox: Option<&NetNs>) -> String {
         }
     }
     out.push_str(&r.host.ns.exec("nft", ["list", "table", "inet", "cnm"]).unwrap_or_default());
+    // The sandboxes' hosts files.
+    for sb in std::fs::read_dir(r.host.dir().join("files")).into_iter().flatten().flatten() {
+        let hosts = std::fs::read_to_string(sb.path().join("hosts")).unwrap_or_default();
+        out.push_str(&format!("{}:\n{hosts}", sb.file_name().to_string_lossy()));
+    }
     for e in r.store.list("").unwrap() {
         out.push_str(&format!("{} {}\n", e.key, String::from_utf8_lossy(&e.value)));
     }

@@ -12,7 +12,6 @@ use cnm_netns::NetNs;
 use serde_json::json;
 
 use crate::args::{Cli, Cmd, ConnectArgs, Format, NetworkCmd, NetworkCreate, SandboxCmd, SandboxCreate};
-use crate::dns;
 use crate::stack::{self, Paths};
 
 /// Runs a command; the process's exit status.
@@ -23,10 +22,9 @@ pub fn run(cli: &Cli) -> Result<i32> {
     match &cli.cmd {
         Cmd::Network(n) => network(&ctl, n),
         Cmd::Sandbox(s) => sandbox(&ctl, &paths, s),
-        Cmd::Connect(c) => connect(&ctl, &paths, c),
+        Cmd::Connect(c) => connect(&ctl, c),
         Cmd::Disconnect { network, sandbox } => {
             ctl.disconnect(network, sandbox)?;
-            write_files(&ctl, &paths, sandbox)?;
             Ok(0)
         }
         Cmd::Exec { sandbox, command } => {
@@ -226,30 +224,11 @@ fn sandbox_endpoints(ctl: &Controller, sb: &cnm_core::Sandbox) -> Result<Vec<End
     Ok(sb.endpoints.iter().filter_map(|r| all.iter().find(|e| e.id == r.id).cloned()).collect())
 }
 
-/// (Re)writes a sandbox's resolv.conf and hosts file.
-fn write_files(ctl: &Controller, paths: &Paths, sandbox: &str) -> Result<()> {
-    let sb = ctl.sandbox(sandbox)?;
-    let dir = paths.sandbox_files(&sb.name);
-    let io = |e: std::io::Error| Error::invalid("sandbox files", format!("{}: {e}", dir.display()));
-    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    // Replaced, never written through (a link planted there is replaced,
-    // its target untouched); readable by the container.
-    let write = |name: &str, text: String| {
-        cnm_core::files::write_atomic(&dir.join(name), text.as_bytes(), cnm_core::files::SHARED_FILE, false)
-    };
-    write("resolv.conf", dns::resolv_conf(&sb, &host_resolv)).map_err(io)?;
-    write("hosts", dns::hosts(&sb, &sandbox_endpoints(ctl, &sb)?)).map_err(io)?;
-    Ok(())
-}
-
 fn sandbox(ctl: &Controller, paths: &Paths, cmd: &SandboxCmd) -> Result<i32> {
     match cmd {
         SandboxCmd::Create(c) => {
+            // The controller writes its resolv.conf and hosts file.
             let sb = ctl.create_sandbox(sandbox_config(c))?;
-            if let Err(e) = write_files(ctl, paths, &sb.name) {
-                let _ = ctl.delete_sandbox(&sb.name);
-                return Err(e);
-            }
             println!("{}", sb.netns.display());
             Ok(0)
         }
@@ -326,7 +305,7 @@ fn tidy_files(ctl: &Controller, paths: &Paths, repairs: &mut Vec<String>) {
     let _ = std::fs::remove_dir(&paths.run);
 }
 
-fn connect(ctl: &Controller, paths: &Paths, c: &ConnectArgs) -> Result<i32> {
+fn connect(ctl: &Controller, c: &ConnectArgs) -> Result<i32> {
     let cfg = EndpointConfig {
         name: None,
         ipv4: c.ip,
@@ -336,7 +315,6 @@ fn connect(ctl: &Controller, paths: &Paths, c: &ConnectArgs) -> Result<i32> {
         ports: c.publish.clone(),
     };
     let ep = ctl.connect(&c.network, &c.sandbox, cfg)?;
-    write_files(ctl, paths, &c.sandbox)?;
     let mut line = format!("{} {}", c.sandbox, ep.ifname.as_deref().unwrap_or("-"));
     for a in [ep.ipv4, ep.ipv6].into_iter().flatten() {
         line.push_str(&format!(" {a}"));

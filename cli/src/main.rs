@@ -6,7 +6,6 @@
 mod args;
 mod commands;
 mod demo;
-mod dns;
 mod probe;
 mod stack;
 

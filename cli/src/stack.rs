@@ -117,6 +117,7 @@ pub fn controller(cli: &Cli, paths: &Paths, host: &NetNs) -> Result<(Controller,
     let mut b = Controller::builder()
         .store(store.clone())
         .run_dir(&paths.run)
+        .sandbox_files(paths.run.join("files"))
         .claim_host_netns()
         .host_netns(host.try_clone()?)
         .ipam(Arc::new(Ipam::new(store.clone())))

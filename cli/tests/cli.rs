@@ -575,16 +575,17 @@ fn files_have_explicit_modes_and_links_are_never_followed() {
         assert!(ok, "{} has mode {mode:o} with umask 000", p.display());
     }
 
-    // A resolv.conf link is replaced, its target untouched.
+    // A hosts file link is replaced (at the next join), its target untouched.
     let target = c.host.dir().join("precious");
     std::fs::write(&target, "keep me\n").unwrap();
-    let resolv = c.run.join("files/s1/resolv.conf");
-    std::fs::remove_file(&resolv).unwrap();
-    symlink(&target, &resolv).unwrap();
+    let hosts = c.run.join("files/s1/hosts");
+    std::fs::remove_file(&hosts).unwrap();
+    symlink(&target, &hosts).unwrap();
     c.ok(&["disconnect", "n", "s1"]);
     c.ok(&["connect", "n", "s1"]);
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
-    assert!(!std::fs::symlink_metadata(&resolv).unwrap().file_type().is_symlink(), "the link was replaced");
+    assert!(!std::fs::symlink_metadata(&hosts).unwrap().file_type().is_symlink(), "the link was replaced");
+    assert!(std::fs::read_to_string(&hosts).unwrap().contains("\ts1\n"), "the hosts file names the sandbox");
 
     // Two links pointing at each other, and a link to another directory
     // holding what looks like a dead process's temporary file: no hang,

@@ -7,7 +7,8 @@ use ipnet::IpNet;
 use crate::error::Result;
 use crate::firewall::Firewall;
 use crate::inspect::Peer;
-use crate::model::{Endpoint, Network, Sandbox, Scope};
+use crate::join::{JoinInfo, JoinRequest};
+use crate::model::{Endpoint, Network, Scope};
 
 /// What every driver call gets: the host namespace the controller works in,
 /// and the firewall.
@@ -16,18 +17,6 @@ pub struct DriverContext<'a> {
     pub host: &'a NetNs,
     /// The firewall backend.
     pub firewall: &'a dyn Firewall,
-}
-
-/// What a driver needs to join an endpoint to a sandbox.
-pub struct JoinInfo<'a> {
-    /// The sandbox.
-    pub sandbox: &'a Sandbox,
-    /// Its network namespace, open.
-    pub netns: &'a NetNs,
-    /// The interface name to give the endpoint inside the sandbox (`eth0` …).
-    pub ifname: &'a str,
-    /// Whether this endpoint provides the sandbox's default route.
-    pub gateway: bool,
 }
 
 /// What a driver is and needs.
@@ -114,27 +103,27 @@ pub trait NetworkDriver: Send + Sync {
         Ok(())
     }
 
-    /// Puts the endpoint into the sandbox. May record data in `ep.driver_data`
-    /// and published ports in `ep.bindings`.
-    fn join(&self, ctx: &DriverContext<'_>, net: &Network, ep: &mut Endpoint, join: &JoinInfo<'_>) -> Result<()>;
-
-    /// Takes the endpoint out of the sandbox. `netns` is `None` when the
-    /// sandbox's namespace is already gone.
-    fn leave(&self, ctx: &DriverContext<'_>, net: &Network, ep: &Endpoint, netns: Option<&NetNs>) -> Result<()>;
-
-    /// Makes the endpoint provide (or stop providing) the sandbox's default
-    /// route, when the gateway moves between endpoints.
-    fn set_gateway(
+    /// Creates the endpoint's link and describes the sandbox side: where
+    /// the interface is (created directly in the sandbox under
+    /// `req.ifname`, the fast path, or left in the host namespace to be
+    /// moved), its MAC, MTU, addresses, gateways, static routes, whether it
+    /// may provide the default route, per-interface sysctls. cnm-core then
+    /// programs the sandbox from that description; a driver never
+    /// configures anything inside a sandbox itself. May record data in
+    /// `ep.driver_data` and published ports in `ep.bindings`. When the
+    /// sandbox side fails, the controller calls [`NetworkDriver::leave`].
+    fn join(
         &self,
         ctx: &DriverContext<'_>,
         net: &Network,
-        ep: &Endpoint,
-        netns: &NetNs,
-        on: bool,
-    ) -> Result<()> {
-        let _ = (ctx, net, ep, netns, on);
-        Ok(())
-    }
+        ep: &mut Endpoint,
+        req: &JoinRequest<'_>,
+    ) -> Result<JoinInfo>;
+
+    /// Takes the endpoint's link away (a moved interface is back in the
+    /// host namespace under its source name by then). `netns` is `None`
+    /// when the sandbox's namespace is already gone.
+    fn leave(&self, ctx: &DriverContext<'_>, net: &Network, ep: &Endpoint, netns: Option<&NetNs>) -> Result<()>;
 
     /// Repairs what the kernel lost or someone changed for a network the
     /// state says exists (after a reboot, or by hand): re-creates its

@@ -193,12 +193,21 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The one mapping of a cnm-netns error: a request cnm-netns refused
+    /// before asking the kernel (a bad interface name) is an invalid
+    /// parameter; anything the kernel refused is a kernel error of `op`.
+    pub fn from_netns(op: impl Into<String>) -> impl FnOnce(cnm_netns::Error) -> Error {
+        let op = op.into();
+        move |e| match (e.kind(), e.errno()) {
+            (cnm_netns::ErrorKind::InvalidArgument, None) => Error::invalid("interface", e.to_string()),
+            _ => Error::kernel(op, e),
+        }
+    }
+}
+
 impl From<cnm_netns::Error> for Error {
     fn from(e: cnm_netns::Error) -> Error {
-        use cnm_netns::ErrorKind as K;
-        match e.kind() {
-            K::InvalidArgument if e.errno().is_none() => Error::invalid("interface", e.to_string()),
-            _ => Error::kernel("netns", e),
-        }
+        Error::from_netns("netns")(e)
     }
 }

@@ -45,6 +45,9 @@ pub struct PoolRequest {
 pub struct Pool {
     /// Id to name it in later calls.
     pub id: String,
+    /// The address space it belongs to: a global pool is the cluster's.
+    #[serde(default)]
+    pub space: AddressSpace,
     /// The subnet.
     pub subnet: IpNet,
     /// The range addresses come from.
@@ -82,12 +85,12 @@ pub trait IpamDriver: Send + Sync {
     /// Every address of a pool handed out by `request_address` (reserved
     /// addresses are not listed).
     fn addresses(&self, pool_id: &str) -> Result<Vec<IpAddr>>;
-    /// Releases every allocated address not in `live` and returns what it
-    /// freed. Addresses of global pools (ids starting `global-`) are shared
-    /// by a cluster and must be left alone: `live` lists one host's only.
+    /// Releases every allocated address of a local pool not in `live` and
+    /// returns what it freed. Addresses of global pools are shared by a
+    /// cluster and are left alone: `live` lists one host's only.
     fn gc(&self, live: &BTreeSet<(String, IpAddr)>) -> Result<Vec<(String, IpAddr)>> {
         let mut freed = Vec::new();
-        for p in self.pools()? {
+        for p in self.pools()?.into_iter().filter(|p| p.space == AddressSpace::Local) {
             for a in self.addresses(&p.id)? {
                 if !live.contains(&(p.id.clone(), a)) {
                     self.release_address(&p.id, a)?;
@@ -96,5 +99,60 @@ pub trait IpamDriver: Send + Sync {
             }
         }
         Ok(freed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Two pools, one per space, each with one address nobody uses.
+    struct TwoPools(Mutex<Vec<(String, IpAddr)>>);
+
+    impl IpamDriver for TwoPools {
+        fn request_pool(&self, _: &PoolRequest) -> Result<Pool> {
+            unimplemented!()
+        }
+        fn release_pool(&self, _: &str) -> Result<()> {
+            unimplemented!()
+        }
+        fn request_address(&self, _: &str, _: AddressRequest) -> Result<IpNet> {
+            unimplemented!()
+        }
+        fn release_address(&self, pool_id: &str, addr: IpAddr) -> Result<()> {
+            self.0.lock().unwrap().retain(|(p, a)| !(p == pool_id && *a == addr));
+            Ok(())
+        }
+        fn pools(&self) -> Result<Vec<Pool>> {
+            let pool = |id: &str, space, subnet: &str, gw: &str| Pool {
+                id: id.into(),
+                space,
+                subnet: subnet.parse().unwrap(),
+                ip_range: None,
+                gateway: gw.parse().unwrap(),
+                owner: "n".into(),
+            };
+            Ok(vec![
+                pool("l", AddressSpace::Local, "10.0.0.0/24", "10.0.0.1/24"),
+                // An id that does not say "global": the space does.
+                pool("g", AddressSpace::Global, "10.1.0.0/24", "10.1.0.1/24"),
+            ])
+        }
+        fn addresses(&self, pool_id: &str) -> Result<Vec<IpAddr>> {
+            Ok(self.0.lock().unwrap().iter().filter(|(p, _)| p == pool_id).map(|(_, a)| *a).collect())
+        }
+    }
+
+    #[test]
+    fn the_default_gc_never_releases_addresses_of_a_global_pool() {
+        let ipam = TwoPools(Mutex::new(vec![
+            ("l".into(), "10.0.0.2".parse().unwrap()),
+            ("g".into(), "10.1.0.2".parse().unwrap()),
+        ]));
+        let freed = ipam.gc(&BTreeSet::new()).unwrap();
+        assert_eq!(freed, vec![("l".to_string(), "10.0.0.2".parse().unwrap())]);
+        assert_eq!(ipam.addresses("g").unwrap(), vec!["10.1.0.2".parse::<IpAddr>().unwrap()]);
     }
 }

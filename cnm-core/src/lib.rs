@@ -11,26 +11,31 @@ pub mod controller;
 pub mod driver;
 pub mod drivers;
 mod error;
+pub mod etc;
 pub mod files;
 pub mod firewall;
 pub mod id;
 pub mod inspect;
 pub mod ipam;
+pub mod join;
 pub mod model;
 pub mod random;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod time;
 pub mod undo;
 
 pub use controller::{
     Controller, ControllerBuilder, ReconcileReport, RestoreSummary, CLAIMS_DIR, GLOBAL_PREFIXES, VOLATILE_PREFIXES,
 };
-pub use driver::{Capabilities, DriverContext, JoinInfo, NetworkDriver};
+pub use driver::{Capabilities, DriverContext, NetworkDriver};
 pub use error::{Error, ErrorKind, Result};
 pub use firewall::{Firewall, FirewallNetwork, NoFirewall, PortRequest};
 pub use id::Id;
 pub use inspect::NetworkInspect;
 pub use ipam::{AddressRequest, AddressSpace, IpamDriver, Pool, PoolRequest};
+pub use join::{Interface, JoinInfo, JoinRequest, StaticRoute};
 pub use model::{
     DnsConfig, Endpoint, EndpointConfig, EndpointRef, IpamConfig, IpamPoolConfig, JoinState, Network, NetworkConfig,
     PortBinding, PortMapping, PortRange, Protocol, Sandbox, SandboxConfig, Scope, State,

@@ -618,6 +618,9 @@ pub struct Endpoint {
     pub join_state: JoinState,
     /// Driver data (e.g. the host-side veth name).
     pub driver_data: BTreeMap<String, String>,
+    /// The sandbox side as the driver described it at join (while joined).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_info: Option<crate::join::JoinInfo>,
     /// Life-cycle state.
     pub state: State,
 }

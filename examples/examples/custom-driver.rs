@@ -11,10 +11,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cnm_core::driver::{DriverContext, JoinInfo, NetworkDriver};
+use cnm_core::driver::{DriverContext, NetworkDriver};
+use cnm_core::join::{JoinInfo, JoinRequest};
 use cnm_core::{Controller, Endpoint, EndpointConfig, Error, Network, NetworkConfig, SandboxConfig, SplitStore, Store};
 use cnm_ipam::Ipam;
 use cnm_netns::{AddrFlags, Handle, LinkAdd, NetNs, Route, VethPeer};
+use ipnet::IpNet;
 
 use cnm_examples::scratch::Result;
 
@@ -24,8 +26,8 @@ const GATEWAY: &str = "169.254.1.1";
 /// Routed networking: veth pairs and host routes.
 struct RoutedDriver;
 
-fn kernel(op: &str) -> impl FnOnce(cnm_netns::Error) -> Error + '_ {
-    move |e| Error::kernel(op, e)
+fn kernel(op: &'static str) -> impl FnOnce(cnm_netns::Error) -> Error {
+    Error::from_netns(op)
 }
 
 impl RoutedDriver {
@@ -53,36 +55,32 @@ impl NetworkDriver for RoutedDriver {
         ctx: &DriverContext<'_>,
         _: &Network,
         ep: &mut Endpoint,
-        join: &JoinInfo<'_>,
-    ) -> cnm_core::Result<()> {
+        req: &JoinRequest<'_>,
+    ) -> cnm_core::Result<JoinInfo> {
         let addr = ep.ipv4.ok_or_else(|| Error::invalid("ip", "the routed driver needs an IPv4 address"))?.addr();
         let gw: IpAddr = GATEWAY.parse().unwrap();
         let host = Handle::open(ctx.host).map_err(kernel("open host"))?;
         let name = Self::host_end(ep);
-        let veth = LinkAdd::veth(name.as_str(), VethPeer::new(join.ifname).netns(join.netns)).up();
+        // The sandbox end is created directly in the sandbox; cnm-core
+        // configures it from the description this join returns.
+        let veth = LinkAdd::veth(name.as_str(), VethPeer::new(req.ifname).netns(req.netns)).up();
         let link = host.link_add(&veth).map_err(kernel("link_add"))?;
         // From here on, a failure removes the veth (its peer goes with it),
         // so a failed join leaves nothing behind.
-        let rest = || -> cnm_core::Result<()> {
+        let host_side = || -> cnm_core::Result<()> {
             host.addr_add(link.index, format!("{GATEWAY}/32").parse().unwrap(), AddrFlags::empty())
                 .map_err(kernel("addr_add"))?;
-            host.route_add(&Route::device(addr.into(), link.index)).map_err(kernel("route_add"))?;
-            let inside = Handle::open(join.netns).map_err(kernel("open sandbox"))?;
-            let eth = link.peer_index.filter(|i| *i != 0).ok_or_else(|| Error::invalid("veth", "no peer index"))?;
-            inside.link_set_up("lo").map_err(kernel("lo up"))?;
-            inside.link_set_up(eth).map_err(kernel("eth up"))?;
-            inside
-                .addr_add(eth, format!("{addr}/32").parse().unwrap(), AddrFlags::empty())
-                .map_err(kernel("addr_add"))?;
-            inside.route_add(&Route::device(gw.into(), eth)).map_err(kernel("route_add"))?;
-            inside.route_add(&Route::default_via(gw)).map_err(kernel("route_add"))?;
-            Ok(())
+            host.route_add(&Route::device(addr.into(), link.index)).map_err(kernel("route_add"))
         };
-        if let Err(e) = rest() {
+        if let Err(e) = host_side() {
             let _ = host.link_del(link.index);
             return Err(e);
         }
-        Ok(())
+        // The sandbox side: a /32 address, the gateway on the link, the
+        // default route through it.
+        let mut info = JoinInfo::in_sandbox(ep, link.peer_index).gateway(Some(gw)).route(gw.into(), None);
+        info.addresses = vec![IpNet::from(addr)];
+        Ok(info)
     }
 
     fn leave(&self, ctx: &DriverContext<'_>, _: &Network, ep: &Endpoint, _: Option<&NetNs>) -> cnm_core::Result<()> {

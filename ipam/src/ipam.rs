@@ -539,6 +539,7 @@ fn validate_request(s: &IpNet, req: &PoolRequest) -> Result<(), IpamError> {
 fn pool_of(def: &PoolDef) -> Pool {
     Pool {
         id: def.id.clone(),
+        space: def.space,
         subnet: def.subnet,
         ip_range: def.ip_range,
         gateway: IpNet::new(def.gateway, def.subnet.prefix_len()).unwrap(),

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use cnm_core::driver::{DriverContext, JoinInfo, NetworkDriver};
+use cnm_core::driver::{DriverContext, NetworkDriver};
+use cnm_core::join::{JoinInfo, JoinRequest};
 use cnm_core::store::{FileStore, SplitStore, Store};
 use cnm_core::{
     AddressRequest, Controller, Endpoint, EndpointConfig, Network, NetworkConfig, PoolRequest, SandboxConfig,
@@ -41,8 +42,14 @@ impl NetworkDriver for Addresses {
     fn delete_network(&self, _: &DriverContext<'_>, _: &Network) -> cnm_core::Result<()> {
         Ok(())
     }
-    fn join(&self, _: &DriverContext<'_>, _: &Network, _: &mut Endpoint, _: &JoinInfo<'_>) -> cnm_core::Result<()> {
-        Ok(())
+    fn join(
+        &self,
+        _: &DriverContext<'_>,
+        _: &Network,
+        _: &mut Endpoint,
+        _: &JoinRequest<'_>,
+    ) -> cnm_core::Result<JoinInfo> {
+        Ok(JoinInfo::no_interface())
     }
     fn leave(
         &self,

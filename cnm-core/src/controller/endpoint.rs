@@ -6,11 +6,12 @@ use std::net::IpAddr;
 use cnm_netns::NetNs;
 use ipnet::IpNet;
 
+use super::sandbox_side::Program;
 use super::{delete_record, ep_key, gone_ok, sb_key, Controller};
-use crate::driver::JoinInfo;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::ipam::AddressRequest;
+use crate::join::JoinRequest;
 use crate::model::{Endpoint, EndpointConfig, EndpointRef, JoinState, Network, Sandbox, State};
 use crate::store::{Expect, StoreExt};
 use crate::undo::Undo;
@@ -86,6 +87,7 @@ impl Controller {
             gateway: false,
             join_state: JoinState::Detached,
             driver_data: BTreeMap::new(),
+            join_info: None,
             state: State::Creating,
         };
         let pools = if caps.needs_addresses {
@@ -246,12 +248,39 @@ impl Controller {
             self.update_sandbox(&sb_name, |s| s.endpoints.retain(|x| x.id != id))
         });
 
-        let info = JoinInfo { sandbox: &sb, netns: &netns, ifname: &ifname, gateway };
-        if let Err(e) = driver.join(&self.ctx(), &net, &mut ep, &info) {
-            return undo.fail(e);
-        }
+        let req = JoinRequest { sandbox: &sb, netns: &netns, ifname: &ifname };
+        let info = match driver.join(&self.ctx(), &net, &mut ep, &req) {
+            Ok(info) => info,
+            Err(e) => return undo.fail(e),
+        };
         let (d, n, joined, ns) = (driver.clone(), net.clone(), ep.clone(), &netns);
         undo.push("driver leave", move || d.leave(&self.ctx(), &n, &joined, Some(ns)));
+        if let Err(e) = info.validate(&ep.name) {
+            return undo.fail(e);
+        }
+        ep.ifname = Some(Self::sandbox_ifname(&info, &ifname, &members));
+        ep.gateway = gateway && info.default_route && info.usable_gateways().next().is_some();
+        let program = Program {
+            sandbox: &sb,
+            netns: &netns,
+            endpoint: &ep,
+            info: &info,
+            default_route: ep.gateway,
+            others: &members,
+        };
+        if let Err(e) = self.program_sandbox(&program) {
+            return undo.fail(e);
+        }
+        // A later failure undoes the sandbox side before the driver's leave.
+        ep.join_info = Some(info);
+        let (programmed, remaining) = (ep.clone(), &members);
+        let sb_ref = &sb;
+        undo.push("undo the sandbox side", move || {
+            Error::teardown(
+                "undo the sandbox side",
+                self.unprogram_sandbox(&programmed, Some(ns), Some(sb_ref), remaining),
+            )
+        });
 
         ep.join_state = JoinState::Joined;
         ep.state = State::Ready;
@@ -298,6 +327,13 @@ impl Controller {
         let rev = self.store.put_json(&key, &ep, Expect::Revision(rev))?;
         let netns = sb.as_ref().and_then(|s| NetNs::open(&s.netns).ok());
         let mut errors = Vec::new();
+        // The sandbox side first: a moved interface goes back to the host
+        // namespace, where the driver's leave finds it.
+        let remaining = match &sb {
+            Some(s) => self.sandbox_endpoints(s)?.into_iter().filter(|m| m.id != ep.id).collect(),
+            None => Vec::new(),
+        };
+        errors.extend(self.unprogram_sandbox(&ep, netns.as_ref(), sb.as_ref(), &remaining));
         match self.driver(&net.driver) {
             Ok(d) => errors.extend(d.leave(&self.ctx(), net, &ep, netns.as_ref()).err()),
             Err(e) => errors.push(e),
@@ -311,6 +347,7 @@ impl Controller {
         ep.ifname = None;
         ep.gateway = false;
         ep.bindings.clear();
+        ep.join_info = None;
         ep.join_state = JoinState::Detached;
         errors.extend(self.store.put_json(&key, &ep, Expect::Revision(rev)).err());
         if let (true, Some(sb)) = (self.uses_gateway_bridge(net), &sb) {
@@ -334,11 +371,11 @@ impl Controller {
         // yet: a route through it would be refused.
         for m in members.into_iter().filter(|m| m.join_state == JoinState::Joined) {
             let net = self.network_of(&m)?;
-            if !self.provides_gateway(&net) {
+            if !self.provides_gateway(&net) || !Self::may_route_default(&net, &m) {
                 continue;
             }
             let (mut m, rev) = self.find_endpoint(&net, &m.name)?;
-            self.driver(&net.driver)?.set_gateway(&self.ctx(), &net, &m, netns, true)?;
+            self.set_default_route(&net, &m, netns, true)?;
             m.gateway = true;
             self.store.put_json(&ep_key(&m), &m, Expect::Revision(rev))?;
             return Ok(());
@@ -442,7 +479,7 @@ impl Controller {
 /// Whether endpoints of this network can provide a default route.
 impl Controller {
     fn provides_gateway(&self, net: &Network) -> bool {
-        !net.internal && (net.gateway_v4().is_some() || net.gateway_v6().is_some()) && !self.uses_gateway_bridge(net)
+        !net.internal && !self.uses_gateway_bridge(net)
     }
 
     /// Whether sandboxes on `net` reach the outside through the gateway

@@ -12,6 +12,7 @@ mod lock;
 mod network;
 mod reconcile;
 mod sandbox;
+mod sandbox_side;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -57,7 +58,14 @@ pub struct ControllerBuilder {
     run_dir: Option<PathBuf>,
     gateway_bridge: Option<NetworkConfig>,
     claim: bool,
+    sandbox_files: Option<PathBuf>,
+    host_resolv_conf: PathBuf,
+    fault: Option<FaultHook>,
 }
+
+/// A hook called with the name of every step of the sandbox side before it
+/// runs (see `testing::FaultHook`).
+pub(crate) type FaultHook = Arc<dyn Fn(&str) -> Result<()> + Send + Sync>;
 
 impl ControllerBuilder {
     /// Claims the host namespace for this instance (identified by its run
@@ -127,6 +135,30 @@ impl ControllerBuilder {
         self
     }
 
+    /// Keeps each sandbox's `resolv.conf` and `hosts` in `dir/<sandbox
+    /// name>/`, as `docker run` writes them for a container to bind-mount:
+    /// written when the sandbox is created, the hosts file rewritten at
+    /// every join and leave, both removed with the sandbox.
+    pub fn sandbox_files(mut self, dir: impl AsRef<Path>) -> Self {
+        self.sandbox_files = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// The resolv.conf a sandbox without DNS settings copies its name
+    /// servers from (default: `/etc/resolv.conf`).
+    pub fn host_resolv_conf(mut self, path: impl AsRef<Path>) -> Self {
+        self.host_resolv_conf = path.as_ref().to_path_buf();
+        self
+    }
+
+    /// Calls `hook` before every step of the sandbox side (for tests that
+    /// fail each step in turn).
+    #[cfg(feature = "testing")]
+    pub fn fault_hook(mut self, hook: crate::testing::FaultHook) -> Self {
+        self.fault = Some(hook);
+        self
+    }
+
     /// The namespace the controller works in (default: the caller's).
     pub fn host_netns(mut self, ns: NetNs) -> Self {
         self.host = Some(ns);
@@ -164,6 +196,9 @@ impl ControllerBuilder {
             ops: OpLock::new(self.run_dir.as_ref().map(|d| d.join("ops.lock"))),
             run_dir: self.run_dir,
             gateway_bridge: self.gateway_bridge,
+            sandbox_files: self.sandbox_files,
+            host_resolv_conf: self.host_resolv_conf,
+            fault: self.fault,
         })
     }
 }
@@ -182,6 +217,9 @@ pub struct Controller {
     /// This instance's claim on the host namespace (with a run directory).
     claim: Option<Claim>,
     gateway_bridge: Option<NetworkConfig>,
+    sandbox_files: Option<PathBuf>,
+    host_resolv_conf: PathBuf,
+    fault: Option<FaultHook>,
 }
 
 impl Controller {
@@ -207,6 +245,9 @@ impl Controller {
             run_dir: None,
             gateway_bridge: None,
             claim: false,
+            sandbox_files: None,
+            host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            fault: None,
         }
     }
 

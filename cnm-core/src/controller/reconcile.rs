@@ -7,6 +7,7 @@ use cnm_netns::NetNs;
 
 use super::{ep_key, Controller};
 use crate::error::{Error, Result};
+use crate::ipam::{AddressRequest, AddressSpace, IpamDriver};
 use crate::model::{Endpoint, JoinState, Network, Sandbox, State};
 use crate::store::StoreExt;
 
@@ -72,227 +73,270 @@ impl Controller {
     /// thread or process is mistaken for a crash's leftovers.
     pub fn reconcile(&self) -> Result<ReconcileReport> {
         let _op = self.op()?;
-        let mut r = ReconcileReport::default();
-        let mut errors = Vec::new();
+        let mut pass = Pass::default();
+        self.roll_back_networks(&mut pass)?;
+        self.finish_endpoints(&mut pass)?;
+        self.drop_sandboxes_without_namespace(&mut pass)?;
+        self.match_sandboxes_and_endpoints(&mut pass)?;
+        let networks = self.networks()?;
+        let endpoints = self.endpoints(None)?;
+        self.repair_kernel(&networks, &endpoints, &mut pass);
+        self.repair_firewall(&networks, &endpoints, &mut pass);
+        if let Some(ipam) = &self.ipam {
+            Self::repair_ipam(&**ipam, &networks, &endpoints, &mut pass);
+        }
+        self.remove_orphaned_namespaces(&mut pass)?;
+        self.repair_sandbox_files(&mut pass)?;
+        Error::teardown("reconcile", pass.errors)?;
+        self.tidy_if_empty();
+        Ok(ReconcileReport { repairs: pass.repairs })
+    }
 
-        // 1. Networks whose creation or deletion did not finish.
+    /// Networks whose creation or deletion did not finish.
+    fn roll_back_networks(&self, pass: &mut Pass) -> Result<()> {
         for (net, _) in self.store.list_json::<Network>("networks/")? {
             if net.state != State::Ready {
-                match self.teardown_network(&net) {
-                    Ok(()) => r.repairs.push(format!("rolled back unfinished network {:?}", net.name)),
-                    Err(e) => errors.push(e),
-                }
+                pass.done(self.teardown_network(&net), || format!("rolled back unfinished network {:?}", net.name));
             }
         }
+        Ok(())
+    }
 
-        // 2. Endpoints whose join, leave, creation or deletion did not finish.
-        //    Each record is read afresh: repairing one endpoint may change
-        //    another (the default route moves to it).
+    /// Endpoints whose join, leave, creation or deletion did not finish.
+    /// Each record is read afresh: repairing one endpoint may change
+    /// another (the default route moves to it).
+    fn finish_endpoints(&self, pass: &mut Pass) -> Result<()> {
         for key in self.store.list_keys("endpoints/")? {
             let Some((ep, rev)) = self.store.get_json::<Endpoint>(&key)? else { continue };
             let net = match self.network_of(&ep) {
                 Ok(net) => net,
                 // Unreachable (a remote store down) is not gone.
                 Err(e) if e.kind() != crate::ErrorKind::NotFound => {
-                    errors.push(e);
+                    pass.errors.push(e);
                     continue;
                 }
                 Err(_) => {
-                    errors.extend(super::delete_record(&*self.store, &ep_key(&ep)).err());
-                    r.repairs.push(format!("removed endpoint {:?} of a network that no longer exists", ep.name));
+                    let removed = super::delete_record(&*self.store, &ep_key(&ep));
+                    pass.done(removed, || format!("removed endpoint {:?} of a network that no longer exists", ep.name));
                     continue;
                 }
             };
             let mut ep = ep;
             let unfinished_join = matches!(ep.join_state, JoinState::Joining | JoinState::Leaving);
             if unfinished_join || (ep.state != State::Ready && ep.sandbox.is_some()) {
-                match self.leave_locked(&net, ep.clone(), rev, None) {
-                    Ok(()) => r.repairs.push(format!("finished interrupted join/leave of endpoint {:?}", ep.name)),
-                    Err(e) => {
-                        errors.push(e);
-                        continue;
-                    }
+                let left = self.leave_locked(&net, ep.clone(), rev, None);
+                if !pass.done(left, || format!("finished interrupted join/leave of endpoint {:?}", ep.name)) {
+                    continue;
                 }
                 match self.find_endpoint(&net, &ep.name) {
                     Ok((e, _)) => ep = e,
                     Err(e) => {
-                        errors.push(e);
+                        pass.errors.push(e);
                         continue;
                     }
                 }
             }
             if ep.state != State::Ready && ep.sandbox.is_none() {
-                match self.teardown_endpoint(&net, &ep) {
-                    Ok(()) => r.repairs.push(format!("rolled back unfinished endpoint {:?}", ep.name)),
-                    Err(e) => errors.push(e),
-                }
+                pass.done(self.teardown_endpoint(&net, &ep), || {
+                    format!("rolled back unfinished endpoint {:?}", ep.name)
+                });
             }
         }
+        Ok(())
+    }
 
-        // 3. Sandboxes whose namespace is gone (the runtime removed the
-        //    container, or the host rebooted): leave everything, drop them.
+    /// Sandboxes whose namespace is gone (the runtime removed the
+    /// container, or the host rebooted): leave everything, drop them.
+    fn drop_sandboxes_without_namespace(&self, pass: &mut Pass) -> Result<()> {
         for (sb, _) in self.store.list_json::<Sandbox>("sandboxes/")? {
             if netns_gone(&sb) {
-                match self.teardown_sandbox(&sb) {
-                    Ok(()) => r.repairs.push(format!("dropped sandbox {:?}: its namespace is gone", sb.name)),
-                    Err(e) => errors.push(e),
-                }
+                pass.done(self.teardown_sandbox(&sb), || {
+                    format!("dropped sandbox {:?}: its namespace is gone", sb.name)
+                });
             }
         }
-        //    Endpoints that claim a sandbox that does not list them.
+        Ok(())
+    }
+
+    /// Endpoints that claim a sandbox that does not list them, and
+    /// sandboxes that list endpoints that no longer exist.
+    fn match_sandboxes_and_endpoints(&self, pass: &mut Pass) -> Result<()> {
         let sandboxes = self.sandboxes()?;
         for (ep, rev) in self.store.list_json::<Endpoint>("endpoints/")? {
-            if let Some(id) = &ep.sandbox {
-                let listed = sandboxes.iter().any(|s| &s.id == id && s.endpoints.iter().any(|m| m.id == ep.id));
-                if !listed {
-                    if let Ok(net) = self.network_of(&ep) {
-                        match self.leave_locked(&net, ep.clone(), rev, None) {
-                            Ok(()) => {
-                                r.repairs.push(format!("detached endpoint {:?} from a sandbox that lost it", ep.name))
-                            }
-                            Err(e) => errors.push(e),
-                        }
-                    }
-                }
+            let Some(id) = &ep.sandbox else { continue };
+            let listed = sandboxes.iter().any(|s| &s.id == id && s.endpoints.iter().any(|m| m.id == ep.id));
+            if let (false, Ok(net)) = (listed, self.network_of(&ep)) {
+                let left = self.leave_locked(&net, ep.clone(), rev, None);
+                pass.done(left, || format!("detached endpoint {:?} from a sandbox that lost it", ep.name));
             }
         }
-        //    Sandboxes that list endpoints that no longer exist.
         let endpoints = self.endpoints(None)?;
         for sb in &sandboxes {
             let stale: Vec<_> =
                 sb.endpoints.iter().filter(|m| !endpoints.iter().any(|e| e.id == m.id)).map(|m| m.id.clone()).collect();
             if !stale.is_empty() {
-                errors.extend(self.update_sandbox(&sb.name, |s| s.endpoints.retain(|x| !stale.contains(&x.id))).err());
-                r.repairs.push(format!("removed {} vanished endpoint(s) from sandbox {:?}", stale.len(), sb.name));
+                let updated = self.update_sandbox(&sb.name, |s| s.endpoints.retain(|x| !stale.contains(&x.id)));
+                pass.done(updated, || {
+                    format!("removed {} vanished endpoint(s) from sandbox {:?}", stale.len(), sb.name)
+                });
             }
         }
+        Ok(())
+    }
 
-        // 4. The kernel: re-create what it lost, remove what nobody owns.
-        let networks = self.networks()?;
-        let endpoints = self.endpoints(None)?;
-        for net in &networks {
+    /// The kernel: drivers re-create what it lost and remove what nobody
+    /// owns.
+    fn repair_kernel(&self, networks: &[Network], endpoints: &[Endpoint], pass: &mut Pass) {
+        for net in networks {
             let eps: Vec<Endpoint> = endpoints.iter().filter(|e| e.network_id == net.id).cloned().collect();
-            match self.driver(&net.driver).and_then(|d| d.restore_network(&self.ctx(), net, &eps)) {
-                Ok(v) => r.repairs.extend(v),
-                Err(e) => errors.push(e),
-            }
+            pass.lines(self.driver(&net.driver).and_then(|d| d.restore_network(&self.ctx(), net, &eps)));
         }
         for d in self.drivers.values() {
             let mine: Vec<Network> = networks.iter().filter(|n| n.driver == d.name()).cloned().collect();
             let eps: Vec<Endpoint> =
                 endpoints.iter().filter(|e| mine.iter().any(|n| n.id == e.network_id)).cloned().collect();
-            match d.remove_leftovers(&self.ctx(), &mine, &eps) {
-                Ok(v) => r.repairs.extend(v),
-                Err(e) => errors.push(e),
-            }
+            pass.lines(d.remove_leftovers(&self.ctx(), &mine, &eps));
         }
-        // The firewall: rules and published ports nothing owns any more.
+    }
+
+    /// The firewall: rules and published ports nothing owns any more, then
+    /// the rules compared with the state.
+    fn repair_firewall(&self, networks: &[Network], endpoints: &[Endpoint], pass: &mut Pass) {
         let joined: BTreeSet<String> =
             endpoints.iter().filter(|e| e.sandbox.is_some()).map(|e| e.id.to_string()).collect();
         let known: BTreeSet<String> = networks.iter().map(|n| n.id.to_string()).collect();
-        let stale = [
-            ("published ports of endpoint", self.firewall.endpoint_ids(), &joined),
-            ("firewall rules of network", self.firewall.network_ids(), &known),
-        ];
-        for (what, ids, keep) in stale {
-            let ids = match ids {
-                Ok(ids) => ids,
+        match self.firewall.endpoint_ids() {
+            Ok(ids) => {
+                for id in ids.into_iter().filter(|id| !joined.contains(id)) {
+                    let short = &id[..12.min(id.len())];
+                    pass.done(self.firewall.remove_ports(&id), || {
+                        format!("removed published ports of endpoint {short}")
+                    });
+                }
+            }
+            Err(e) => pass.errors.push(e),
+        }
+        match self.firewall.network_ids() {
+            Ok(ids) => {
+                for id in ids.into_iter().filter(|id| !known.contains(id)) {
+                    let short = &id[..12.min(id.len())];
+                    pass.done(self.firewall.remove_network(&id), || {
+                        format!("removed firewall rules of network {short}")
+                    });
+                }
+            }
+            Err(e) => pass.errors.push(e),
+        }
+        pass.lines(self.firewall.repair());
+    }
+
+    /// IPAM: pools nothing uses released, lost leases of addresses in use
+    /// taken again (so they are not given out twice), unused addresses
+    /// released.
+    fn repair_ipam(ipam: &dyn IpamDriver, networks: &[Network], endpoints: &[Endpoint], pass: &mut Pass) {
+        let mut live = BTreeSet::new();
+        for ep in endpoints {
+            for (pool, a) in [(&ep.ipv4_pool, ep.ipv4), (&ep.ipv6_pool, ep.ipv6)] {
+                if let (Some(p), Some(a)) = (pool, a) {
+                    live.insert((p.clone(), a.addr()));
+                }
+            }
+        }
+        let used_pools: BTreeSet<&str> =
+            networks.iter().flat_map(|n| n.pools.iter().map(|p| p.pool_id.as_str())).collect();
+        match ipam.pools() {
+            Ok(pools) => {
+                // Global pools are the cluster's: another host may be
+                // half-way through creating the network that owns one.
+                let unused =
+                    pools.into_iter().filter(|p| p.space == AddressSpace::Local && !used_pools.contains(p.id.as_str()));
+                for p in unused {
+                    pass.done(ipam.release_pool(&p.id), || format!("released pool {} that no network uses", p.subnet));
+                }
+            }
+            Err(e) => pass.errors.push(e),
+        }
+        let pools: BTreeSet<&String> = live.iter().map(|(p, _)| p).collect();
+        for pool in pools {
+            let leased: BTreeSet<std::net::IpAddr> = match ipam.addresses(pool) {
+                Ok(v) => v.into_iter().collect(),
                 Err(e) => {
-                    errors.push(e);
+                    pass.errors.push(e);
                     continue;
                 }
             };
-            for id in ids.into_iter().filter(|id| !keep.contains(id)) {
-                let removed = if what.starts_with("published") {
-                    self.firewall.remove_ports(&id)
-                } else {
-                    self.firewall.remove_network(&id)
-                };
-                match removed {
-                    Ok(()) => r.repairs.push(format!("removed {what} {}", &id[..12.min(id.len())])),
-                    Err(e) => errors.push(e),
-                }
+            for (_, addr) in live.iter().filter(|(p, a)| p == pool && !leased.contains(a)) {
+                let taken = ipam.request_address(pool, AddressRequest::Exact(*addr)).map(|_| ());
+                pass.done(taken, || format!("took address {addr} of pool {pool} again: its lease was lost"));
             }
         }
-        match self.firewall.repair() {
-            Ok(v) => r.repairs.extend(v),
-            Err(e) => errors.push(e),
+        match ipam.gc(&live) {
+            Ok(freed) => pass.repairs.extend(
+                freed.into_iter().map(|(p, a)| format!("released address {a} of pool {p} that no endpoint uses")),
+            ),
+            Err(e) => pass.errors.push(e),
         }
+    }
 
-        // 5. IPAM: addresses and pools nothing uses.
-        if let Some(ipam) = &self.ipam {
-            let mut live = BTreeSet::new();
-            for ep in &endpoints {
-                for (pool, a) in [(&ep.ipv4_pool, ep.ipv4), (&ep.ipv6_pool, ep.ipv6)] {
-                    if let (Some(p), Some(a)) = (pool, a) {
-                        live.insert((p.clone(), a.addr()));
-                    }
-                }
-            }
-            let used_pools: BTreeSet<&str> =
-                networks.iter().flat_map(|n| n.pools.iter().map(|p| p.pool_id.as_str())).collect();
-            match ipam.pools() {
-                Ok(pools) => {
-                    // Global pools are the cluster's: another host may be
-                    // half-way through creating the network that owns one.
-                    // (IPAM drivers name global pools `global-…`.)
-                    let local = |p: &crate::ipam::Pool| !p.id.starts_with("global-");
-                    for p in pools.into_iter().filter(|p| local(p) && !used_pools.contains(p.id.as_str())) {
-                        match ipam.release_pool(&p.id) {
-                            Ok(()) => r.repairs.push(format!("released pool {} that no network uses", p.subnet)),
-                            Err(e) => errors.push(e),
-                        }
-                    }
-                }
-                Err(e) => errors.push(e),
-            }
-            //    Addresses in use whose lease was lost (a deleted lease
-            //    file): taken again, so they are not given out twice.
-            let pools: BTreeSet<&String> = live.iter().map(|(p, _)| p).collect();
-            for pool in pools {
-                let leased: BTreeSet<std::net::IpAddr> = match ipam.addresses(pool) {
-                    Ok(v) => v.into_iter().collect(),
-                    Err(e) => {
-                        errors.push(e);
-                        continue;
-                    }
-                };
-                for (_, addr) in live.iter().filter(|(p, a)| p == pool && !leased.contains(a)) {
-                    match ipam.request_address(pool, crate::ipam::AddressRequest::Exact(*addr)) {
-                        Ok(_) => {
-                            r.repairs.push(format!("took address {addr} of pool {pool} again: its lease was lost"))
-                        }
-                        Err(e) => errors.push(e),
-                    }
-                }
-            }
-            match ipam.gc(&live) {
-                Ok(freed) => r.repairs.extend(
-                    freed.into_iter().map(|(p, a)| format!("released address {a} of pool {p} that no endpoint uses")),
-                ),
-                Err(e) => errors.push(e),
+    /// Named namespaces of ours that no sandbox references.
+    fn remove_orphaned_namespaces(&self, pass: &mut Pass) -> Result<()> {
+        let Some(dir) = self.netns_dir() else { return Ok(()) };
+        let known: BTreeSet<String> =
+            self.sandboxes()?.iter().filter(|s| s.owns_netns).map(|s| s.id.short().to_string()).collect();
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !known.contains(&name) {
+                let removed = NetNs::remove_named(&dir, &name).map_err(Error::from);
+                pass.done(removed, || format!("removed orphaned namespace {name}"));
             }
         }
+        Ok(())
+    }
 
-        // 6. Named namespaces of ours that no sandbox references.
-        if let Some(dir) = self.netns_dir() {
-            let known: BTreeSet<String> =
-                self.sandboxes()?.iter().filter(|s| s.owns_netns).map(|s| s.id.short().to_string()).collect();
-            if let Ok(rd) = std::fs::read_dir(&dir) {
-                for e in rd.flatten() {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    if !known.contains(&name) {
-                        match NetNs::remove_named(&dir, &name) {
-                            Ok(()) => r.repairs.push(format!("removed orphaned namespace {name}")),
-                            Err(e) => errors.push(e.into()),
-                        }
-                    }
-                }
+    /// Hosts files that do not list exactly the sandbox's joined endpoints
+    /// (a leave that failed half-way), rewritten.
+    fn repair_sandbox_files(&self, pass: &mut Pass) -> Result<()> {
+        for sb in self.sandboxes()? {
+            let Some(dir) = self.sandbox_files_dir(&sb.name) else { return Ok(()) };
+            let members = self.sandbox_endpoints(&sb)?;
+            let want = crate::etc::hosts(&sb, &members);
+            if std::fs::read_to_string(dir.join("hosts")).ok().as_deref() != Some(want.as_str()) {
+                pass.done(self.write_hosts(&sb, &members), || {
+                    format!("rewrote the hosts file of sandbox {:?}", sb.name)
+                });
             }
         }
+        Ok(())
+    }
+}
 
-        Error::teardown("reconcile", errors)?;
-        self.tidy_if_empty();
-        Ok(r)
+/// One reconcile pass: the repairs made and the errors met so far.
+#[derive(Default)]
+struct Pass {
+    repairs: Vec<String>,
+    errors: Vec<Error>,
+}
+
+impl Pass {
+    /// Records a repair that worked, or its error; whether it worked.
+    fn done(&mut self, result: Result<()>, repair: impl FnOnce() -> String) -> bool {
+        match result {
+            Ok(()) => {
+                self.repairs.push(repair());
+                true
+            }
+            Err(e) => {
+                self.errors.push(e);
+                false
+            }
+        }
+    }
+
+    /// Records the repairs a driver or firewall reports, or its error.
+    fn lines(&mut self, result: Result<Vec<String>>) {
+        match result {
+            Ok(v) => self.repairs.extend(v),
+            Err(e) => self.errors.push(e),
+        }
     }
 }

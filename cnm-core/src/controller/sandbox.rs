@@ -89,7 +89,13 @@ impl Controller {
             created: Timestamp::now(),
             state: State::Ready,
         };
-        if let Err(e) = self.store.put_json(&sb_key(&sb.name), &sb, Expect::Absent) {
+        let stored = self.store.put_json(&sb_key(&sb.name), &sb, Expect::Absent).and_then(|_| {
+            self.write_sandbox_files(&sb).inspect_err(|_| {
+                let _ = delete_record(&*self.store, &sb_key(&sb.name));
+                self.remove_sandbox_files(&sb.name);
+            })
+        });
+        if let Err(e) = stored {
             if owns {
                 if let Some(dir) = self.netns_dir() {
                     let _ = NetNs::remove_named(&dir, sb.id.short());
@@ -149,8 +155,41 @@ impl Controller {
         }
         if errors.is_empty() {
             delete_record(&*self.store, &sb_key(&sb.name))?;
+            self.remove_sandbox_files(&sb.name);
         }
         Error::teardown(format!("delete sandbox {:?}", sb.name), errors)
+    }
+
+    /// Where a sandbox's resolv.conf and hosts file are (with
+    /// [`ControllerBuilder::sandbox_files`](crate::ControllerBuilder::sandbox_files)).
+    pub fn sandbox_files_dir(&self, sandbox: &str) -> Option<PathBuf> {
+        self.sandbox_files.as_ref().map(|d| d.join(sandbox))
+    }
+
+    /// Writes a sandbox's resolv.conf and (empty of endpoints) hosts file.
+    fn write_sandbox_files(&self, sb: &Sandbox) -> Result<()> {
+        let Some(dir) = self.sandbox_files_dir(&sb.name) else { return Ok(()) };
+        let host_resolv = std::fs::read_to_string(&self.host_resolv_conf).unwrap_or_default();
+        write_shared(&dir.join("resolv.conf"), &crate::etc::resolv_conf(sb, &host_resolv))?;
+        write_shared(&dir.join("hosts"), &crate::etc::hosts(sb, &[]))
+    }
+
+    /// Rewrites a sandbox's hosts file for these endpoints.
+    pub(super) fn write_hosts(&self, sb: &Sandbox, endpoints: &[crate::model::Endpoint]) -> Result<()> {
+        let Some(dir) = self.sandbox_files_dir(&sb.name) else { return Ok(()) };
+        write_shared(&dir.join("hosts"), &crate::etc::hosts(sb, endpoints))
+    }
+
+    fn remove_sandbox_files(&self, name: &str) {
+        if let Some(dir) = self.sandbox_files_dir(name) {
+            for f in ["resolv.conf", "hosts"] {
+                let _ = std::fs::remove_file(dir.join(f));
+            }
+            let _ = std::fs::remove_dir(&dir);
+            if let Some(top) = &self.sandbox_files {
+                let _ = std::fs::remove_dir(top);
+            }
+        }
     }
 
     /// Removes every sandbox whose name or id is not in `live` (the
@@ -172,4 +211,11 @@ impl Controller {
         self.tidy_if_empty();
         Ok(removed)
     }
+}
+
+/// Replaced, never written through (a link planted there is replaced, its
+/// target untouched); readable by the container.
+fn write_shared(path: &std::path::Path, text: &str) -> Result<()> {
+    crate::files::write_atomic(path, text.as_bytes(), crate::files::SHARED_FILE, false)
+        .map_err(|e| Error::store("write", path.display().to_string(), e))
 }

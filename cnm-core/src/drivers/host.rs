@@ -3,8 +3,9 @@
 
 use cnm_netns::NetNs;
 
-use crate::driver::{Capabilities, DriverContext, JoinInfo, NetworkDriver};
+use crate::driver::{Capabilities, DriverContext, NetworkDriver};
 use crate::error::{Error, Result};
+use crate::join::{JoinInfo, JoinRequest};
 use crate::model::{Endpoint, Network};
 
 /// Docker's `host` network driver.
@@ -32,7 +33,7 @@ impl NetworkDriver for HostDriver {
         Ok(())
     }
 
-    fn join(&self, ctx: &DriverContext<'_>, _: &Network, _: &mut Endpoint, join: &JoinInfo<'_>) -> Result<()> {
+    fn join(&self, ctx: &DriverContext<'_>, _: &Network, _: &mut Endpoint, join: &JoinRequest<'_>) -> Result<JoinInfo> {
         // The sandbox must *be* the host namespace: the runtime passes the
         // host's namespace path for a host-mode container.
         if !join.netns.same_as(ctx.host)? {
@@ -41,7 +42,7 @@ impl NetworkDriver for HostDriver {
                 reason: format!("its namespace {} is not the host namespace", join.sandbox.netns.display()),
             });
         }
-        Ok(())
+        Ok(JoinInfo::no_interface())
     }
 
     fn leave(&self, _: &DriverContext<'_>, _: &Network, _: &Endpoint, _: Option<&NetNs>) -> Result<()> {

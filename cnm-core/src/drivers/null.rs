@@ -2,8 +2,9 @@
 
 use cnm_netns::NetNs;
 
-use crate::driver::{Capabilities, DriverContext, JoinInfo, NetworkDriver};
+use crate::driver::{Capabilities, DriverContext, NetworkDriver};
 use crate::error::Result;
+use crate::join::{JoinInfo, JoinRequest};
 use crate::model::{Endpoint, Network};
 
 /// Docker's `none` network driver.
@@ -31,9 +32,9 @@ impl NetworkDriver for NullDriver {
         Ok(())
     }
 
-    fn join(&self, _: &DriverContext<'_>, _: &Network, _: &mut Endpoint, join: &JoinInfo<'_>) -> Result<()> {
-        join.netns.loopback_up()?;
-        Ok(())
+    fn join(&self, _: &DriverContext<'_>, _: &Network, _: &mut Endpoint, _: &JoinRequest<'_>) -> Result<JoinInfo> {
+        // Loopback only: the sandbox side brings it up.
+        Ok(JoinInfo::no_interface())
     }
 
     fn leave(&self, _: &DriverContext<'_>, _: &Network, _: &Endpoint, _: Option<&NetNs>) -> Result<()> {

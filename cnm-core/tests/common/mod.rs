@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cnm_core::driver::{Capabilities, DriverContext, JoinInfo, NetworkDriver};
+use cnm_core::driver::{Capabilities, DriverContext, NetworkDriver};
 use cnm_core::ipam::{AddressRequest, IpamDriver, Pool, PoolRequest};
+use cnm_core::join::{JoinInfo, JoinRequest};
 use cnm_core::store::{Expect, KvEntry, LeaseId, Store, StoreExt, Watch};
 use cnm_core::{Endpoint, Error, Network, Result};
 use cnm_netns::NetNs;
@@ -156,7 +157,7 @@ impl TestIpam {
         let st = PoolState { subnet, gateway, owner: req.owner.clone(), allocated: BTreeSet::new() };
         self.store.put_json(&Self::key(&id), &st, Expect::Absent)?;
         let gateway = IpNet::new(gateway, subnet.prefix_len()).unwrap();
-        Ok(Pool { id, subnet, ip_range: req.ip_range, gateway, owner: req.owner.clone() })
+        Ok(Pool { id, space: req.space, subnet, ip_range: req.ip_range, gateway, owner: req.owner.clone() })
     }
 }
 
@@ -225,6 +226,7 @@ impl IpamDriver for TestIpam {
             .into_iter()
             .map(|(p, _)| Pool {
                 id: p.subnet.to_string().replace(['/', ':'], "_"),
+                space: Default::default(),
                 subnet: p.subnet,
                 ip_range: None,
                 gateway: IpNet::new(p.gateway, p.subnet.prefix_len()).unwrap(),
@@ -249,7 +251,6 @@ pub struct FakeDriver {
     pub kernel: Mutex<BTreeSet<String>>,
     pub dir: Option<PathBuf>,
     pub faults: Arc<Faults>,
-    pub gateway_calls: Mutex<Vec<(String, bool)>>,
 }
 
 impl FakeDriver {
@@ -257,13 +258,7 @@ impl FakeDriver {
         if let Some(d) = &dir {
             std::fs::create_dir_all(d).unwrap();
         }
-        FakeDriver {
-            name: name.into(),
-            kernel: Mutex::new(BTreeSet::new()),
-            dir,
-            faults,
-            gateway_calls: Mutex::new(Vec::new()),
-        }
+        FakeDriver { name: name.into(), kernel: Mutex::new(BTreeSet::new()), dir, faults }
     }
 
     pub fn objects(&self) -> BTreeSet<String> {
@@ -329,16 +324,20 @@ impl NetworkDriver for FakeDriver {
     fn delete_endpoint(&self, _: &DriverContext<'_>, _: &Network, ep: &Endpoint) -> Result<()> {
         self.remove("driver delete_endpoint", format!("ep:{}", ep.id))
     }
-    fn join(&self, _: &DriverContext<'_>, _: &Network, ep: &mut Endpoint, j: &JoinInfo<'_>) -> Result<()> {
+    fn join(&self, _: &DriverContext<'_>, net: &Network, ep: &mut Endpoint, j: &JoinRequest<'_>) -> Result<JoinInfo> {
         ep.driver_data.insert("ifname".into(), j.ifname.to_string());
-        self.add("driver join", format!("join:{}", ep.id))
+        self.add("driver join", format!("join:{}", ep.id))?;
+        // No interface (the fake has no kernel), but a gateway it may route
+        // through: the controller's default-route election applies.
+        let mut info = JoinInfo::no_interface()
+            .gateway(net.gateway_v4().map(|g| g.addr()))
+            .gateway(net.gateway_v6().map(|g| g.addr()))
+            .default_route(true);
+        info.addresses = [ep.ipv4, ep.ipv6].into_iter().flatten().collect();
+        Ok(info)
     }
     fn leave(&self, _: &DriverContext<'_>, _: &Network, ep: &Endpoint, _: Option<&NetNs>) -> Result<()> {
         self.remove("driver leave", format!("join:{}", ep.id))
-    }
-    fn set_gateway(&self, _: &DriverContext<'_>, _: &Network, ep: &Endpoint, _: &NetNs, on: bool) -> Result<()> {
-        self.gateway_calls.lock().unwrap().push((ep.name.clone(), on));
-        Ok(())
     }
     fn restore_network(&self, _: &DriverContext<'_>, net: &Network, _: &[Endpoint]) -> Result<Vec<String>> {
         let obj = format!("net:{}", net.id);

@@ -24,10 +24,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cnm_core::driver::{Capabilities, DriverContext, JoinInfo, NetworkDriver};
+use cnm_core::driver::{Capabilities, DriverContext, NetworkDriver};
 use cnm_core::inspect::Peer;
+use cnm_core::join::{JoinInfo, JoinRequest};
 use cnm_core::{Endpoint, Error, Expect, Network, Result, Scope, Store, StoreExt, Undo};
-use cnm_netns::{AddrFlags, Handle, LinkAdd, MacAddr, NetNs, Route, VethPeer};
+use cnm_netns::{Handle, LinkAdd, MacAddr, NetNs, VethPeer};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -42,11 +43,7 @@ pub const VXLANID_LIST: &str = "com.docker.network.driver.overlay.vxlanid_list";
 pub const MTU_OPTION: &str = "com.docker.network.driver.mtu";
 
 pub(crate) fn kernel(op: impl Into<String>) -> impl FnOnce(cnm_netns::Error) -> Error {
-    let op = op.into();
-    move |e| match (e.kind(), e.errno()) {
-        (cnm_netns::ErrorKind::InvalidArgument, None) => Error::invalid("interface", e.to_string()),
-        _ => Error::kernel(op, e),
-    }
+    Error::from_netns(op)
 }
 
 /// How this host takes part in overlays.
@@ -218,6 +215,21 @@ impl OverlayDriver {
         Ok(ids.into_iter().collect())
     }
 
+    /// The sandbox side: per address, its subnet's gateway, and routes to
+    /// the network's other subnets of that family through it.
+    fn sandbox_side(ep: &Endpoint, plan: &[SubnetPlan], peer_index: Option<u32>, mtu: u32) -> JoinInfo {
+        let mut info = JoinInfo::in_sandbox(ep, peer_index).mtu(Some(mtu));
+        for addr in [ep.ipv4, ep.ipv6].into_iter().flatten() {
+            let Some(own) = plan.iter().find(|s| s.subnet.contains(&addr.addr())) else { continue };
+            info = info.gateway(Some(own.gateway.addr()));
+            let same_family = |s: &&SubnetPlan| s.subnet.addr().is_ipv4() == addr.addr().is_ipv4();
+            for other in plan.iter().filter(|s| s.vni != own.vni).filter(same_family) {
+                info = info.route(other.subnet, Some(own.gateway.addr()));
+            }
+        }
+        info
+    }
+
     fn veth_name(ep: &Endpoint) -> String {
         format!("veth{}", &ep.id.as_str()[..7])
     }
@@ -351,7 +363,13 @@ impl NetworkDriver for OverlayDriver {
         Ok(())
     }
 
-    fn join(&self, ctx: &DriverContext<'_>, net: &Network, ep: &mut Endpoint, join: &JoinInfo<'_>) -> Result<()> {
+    fn join(
+        &self,
+        ctx: &DriverContext<'_>,
+        net: &Network,
+        ep: &mut Endpoint,
+        req: &JoinRequest<'_>,
+    ) -> Result<JoinInfo> {
         // Everything that can be refused is checked before the kernel is touched.
         let lease = records::host_lease(&*self.store, self.cfg.node(), self.cfg.advertise_addr)?;
         let plan = layout::plan(net)?;
@@ -386,7 +404,7 @@ impl NetworkDriver for OverlayDriver {
         };
 
         let veth = Self::veth_name(ep);
-        let add = LinkAdd::veth(veth.as_str(), VethPeer::new(join.ifname).netns(join.netns).mac(mac).mtu(mtu))
+        let add = LinkAdd::veth(veth.as_str(), VethPeer::new(req.ifname).netns(req.netns).mac(mac).mtu(mtu))
             .mtu(mtu)
             .master(br)
             .up();
@@ -405,42 +423,6 @@ impl NetworkDriver for OverlayDriver {
                     _ => Ok(()),
                 }
             });
-        }
-
-        let sandbox_side = || -> Result<()> {
-            let k = |what: &str| kernel(format!("{what} of endpoint {:?}", ep.name));
-            let c = Handle::open(join.netns).map_err(k("open sandbox namespace"))?;
-            let eth = match link.peer_index {
-                Some(i) if i != 0 => i,
-                _ => c.link_get(join.ifname).map_err(k("find interface"))?.index,
-            };
-            c.link_set_up("lo").map_err(k("loopback up"))?;
-            if ep.ipv6.is_none() {
-                c.link_set_addrgenmode_none(eth).map_err(k("addrgenmode none"))?;
-            }
-            c.link_set_up(eth).map_err(k("interface up"))?;
-            for (a, flags) in [(ep.ipv4, AddrFlags::empty()), (ep.ipv6, AddrFlags::NODAD)] {
-                if let Some(a) = a {
-                    c.addr_add(eth, a, flags).map_err(k("address"))?;
-                }
-            }
-            for addr in [ep.ipv4, ep.ipv6].into_iter().flatten() {
-                let Some(own) = plan.iter().find(|s| s.subnet.contains(&addr.addr())) else { continue };
-                // The other subnets of this network: through this subnet's gateway.
-                for other in
-                    plan.iter().filter(|s| s.vni != own.vni && s.subnet.addr().is_ipv4() == addr.addr().is_ipv4())
-                {
-                    c.route_replace(&Route { gateway: Some(own.gateway.addr()), ..Route::new(other.subnet) })
-                        .map_err(k("route to another subnet"))?;
-                }
-                if join.gateway {
-                    c.route_replace(&Route::default_via(own.gateway.addr())).map_err(k("default route"))?;
-                }
-            }
-            Ok(())
-        };
-        if let Err(e) = sandbox_side() {
-            return undo.fail(e);
         }
 
         // The remote peers, so this sandbox reaches them at once.
@@ -484,7 +466,7 @@ impl NetworkDriver for OverlayDriver {
         ep.driver_data.insert("vni".into(), home.vni.to_string());
         undo.commit();
         tracing::debug!(endpoint = %ep.name, network = %net.name, %ip, vni = home.vni, "overlay endpoint joined");
-        Ok(())
+        Ok(Self::sandbox_side(ep, &plan, link.peer_index, mtu))
     }
 
     fn leave(&self, _: &DriverContext<'_>, net: &Network, ep: &Endpoint, _: Option<&NetNs>) -> Result<()> {

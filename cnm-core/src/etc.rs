@@ -1,8 +1,9 @@
-//! A sandbox's resolv.conf and hosts file, as `docker run` writes them.
+//! A sandbox's resolv.conf and hosts file, as `docker run` writes them
+//! (see [`ControllerBuilder::sandbox_files`](crate::ControllerBuilder::sandbox_files)).
 
 use std::net::IpAddr;
 
-use cnm_core::{Endpoint, Sandbox};
+use crate::model::{Endpoint, Sandbox};
 
 /// resolv.conf: the `--dns*` settings when any was given; otherwise the
 /// host's own, without loopback name servers (unreachable from a sandbox),
@@ -66,23 +67,23 @@ pub fn hosts(sb: &Sandbox, endpoints: &[Endpoint]) -> String {
 mod tests {
     use super::*;
 
-    fn sandbox(dns: cnm_core::DnsConfig) -> Sandbox {
+    fn sandbox(dns: crate::DnsConfig) -> Sandbox {
         Sandbox {
-            id: cnm_core::Id::random().unwrap(),
+            id: crate::Id::random().unwrap(),
             name: "c1".into(),
             netns: "/run/cnm/netns/c1".into(),
             owns_netns: true,
             hostname: Some("web1".into()),
             dns,
             endpoints: Vec::new(),
-            created: cnm_core::Timestamp::now(),
-            state: cnm_core::State::Ready,
+            created: crate::Timestamp::now(),
+            state: crate::State::Ready,
         }
     }
 
     #[test]
     fn dns_flags_become_resolv_conf_lines() {
-        let sb = sandbox(cnm_core::DnsConfig {
+        let sb = sandbox(crate::DnsConfig {
             servers: vec!["10.0.0.2".parse().unwrap()],
             search: vec!["example.com".into(), "corp".into()],
             options: vec!["ndots:2".into()],
@@ -95,7 +96,7 @@ mod tests {
 
     #[test]
     fn the_hosts_resolv_conf_is_copied_without_loopback_servers() {
-        let sb = sandbox(cnm_core::DnsConfig::default());
+        let sb = sandbox(crate::DnsConfig::default());
         let host = "# comment\nnameserver 127.0.0.53\nnameserver 192.0.2.53\nsearch lan\noptions edns0\n";
         assert_eq!(resolv_conf(&sb, host), "nameserver 192.0.2.53\nsearch lan\noptions edns0\n");
         assert_eq!(resolv_conf(&sb, "nameserver 127.0.0.53\n"), "nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
