@@ -7,9 +7,11 @@
 //!
 //! Run as root: `cargo run --release -p cnm-bench -- [--quick] [--out DIR]`.
 
+mod docs;
 mod plot;
 mod stats;
 mod systems;
+mod tables;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,6 +35,13 @@ struct Args {
     /// Runs per workload and system (default: 30, or 5 with --quick).
     #[arg(long)]
     runs: Option<usize>,
+    /// Runs nothing: rewrites the benchmark tables and quoted outputs in the
+    /// README and `docs/` under this workspace root from `docs/bench`.
+    #[arg(long, value_name = "ROOT")]
+    docs: Option<PathBuf>,
+    /// With `--docs`: change nothing, fail when a quoted block differs.
+    #[arg(long, requires = "docs")]
+    check: bool,
 }
 
 fn build(name: &str, n: usize) -> Box<dyn System> {
@@ -252,6 +261,21 @@ fn port_scale(names: &[&'static str], quick: bool, samples: &mut Samples) -> Vec
 
 fn main() {
     let args = Args::parse();
+    if let Some(root) = &args.docs {
+        match docs::sync(root, !args.check) {
+            Ok(differ) if differ.is_empty() => println!("every quoted benchmark block is up to date"),
+            Ok(differ) if args.check => {
+                eprintln!("out of date (run `cnm-bench --docs {}`):\n{}", root.display(), differ.join("\n"));
+                std::process::exit(1);
+            }
+            Ok(differ) => println!("rewrote:\n{}", differ.join("\n")),
+            Err(e) => {
+                eprintln!("cnm-bench --docs: {e}");
+                std::process::exit(2);
+            }
+        }
+        return;
+    }
     if !cnm_netns::testing::require_root("cnm-bench") {
         eprintln!("cnm-bench: run it as root");
         std::process::exit(1);

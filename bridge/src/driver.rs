@@ -37,10 +37,6 @@ impl Default for BridgeDriver {
     }
 }
 
-fn kernel(op: impl Into<String>) -> impl FnOnce(cnm_netns::Error) -> Error {
-    Error::from_netns(op)
-}
-
 /// The forwarding switches a network needs on.
 fn forwarding_keys(net: &Network) -> impl Iterator<Item = &'static str> {
     let ipv6 = net.enable_ipv6;
@@ -98,12 +94,12 @@ impl BridgeDriver {
     }
 
     fn handle(&self, ns: &NetNs) -> Result<Arc<Handle>> {
-        let ino = ns.inode().map_err(kernel("open host namespace"))?;
+        let ino = ns.inode().map_err(Error::from_netns("open host namespace"))?;
         let mut g = self.handles.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(h) = g.get(&ino) {
             return Ok(h.clone());
         }
-        let h = Arc::new(Handle::open(ns).map_err(kernel("open host namespace"))?);
+        let h = Arc::new(Handle::open(ns).map_err(Error::from_netns("open host namespace"))?);
         g.insert(ino, h.clone());
         Ok(h)
     }
@@ -143,21 +139,23 @@ impl BridgeDriver {
         let h = self.handle(ctx.host)?;
         let mut undo = Undo::new();
         let opts = cnm_netns::BridgeOptions { multicast_snooping: Some(o.multicast_snooping), ..Default::default() };
-        let mac = MacAddr::random_local().map_err(kernel("a random bridge MAC"))?;
+        let mac = MacAddr::random_local().map_err(Error::from_netns("a random bridge MAC"))?;
         let mut add = LinkAdd::bridge_with(name, opts).mac(mac).alias(format!("{MARKER}{}", net.id)).up();
         if let Some(m) = o.mtu {
             add = add.mtu(m);
         }
         self.step("create bridge")?;
-        let br = h.link_add(&add).map_err(kernel(format!("create bridge {name:?}")))?.index;
+        let br = h.link_add(&add).map_err(Error::from_netns(format!("create bridge {name:?}")))?.index;
         let h2 = h.clone();
         let n = name.to_string();
-        undo.push("delete bridge", move || gone_ok(h2.link_del(n.as_str())).map_err(kernel("delete bridge")));
+        undo.push("delete bridge", move || {
+            gone_ok(h2.link_del(n.as_str())).map_err(Error::from_netns("delete bridge"))
+        });
         for gw in net.pools.iter().filter_map(|p| p.gateway) {
             let flags = if gw.addr().is_ipv6() { AddrFlags::NODAD } else { AddrFlags::empty() };
-            let added = self
-                .step("add gateway")
-                .and_then(|_| h.addr_add(br, gw, flags).map_err(kernel(format!("add gateway {gw} to {name:?}"))));
+            let added = self.step("add gateway").and_then(|_| {
+                h.addr_add(br, gw, flags).map_err(Error::from_netns(format!("add gateway {gw} to {name:?}")))
+            });
             if let Err(e) = added {
                 return undo.fail(e);
             }
@@ -165,7 +163,7 @@ impl BridgeDriver {
         for key in forwarding_keys(net) {
             let set = self
                 .step("forwarding")
-                .and_then(|_| ctx.host.sysctl_set(key, "1").map_err(kernel(format!("sysctl {key}"))));
+                .and_then(|_| ctx.host.sysctl_set(key, "1").map_err(Error::from_netns(format!("sysctl {key}"))));
             if let Err(e) = set {
                 return undo.fail(e);
             }
@@ -212,7 +210,7 @@ impl NetworkDriver for BridgeDriver {
     }
 
     fn avoid_subnets(&self, ctx: &DriverContext<'_>) -> Result<Vec<IpNet>> {
-        let routes = self.handle(ctx.host)?.route_list(None).map_err(kernel("list host routes"))?;
+        let routes = self.handle(ctx.host)?.route_list(None).map_err(Error::from_netns("list host routes"))?;
         Ok(routes.into_iter().map(|r| r.dst).filter(|d| d.prefix_len() > 0 && !d.addr().is_loopback()).collect())
     }
 
@@ -236,7 +234,9 @@ impl NetworkDriver for BridgeDriver {
         errors.extend(ctx.firewall.remove_network(net.id.as_str()).err());
         let name = Self::bridge_name(net)?;
         let h = self.handle(ctx.host)?;
-        errors.extend(gone_ok(h.link_del(name.as_str())).map_err(kernel(format!("delete bridge {name:?}"))).err());
+        errors.extend(
+            gone_ok(h.link_del(name.as_str())).map_err(Error::from_netns(format!("delete bridge {name:?}"))).err(),
+        );
         Error::teardown(format!("delete bridge network {:?}", net.name), errors)
     }
 
@@ -262,7 +262,9 @@ impl NetworkDriver for BridgeDriver {
         let o = BridgeNetworkOptions::from_docker(&net.options)?;
         let bridge = Self::bridge_name(net)?;
         let h = self.handle(ctx.host)?;
-        let br = h.link_get(bridge.as_str()).map_err(kernel(format!("bridge {bridge:?} of network {:?}", net.name)))?;
+        let br = h
+            .link_get(bridge.as_str())
+            .map_err(Error::from_netns(format!("bridge {bridge:?} of network {:?}", net.name)))?;
         let veth = Self::veth_name(ep);
 
         // The sandbox end is created directly in the sandbox, with its name,
@@ -295,14 +297,14 @@ impl NetworkDriver for BridgeDriver {
                     "the sandbox has an interface of that name already",
                 )
             } else {
-                kernel(format!("create veth {veth:?}"))(e)
+                Error::from_netns(format!("create veth {veth:?}"))(e)
             }
         })?;
         let (h2, v2) = (h.clone(), veth.clone());
-        undo.push("delete veth", move || gone_ok(h2.link_del(v2.as_str())).map_err(kernel("delete veth")));
+        undo.push("delete veth", move || gone_ok(h2.link_del(v2.as_str())).map_err(Error::from_netns("delete veth")));
 
         let host_end = || -> Result<()> {
-            let k = |what: &str| kernel(format!("{what} of endpoint {:?}", ep.name));
+            let k = |what: &str| Error::from_netns(format!("{what} of endpoint {:?}", ep.name));
             // The host end is a bridge port and needs no IPv6 of its own.
             // With it, every port adds a route to one shared fib node and
             // the kernel walks them all on every link change: attaches get
@@ -363,7 +365,7 @@ impl NetworkDriver for BridgeDriver {
             match removed {
                 Ok(()) => {}
                 Err(e) if e.kind() == NsKind::NotFound => {}
-                Err(e) => errors.push(kernel(format!("remove veth {veth:?}"))(e)),
+                Err(e) => errors.push(Error::from_netns(format!("remove veth {veth:?}"))(e)),
             }
         }
         Error::teardown(format!("leave endpoint {:?}", ep.name), errors)
@@ -373,7 +375,7 @@ impl NetworkDriver for BridgeDriver {
         let name = Self::bridge_name(net)?;
         let o = BridgeNetworkOptions::from_docker(&net.options)?;
         let h = self.handle(ctx.host)?;
-        let k = |what: String| kernel(format!("{what} of bridge {name:?}"));
+        let k = |what: String| Error::from_netns(format!("{what} of bridge {name:?}"));
         let mut repairs = Vec::new();
         let br = match h.link_get(name.as_str()) {
             Ok(l) => l,
@@ -401,8 +403,8 @@ impl NetworkDriver for BridgeDriver {
             repairs.push(format!("re-added gateway {gw} to bridge {name}"));
         }
         for key in forwarding_keys(net) {
-            if ctx.host.sysctl_get(key).map_err(kernel(format!("sysctl {key}")))?.trim() != "1" {
-                ctx.host.sysctl_set(key, "1").map_err(kernel(format!("sysctl {key}")))?;
+            if ctx.host.sysctl_get(key).map_err(Error::from_netns(format!("sysctl {key}")))?.trim() != "1" {
+                ctx.host.sysctl_set(key, "1").map_err(Error::from_netns(format!("sysctl {key}")))?;
                 repairs.push(format!("turned {key} back on for network {:?}", net.name));
             }
         }
@@ -412,15 +414,16 @@ impl NetworkDriver for BridgeDriver {
             let link = match h.link_get(veth.as_str()) {
                 Ok(l) => l,
                 Err(e) if e.kind() == NsKind::NotFound => continue,
-                Err(e) => return Err(kernel(format!("find veth {veth:?}"))(e)),
+                Err(e) => return Err(Error::from_netns(format!("find veth {veth:?}"))(e)),
             };
             if link.master != Some(br.index) {
-                h.link_set_master(link.index, br.index).map_err(kernel(format!("attach {veth:?} to {name:?}")))?;
-                h.link_set_hairpin(link.index, true).map_err(kernel(format!("hairpin on {veth:?}")))?;
+                h.link_set_master(link.index, br.index)
+                    .map_err(Error::from_netns(format!("attach {veth:?} to {name:?}")))?;
+                h.link_set_hairpin(link.index, true).map_err(Error::from_netns(format!("hairpin on {veth:?}")))?;
                 repairs.push(format!("attached {veth} of endpoint {:?} to bridge {name} again", ep.name));
             }
             if !link.up {
-                h.link_set_up(link.index).map_err(kernel(format!("bring up {veth:?}")))?;
+                h.link_set_up(link.index).map_err(Error::from_netns(format!("bring up {veth:?}")))?;
                 repairs.push(format!("brought {veth} of endpoint {:?} back up", ep.name));
             }
         }
@@ -439,7 +442,7 @@ impl NetworkDriver for BridgeDriver {
             endpoints.iter().filter(|e| e.sandbox.is_some()).map(|e| e.id.to_string()).collect();
         let mut removed = Vec::new();
         let mut errors = Vec::new();
-        for l in h.link_list().map_err(kernel("list links"))? {
+        for l in h.link_list().map_err(Error::from_netns("list links"))? {
             let Some(id) = l.alias.as_deref().and_then(|a| a.strip_prefix(MARKER)) else { continue };
             let stale = match l.kind.as_deref() {
                 Some("bridge") => !nets.contains(id),
@@ -449,7 +452,7 @@ impl NetworkDriver for BridgeDriver {
             if stale {
                 match gone_ok(h.link_del(l.index)) {
                     Ok(()) => removed.push(format!("removed leftover {} {}", l.kind.unwrap_or_default(), l.name)),
-                    Err(e) => errors.push(kernel(format!("delete leftover {}", l.name))(e)),
+                    Err(e) => errors.push(Error::from_netns(format!("delete leftover {}", l.name))(e)),
                 }
             }
         }

@@ -134,15 +134,15 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         }
     }
     let line = |cells: Vec<&str>| {
-        let mut s = String::new();
+        let mut row = String::new();
         for (i, c) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
-                s.push_str(c);
+                row.push_str(c);
             } else {
-                s.push_str(&format!("{c:<width$}", width = w[i] + 3));
+                row.push_str(&format!("{c:<width$}", width = w[i] + 3));
             }
         }
-        s.trim_end().to_string() + "\n"
+        row.trim_end().to_string() + "\n"
     };
     let mut out = line(header.to_vec());
     for r in rows {

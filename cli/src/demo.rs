@@ -18,7 +18,7 @@ use cnm_nat::{Backend, NatFirewall};
 use cnm_netns::{AddrFlags, Handle, LinkAdd, NetNs, VethPeer};
 
 use crate::args::{Cli, FirewallArg};
-use crate::probe;
+use cnm_cli::probe;
 
 const HOST_IP: &str = "198.51.100.1";
 const OUTSIDE_IP: &str = "198.51.100.2";
@@ -66,15 +66,9 @@ fn have(tool: &str) -> bool {
     found
 }
 
-/// Detaches every mount under `dir` (deepest first) and removes it.
+/// Detaches every mount under `dir` and removes it.
 fn remove_scratch(dir: &Path) {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut mounts: Vec<PathBuf> =
-        info.lines().filter_map(|l| l.split(' ').nth(4).map(PathBuf::from)).filter(|m| m.starts_with(dir)).collect();
-    mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
-    for m in mounts {
-        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-    }
+    NetNs::unmount_all_below(dir);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -176,7 +170,7 @@ fn demo(st: &mut Steps, dir: &Path, backend: Option<Backend>) -> Result<()> {
         o.link_set_up("lo").map_err(s)?;
         o.link_set_up(eth0).map_err(s)?;
         o.addr_add(eth0, format!("{OUTSIDE_IP}/24").parse().unwrap(), AddrFlags::empty()).map_err(s)?;
-        probe::ping(&outside, HOST_IP.parse().unwrap(), Duration::from_secs(3)).map_err(s)?;
+        probe::icmp_echo(&outside, HOST_IP.parse().unwrap(), Duration::from_secs(3)).map_err(s)?;
         Ok(format!(
             "a host namespace and an outside namespace linked to it ({HOST_IP} <-> {OUTSIDE_IP}); they ping each other"
         ))
@@ -220,7 +214,7 @@ fn demo(st: &mut Steps, dir: &Path, backend: Option<Backend>) -> Result<()> {
         let (c1, c2) = (&sandboxes[0], &sandboxes[1]);
         for (from, to) in [(c1, c2), (c2, c1)] {
             st.step(|| {
-                let rtt = probe::ping(&from.1, to.2.parse().unwrap(), Duration::from_secs(3))
+                let rtt = probe::icmp_echo(&from.1, to.2.parse().unwrap(), Duration::from_secs(3))
                     .map_err(|e| format!("{} -> {}: {e}", from.0, to.0))?;
                 Ok(format!(
                     "{} pings {} ({}) over the bridge: reply in {:.2} ms",
@@ -283,7 +277,7 @@ fn demo(st: &mut Steps, dir: &Path, backend: Option<Backend>) -> Result<()> {
         if names != ["lo"] {
             return Err(format!("n1 has {names:?}, not just lo"));
         }
-        probe::ping(&NetNs::open(&sb.netns).map_err(s)?, "127.0.0.1".parse().unwrap(), Duration::from_secs(2))
+        probe::icmp_echo(&NetNs::open(&sb.netns).map_err(s)?, "127.0.0.1".parse().unwrap(), Duration::from_secs(2))
             .map_err(s)?;
         Ok("none mode: sandbox n1 has loopback only, and it is up".into())
     });

@@ -6,7 +6,6 @@
 mod args;
 mod commands;
 mod demo;
-mod probe;
 mod stack;
 
 use clap::Parser;

@@ -1,140 +1,112 @@
-//! Reachability checks from Rust, so the demo needs no ping or socat: ICMP
-//! echo over a raw socket, and small TCP and UDP servers that answer with
-//! the address the client came from. Every socket is opened inside the
-//! namespace it belongs to (and stays bound to it).
+//! Reachability checks from Rust, so the demo and the example programs
+//! need no `ping` or `socat`: ICMP echo over a raw socket, TCP connect, and
+//! small TCP and UDP servers that answer with the address the client came
+//! from. Every socket is opened inside the namespace it belongs to (and
+//! stays bound to it).
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use cnm_netns::NetNs;
-use nix::libc;
+use cnm_vxlan::wire::checksum;
+use nix::sys::socket::{
+    recvfrom, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
+    SockaddrStorage,
+};
+use nix::sys::time::TimeVal;
 
 fn ns_err(e: cnm_netns::Error) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-/// The Internet checksum.
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum = 0u32;
-    for c in data.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+/// How long one echo request waits for its reply before the next is sent.
+const RESEND: Duration = Duration::from_millis(300);
+
+/// Sends ICMP (or ICMPv6) echo requests from inside `ns` to `to`, a new
+/// one every 300 ms, until one is answered or `timeout` passes; returns the
+/// round-trip time of the answered one.
+pub fn icmp_echo(ns: &NetNs, to: IpAddr, timeout: Duration) -> io::Result<Duration> {
+    ns.run(move || icmp_echo_here(to, timeout)).map_err(ns_err)?
 }
 
-/// Sends ICMP echo requests from inside `ns` to `to` until one is answered
-/// or `timeout` passes; returns the round-trip time.
-pub fn ping(ns: &NetNs, to: IpAddr, timeout: Duration) -> io::Result<Duration> {
-    ns.run(move || ping_here(to, timeout)).map_err(ns_err)?
+/// Whether a TCP connection from inside `ns` to `to` succeeds within `timeout`.
+pub fn tcp_connect(ns: &NetNs, to: SocketAddr, timeout: Duration) -> io::Result<()> {
+    ns.run(move || TcpStream::connect_timeout(&to, timeout).map(|_| ())).map_err(ns_err)?
 }
 
-fn ping_here(to: IpAddr, timeout: Duration) -> io::Result<Duration> {
-    let (domain, proto, request, reply) = match to {
-        IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_ICMP, 8u8, 0u8),
-        IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_ICMPV6, 128u8, 129u8),
-    };
-    // SAFETY: plain socket(2); the descriptor is owned right away.
-    let fd = unsafe { libc::socket(domain, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+/// The ICMP types of an echo request and reply, by family.
+fn echo_types(to: IpAddr) -> (AddressFamily, SockProtocol, u8, u8) {
+    match to {
+        IpAddr::V4(_) => (AddressFamily::Inet, SockProtocol::Icmp, 8, 0),
+        IpAddr::V6(_) => (AddressFamily::Inet6, SockProtocol::IcmpV6, 128, 129),
     }
-    // SAFETY: fd is a fresh, valid descriptor nobody else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let tv = libc::timeval { tv_sec: 0, tv_usec: 200_000 };
-    // SAFETY: setsockopt reads `tv` only.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as u32,
-        );
-    }
-    let id = (std::process::id() & 0xffff) as u16;
-    let dest = socket2_addr(SocketAddr::new(to, 0));
+}
+
+fn icmp_echo_here(to: IpAddr, timeout: Duration) -> io::Result<Duration> {
+    let (family, proto, request, _) = echo_types(to);
+    let sock = socket(family, SockType::Raw, SockFlag::SOCK_CLOEXEC, proto)?;
+    let id = (std::process::id() as u16) ^ 0x5a5a;
+    let dest = SockaddrStorage::from(SocketAddr::new(to, 0));
     let start = Instant::now();
     let mut seq = 0u16;
     while start.elapsed() < timeout {
         seq = seq.wrapping_add(1);
-        let mut pkt = vec![request, 0, 0, 0];
-        pkt.extend_from_slice(&id.to_be_bytes());
-        pkt.extend_from_slice(&seq.to_be_bytes());
-        pkt.extend_from_slice(b"cnm demo echo");
+        let mut pkt = [0u8; 16];
+        pkt[0] = request;
+        pkt[4..6].copy_from_slice(&id.to_be_bytes());
+        pkt[6..8].copy_from_slice(&seq.to_be_bytes());
+        pkt[8..16].copy_from_slice(b"cnmprobe");
         if to.is_ipv4() {
+            // The kernel fills in the ICMPv6 checksum itself; ICMPv4's is ours.
             let c = checksum(&pkt);
             pkt[2..4].copy_from_slice(&c.to_be_bytes());
-        } // the kernel fills in the ICMPv6 checksum
+        }
         let sent = Instant::now();
-        // SAFETY: the buffer and address outlive the call.
-        let n = unsafe { libc::sendto(fd, pkt.as_ptr().cast(), pkt.len(), 0, dest.0.as_ptr().cast(), dest.1) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
+        if let Err(e) = sendto(sock.as_raw_fd(), &pkt, &dest, MsgFlags::empty()) {
             // No route or neighbour yet: try again shortly.
-            std::thread::sleep(Duration::from_millis(50));
-            if start.elapsed() >= timeout {
-                return Err(e);
+            if start.elapsed() + RESEND >= timeout {
+                return Err(e.into());
             }
+            std::thread::sleep(Duration::from_millis(50));
             continue;
         }
-        while sent.elapsed() < Duration::from_millis(300) {
-            let mut buf = [0u8; 1500];
-            // SAFETY: recv writes at most buf.len() bytes into buf.
-            let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n <= 0 {
-                break;
-            }
-            let mut b = &buf[..n as usize];
-            if to.is_ipv4() {
-                // Raw IPv4 sockets hand over the IP header too.
-                let ihl = usize::from(b[0] & 0x0f) * 4;
-                if b.len() < ihl + 8 {
-                    continue;
-                }
-                b = &b[ihl..];
-            }
-            if b.len() >= 8 && b[0] == reply && b[4..6] == id.to_be_bytes() && b[6..8] == seq.to_be_bytes() {
-                return Ok(sent.elapsed());
-            }
+        let wait = RESEND.min(timeout.saturating_sub(start.elapsed()));
+        if await_reply(&sock, to, id, seq, sent + wait)? {
+            return Ok(sent.elapsed());
         }
     }
     Err(io::Error::new(io::ErrorKind::TimedOut, format!("no echo reply from {to}")))
 }
 
-/// A sockaddr for sendto.
-fn socket2_addr(a: SocketAddr) -> (Vec<u8>, libc::socklen_t) {
-    match a {
-        SocketAddr::V4(v4) => {
-            let sa = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_in is plain data; viewing it as bytes is sound.
-            let bytes = unsafe {
-                std::slice::from_raw_parts((&sa as *const libc::sockaddr_in).cast::<u8>(), std::mem::size_of_val(&sa))
-            };
-            (bytes.to_vec(), std::mem::size_of_val(&sa) as libc::socklen_t)
+/// Waits until `deadline` for the reply to echo `id`/`seq` from `to`.
+fn await_reply(sock: &OwnedFd, to: IpAddr, id: u16, seq: u16, deadline: Instant) -> io::Result<bool> {
+    let reply = echo_types(to).3;
+    let mut buf = [0u8; 1500];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
         }
-        SocketAddr::V6(v6) => {
-            let sa = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: v6.port().to_be(),
-                sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
-                sin6_scope_id: 0,
-            };
-            // SAFETY: sockaddr_in6 is plain data; viewing it as bytes is sound.
-            let bytes = unsafe {
-                std::slice::from_raw_parts((&sa as *const libc::sockaddr_in6).cast::<u8>(), std::mem::size_of_val(&sa))
-            };
-            (bytes.to_vec(), std::mem::size_of_val(&sa) as libc::socklen_t)
+        let tv = TimeVal::new(left.as_secs() as _, left.subsec_micros().max(1) as _);
+        setsockopt(sock, sockopt::ReceiveTimeout, &tv)?;
+        let (n, from) = match recvfrom::<SockaddrStorage>(sock.as_raw_fd(), &mut buf) {
+            Ok(r) => r,
+            Err(nix::errno::Errno::EAGAIN) => return Ok(false),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let from_ip = from.and_then(|f| {
+            f.as_sockaddr_in().map(|a| IpAddr::V4(a.ip())).or_else(|| f.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())))
+        });
+        if from_ip != Some(to) {
+            continue;
+        }
+        // Raw IPv4 sockets deliver the IP header too; ICMPv6 ones do not.
+        let icmp = if to.is_ipv4() { &buf[(usize::from(buf[0] & 0x0f) * 4).min(n)..n] } else { &buf[..n] };
+        if icmp.len() >= 8 && icmp[0] == reply && icmp[4..6] == id.to_be_bytes() && icmp[6..8] == seq.to_be_bytes() {
+            return Ok(true);
         }
     }
 }
@@ -202,15 +174,4 @@ pub fn udp_ask(ns: &NetNs, to: SocketAddr) -> io::Result<String> {
         Err(io::Error::new(io::ErrorKind::TimedOut, format!("no UDP answer from {to}")))
     })
     .map_err(ns_err)?
-}
-
-#[cfg(test)]
-mod tests {
-    use super::checksum;
-
-    #[test]
-    fn checksum_of_an_echo_request() {
-        // Type 8, id 1, seq 1, no payload: 0xf7fd (RFC 1071 arithmetic).
-        assert_eq!(checksum(&[8, 0, 0, 0, 0, 1, 0, 1]), 0xf7fd);
-    }
 }

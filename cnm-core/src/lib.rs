@@ -1,10 +1,4 @@
-//! The Container Network Model (CNM) core: the model (networks, endpoints,
-//! sandboxes), the [`Controller`] an embedding runtime talks to, the traits
-//! that drivers ([`NetworkDriver`]), IPAM ([`IpamDriver`]), stores
-//! ([`Store`]) and firewalls ([`Firewall`]) implement, the undo stack used for
-//! rollback, persistence ([`MemStore`], [`FileStore`], [`SplitStore`]), and
-//! the built-in `host` and `null` drivers. It never speaks netlink.
-
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 pub mod controller;

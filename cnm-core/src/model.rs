@@ -219,8 +219,8 @@ impl NetworkConfig {
                     return Err(Error::invalid(f(&format!("aux_address {name}")), format!("{a} is the gateway")));
                 }
             }
-            for q in &self.ipam.config[..i] {
-                if let Some(other) = q.subnet {
+            for earlier in &self.ipam.config[..i] {
+                if let Some(other) = earlier.subnet {
                     if other.contains(&subnet.network()) || subnet.contains(&other.network()) {
                         return Err(Error::invalid(
                             f("subnet"),

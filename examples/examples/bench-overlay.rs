@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cnm_cli::probe::icmp_echo;
 use cnm_core::{Controller, EndpointConfig, NetworkConfig, SandboxConfig, SplitStore, Store};
-use cnm_examples::probe::icmp_echo;
 use cnm_ipam::Ipam;
 use cnm_netns::testing::{TestHost, TestNs};
 use cnm_netns::{AddrFlags, LinkAdd, NetNs, VethPeer};

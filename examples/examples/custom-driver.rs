@@ -26,10 +26,6 @@ const GATEWAY: &str = "169.254.1.1";
 /// Routed networking: veth pairs and host routes.
 struct RoutedDriver;
 
-fn kernel(op: &'static str) -> impl FnOnce(cnm_netns::Error) -> Error {
-    Error::from_netns(op)
-}
-
 impl RoutedDriver {
     fn host_end(ep: &Endpoint) -> String {
         format!("rt{}", &ep.id.as_str()[..7])
@@ -59,18 +55,18 @@ impl NetworkDriver for RoutedDriver {
     ) -> cnm_core::Result<JoinInfo> {
         let addr = ep.ipv4.ok_or_else(|| Error::invalid("ip", "the routed driver needs an IPv4 address"))?.addr();
         let gw: IpAddr = GATEWAY.parse().unwrap();
-        let host = Handle::open(ctx.host).map_err(kernel("open host"))?;
+        let host = Handle::open(ctx.host).map_err(Error::from_netns("open host"))?;
         let name = Self::host_end(ep);
         // The sandbox end is created directly in the sandbox; cnm-core
         // configures it from the description this join returns.
         let veth = LinkAdd::veth(name.as_str(), VethPeer::new(req.ifname).netns(req.netns)).up();
-        let link = host.link_add(&veth).map_err(kernel("link_add"))?;
+        let link = host.link_add(&veth).map_err(Error::from_netns("link_add"))?;
         // From here on, a failure removes the veth (its peer goes with it),
         // so a failed join leaves nothing behind.
         let host_side = || -> cnm_core::Result<()> {
             host.addr_add(link.index, format!("{GATEWAY}/32").parse().unwrap(), AddrFlags::empty())
-                .map_err(kernel("addr_add"))?;
-            host.route_add(&Route::device(addr.into(), link.index)).map_err(kernel("route_add"))
+                .map_err(Error::from_netns("addr_add"))?;
+            host.route_add(&Route::device(addr.into(), link.index)).map_err(Error::from_netns("route_add"))
         };
         if let Err(e) = host_side() {
             let _ = host.link_del(link.index);
@@ -84,11 +80,11 @@ impl NetworkDriver for RoutedDriver {
     }
 
     fn leave(&self, ctx: &DriverContext<'_>, _: &Network, ep: &Endpoint, _: Option<&NetNs>) -> cnm_core::Result<()> {
-        let host = Handle::open(ctx.host).map_err(kernel("open host"))?;
+        let host = Handle::open(ctx.host).map_err(Error::from_netns("open host"))?;
         match host.link_del(Self::host_end(ep).as_str()) {
             // Idempotent: gone already is fine.
             Err(e) if e.kind() == cnm_netns::ErrorKind::NotFound => Ok(()),
-            other => other.map_err(kernel("link_del")),
+            other => other.map_err(Error::from_netns("link_del")),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use cnm_netns::{AddrFlags, Handle, LinkAdd, NetNs, VethPeer};
 
-use crate::probe::icmp_echo;
+use cnm_cli::probe::icmp_echo;
 
 /// One step of the demonstration, for the printed report.
 #[derive(Debug, Clone)]

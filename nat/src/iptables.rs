@@ -65,19 +65,19 @@ fn subnets(n: &FirewallNetwork, f: Family) -> Vec<String> {
 /// The whole of our chains for one family. `missing_jumps` are added (once;
 /// the caller checked which exist).
 pub fn render(d: &Desired, f: Family, missing_jumps: &[(&str, &str)]) -> String {
-    let mut s = String::new();
+    let mut rules = String::new();
     let jumps_for =
         |table: &str| -> Vec<&str> { missing_jumps.iter().filter(|(t, _)| *t == table).map(|(_, r)| *r).collect() };
     if f == Family::V4 {
-        let _ = writeln!(s, "*raw\n:CNM-RAW - [0:0]\n-F CNM-RAW");
-        let _ = writeln!(s, "-A CNM-RAW -d 127.0.0.0/8 ! -i lo {} -j DROP", tag("no-127-from-outside"));
+        let _ = writeln!(rules, "*raw\n:CNM-RAW - [0:0]\n-F CNM-RAW");
+        let _ = writeln!(rules, "-A CNM-RAW -d 127.0.0.0/8 ! -i lo {} -j DROP", tag("no-127-from-outside"));
         for j in jumps_for("raw") {
-            let _ = writeln!(s, "{j}");
+            let _ = writeln!(rules, "{j}");
         }
-        let _ = writeln!(s, "COMMIT");
+        let _ = writeln!(rules, "COMMIT");
     }
 
-    let _ = writeln!(s, "*nat\n:CNM-DNAT - [0:0]\n:CNM-POSTROUTING - [0:0]\n-F CNM-DNAT\n-F CNM-POSTROUTING");
+    let _ = writeln!(rules, "*nat\n:CNM-DNAT - [0:0]\n:CNM-POSTROUTING - [0:0]\n-F CNM-DNAT\n-F CNM-POSTROUTING");
     for p in &d.ports {
         for m in p.mappings.iter().filter(|m| f.matches(m.container_ip.is_ipv4())) {
             let b = &m.binding;
@@ -90,7 +90,7 @@ pub fn render(d: &Desired, f: Family, missing_jumps: &[(&str, &str)]) -> String 
                 std::net::IpAddr::V6(a) => format!("[{a}]:{}", b.container_port),
             };
             let _ = writeln!(
-                s,
+                rules,
                 "-A CNM-DNAT -p {}{dst} -m {} --dport {} {} -j DNAT --to-destination {to}",
                 b.protocol,
                 b.protocol,
@@ -104,20 +104,20 @@ pub fn render(d: &Desired, f: Family, missing_jumps: &[(&str, &str)]) -> String 
         let t = tag(&n.id);
         for sub in subnets(n, f) {
             if n.masquerade && !n.internal {
-                let _ = writeln!(s, "-A CNM-POSTROUTING -s {sub} ! -o {b} {t} -j MASQUERADE");
+                let _ = writeln!(rules, "-A CNM-POSTROUTING -s {sub} ! -o {b} {t} -j MASQUERADE");
             }
-            let _ = writeln!(s, "-A CNM-POSTROUTING -s {sub} -o {b} -m conntrack --ctstate DNAT {t} -j MASQUERADE");
+            let _ = writeln!(rules, "-A CNM-POSTROUTING -s {sub} -o {b} -m conntrack --ctstate DNAT {t} -j MASQUERADE");
         }
         if f == Family::V4 && !subnets(n, f).is_empty() {
-            let _ = writeln!(s, "-A CNM-POSTROUTING -s 127.0.0.0/8 -o {b} {t} -j MASQUERADE");
+            let _ = writeln!(rules, "-A CNM-POSTROUTING -s 127.0.0.0/8 -o {b} {t} -j MASQUERADE");
         }
     }
     for j in jumps_for("nat") {
-        let _ = writeln!(s, "{j}");
+        let _ = writeln!(rules, "{j}");
     }
-    let _ = writeln!(s, "COMMIT");
+    let _ = writeln!(rules, "COMMIT");
 
-    let _ = writeln!(s, "*filter\n:CNM-FORWARD - [0:0]\n-F CNM-FORWARD");
+    let _ = writeln!(rules, "*filter\n:CNM-FORWARD - [0:0]\n-F CNM-FORWARD");
     // The same phases as the nftables backend.
     let mut phases: [Vec<String>; 6] = Default::default();
     for n in &d.networks {
@@ -157,14 +157,14 @@ pub fn render(d: &Desired, f: Family, missing_jumps: &[(&str, &str)]) -> String 
         }
     }
     for r in phases.into_iter().flatten() {
-        let _ = writeln!(s, "{r}");
+        let _ = writeln!(rules, "{r}");
     }
     for j in jumps_for("filter") {
         // First in FORWARD, ahead of other tools' rules (as DOCKER-USER is).
-        let _ = writeln!(s, "{}", j.replacen("-A FORWARD", "-I FORWARD 1", 1));
+        let _ = writeln!(rules, "{}", j.replacen("-A FORWARD", "-I FORWARD 1", 1));
     }
-    let _ = writeln!(s, "COMMIT");
-    s
+    let _ = writeln!(rules, "COMMIT");
+    rules
 }
 
 /// Which of our jumps `save` (the output of `iptables-save`) lacks.
@@ -216,16 +216,16 @@ pub fn render_removal(save: &str) -> Option<String> {
             }
         }
     }
-    let mut s = String::new();
+    let mut rules = String::new();
     for (t, jumps, chains) in tables.iter().filter(|(_, j, c)| !j.is_empty() || !c.is_empty()) {
-        let _ = writeln!(s, "*{t}");
+        let _ = writeln!(rules, "*{t}");
         for line in jumps.iter().cloned().chain(chains.iter().map(|c| format!("-F {c}"))) {
-            let _ = writeln!(s, "{line}");
+            let _ = writeln!(rules, "{line}");
         }
         for c in chains {
-            let _ = writeln!(s, "-X {c}");
+            let _ = writeln!(rules, "-X {c}");
         }
-        let _ = writeln!(s, "COMMIT");
+        let _ = writeln!(rules, "COMMIT");
     }
-    (!s.is_empty()).then_some(s)
+    (!rules.is_empty()).then_some(rules)
 }

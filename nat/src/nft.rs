@@ -14,9 +14,9 @@ use crate::state::{Desired, Mapping};
 /// The table this crate owns.
 pub const TABLE: &str = "inet cnm";
 
-fn q(s: &str) -> String {
+fn quoted(name: &str) -> String {
     // Interface names are validated (no quotes, no whitespace); quote anyway.
-    format!("\"{s}\"")
+    format!("\"{name}\"")
 }
 
 fn elements<'a>(items: impl Iterator<Item = &'a str>) -> String {
@@ -34,7 +34,7 @@ fn elements<'a>(items: impl Iterator<Item = &'a str>) -> String {
 fn forward_rules(all: &[FirewallNetwork]) -> Vec<String> {
     let mut phases: [Vec<String>; 6] = Default::default();
     for n in all {
-        let b = q(&n.interface);
+        let b = quoted(&n.interface);
         let tag = format!("comment \"cnm:{}\"", n.id);
         if n.internal {
             // First of all: nothing leaves or enters an internal network,
@@ -64,7 +64,7 @@ fn forward_rules(all: &[FirewallNetwork]) -> Vec<String> {
 
 /// The source-NAT rules of one network.
 fn postrouting_rules(n: &FirewallNetwork) -> Vec<String> {
-    let b = q(&n.interface);
+    let b = quoted(&n.interface);
     let tag = format!("comment \"cnm:{}\"", n.id);
     let mut post = Vec::new();
     for s in &n.subnets {
@@ -93,11 +93,11 @@ pub fn render_ruleset(d: &Desired) -> String {
         dnat[i].insert(format!("{k} : {v}"));
         published[usize::from(set == "published6")].insert(e.to_string());
     }
-    let bridges: BTreeSet<String> = d.networks.iter().map(|n| q(&n.interface)).collect();
-    let mut s = String::new();
+    let bridges: BTreeSet<String> = d.networks.iter().map(|n| quoted(&n.interface)).collect();
+    let mut rules = String::new();
     // Create-then-delete makes the delete valid whether or not the table
     // exists; the new table replaces it in the same transaction.
-    let _ = writeln!(s, "table {TABLE}\ndelete table {TABLE}\ntable {TABLE} {{");
+    let _ = writeln!(rules, "table {TABLE}\ndelete table {TABLE}\ntable {TABLE} {{");
     let types = [
         ("dnat4_any", "inet_proto . inet_service : ipv4_addr . inet_service"),
         ("dnat4_ip", "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service"),
@@ -105,7 +105,7 @@ pub fn render_ruleset(d: &Desired) -> String {
         ("dnat6_ip", "ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service"),
     ];
     for (i, (name, ty)) in types.iter().enumerate() {
-        let _ = writeln!(s, "  map {name} {{ type {ty};{} }}", elements(dnat[i].iter().map(String::as_str)));
+        let _ = writeln!(rules, "  map {name} {{ type {ty};{} }}", elements(dnat[i].iter().map(String::as_str)));
     }
     for (i, (name, ty)) in [
         ("published4", "ipv4_addr . inet_proto . inet_service"),
@@ -114,27 +114,27 @@ pub fn render_ruleset(d: &Desired) -> String {
     .iter()
     .enumerate()
     {
-        let _ = writeln!(s, "  set {name} {{ type {ty};{} }}", elements(published[i].iter().map(String::as_str)));
+        let _ = writeln!(rules, "  set {name} {{ type {ty};{} }}", elements(published[i].iter().map(String::as_str)));
     }
-    let _ = writeln!(s, "  set bridges {{ type ifname;{} }}", elements(bridges.iter().map(String::as_str)));
+    let _ = writeln!(rules, "  set bridges {{ type ifname;{} }}", elements(bridges.iter().map(String::as_str)));
     let _ = writeln!(
-        s,
+        rules,
         "  chain raw_prerouting {{ type filter hook prerouting priority raw; policy accept;\n    \
          iifname != \"lo\" ip daddr 127.0.0.0/8 drop comment \"cnm: no 127/8 from outside (CVE-2020-8558)\"\n  }}"
     );
     let _ = writeln!(
-        s,
+        rules,
         "  chain nat_prerouting {{ type nat hook prerouting priority dstnat; policy accept;\n    \
          fib daddr type local jump published\n  }}"
     );
     // nft 1.0.6 rejects `priority dstnat` in an output chain.
     let _ = writeln!(
-        s,
+        rules,
         "  chain nat_output {{ type nat hook output priority -100; policy accept;\n    \
          fib daddr type local jump published\n  }}"
     );
     let _ = writeln!(
-        s,
+        rules,
         "  chain published {{\n    \
          dnat ip addr . port to ip daddr . meta l4proto . th dport map @dnat4_ip\n    \
          dnat ip addr . port to meta l4proto . th dport map @dnat4_any\n    \
@@ -143,16 +143,16 @@ pub fn render_ruleset(d: &Desired) -> String {
     );
     let post: Vec<String> = d.networks.iter().flat_map(postrouting_rules).collect();
     let fwd = forward_rules(&d.networks);
-    let _ = writeln!(s, "  chain nat_postrouting {{ type nat hook postrouting priority srcnat; policy accept;");
+    let _ = writeln!(rules, "  chain nat_postrouting {{ type nat hook postrouting priority srcnat; policy accept;");
     for r in post {
-        let _ = writeln!(s, "    {r}");
+        let _ = writeln!(rules, "    {r}");
     }
-    let _ = writeln!(s, "  }}\n  chain forward {{ type filter hook forward priority filter; policy accept;");
+    let _ = writeln!(rules, "  }}\n  chain forward {{ type filter hook forward priority filter; policy accept;");
     for r in fwd {
-        let _ = writeln!(s, "    {r}");
+        let _ = writeln!(rules, "    {r}");
     }
-    let _ = writeln!(s, "  }}\n}}");
-    s
+    let _ = writeln!(rules, "  }}\n}}");
+    rules
 }
 
 /// One field of a set or map element, as nftables concatenates them.
@@ -241,6 +241,7 @@ pub struct ElementChange {
 }
 
 impl ElementChange {
+    #[cfg(any(test, feature = "testing"))]
     /// The change as `nft -f` input.
     pub fn to_script(&self) -> String {
         let els: Vec<String> = self
@@ -330,11 +331,13 @@ pub fn plan_remove(mappings: &[Mapping], still_published: &BTreeSet<(IpAddr, Pro
     )
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// [`plan_add`] as `nft -f` input.
 pub fn render_add(mappings: &[Mapping]) -> String {
     plan_add(mappings).iter().map(ElementChange::to_script).collect()
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// [`plan_remove`] as `nft -f` input.
 pub fn render_remove(mappings: &[Mapping], still_published: &BTreeSet<(IpAddr, Protocol, u16)>) -> String {
     plan_remove(mappings, still_published).iter().map(ElementChange::to_script).collect()

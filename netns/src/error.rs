@@ -51,26 +51,26 @@ impl fmt::Display for KernelMessage {
 #[non_exhaustive]
 pub enum Error {
     /// The object does not exist.
-    #[error("{op} {object}: {}{message}", errno.desc())]
+    #[error("{op} {object}: {}{message}", describe(*errno))]
     NotFound {
         /// Operation, e.g. `link_del`.
         op: &'static str,
         /// Object, e.g. `link "br0"`.
         object: String,
-        /// The errno the kernel returned.
-        errno: Errno,
+        /// The errno the kernel returned (`libc::ENOENT` …).
+        errno: i32,
         /// Extended ACK text from the kernel.
         message: KernelMessage,
     },
     /// The object already exists.
-    #[error("{op} {object}: {}{message}", errno.desc())]
+    #[error("{op} {object}: {}{message}", describe(*errno))]
     AlreadyExists {
         /// Operation.
         op: &'static str,
         /// Object.
         object: String,
-        /// The errno the kernel returned.
-        errno: Errno,
+        /// The errno the kernel returned (`libc::ENOENT` …).
+        errno: i32,
         /// Extended ACK text from the kernel.
         message: KernelMessage,
     },
@@ -85,38 +85,38 @@ pub enum Error {
         reason: String,
     },
     /// The kernel rejected the request as invalid (`EINVAL`, `ERANGE` …).
-    #[error("{op} {object}: {}{message}", errno.desc())]
+    #[error("{op} {object}: {}{message}", describe(*errno))]
     KernelInvalid {
         /// Operation.
         op: &'static str,
         /// Object.
         object: String,
-        /// The errno the kernel returned.
-        errno: Errno,
+        /// The errno the kernel returned (`libc::ENOENT` …).
+        errno: i32,
         /// Extended ACK text from the kernel.
         message: KernelMessage,
     },
     /// `EPERM` or `EACCES`.
-    #[error("{op} {object}: {}{message}", errno.desc())]
+    #[error("{op} {object}: {}{message}", describe(*errno))]
     PermissionDenied {
         /// Operation.
         op: &'static str,
         /// Object.
         object: String,
-        /// The errno the kernel returned.
-        errno: Errno,
+        /// The errno the kernel returned (`libc::ENOENT` …).
+        errno: i32,
         /// Extended ACK text from the kernel.
         message: KernelMessage,
     },
     /// Any other kernel error.
-    #[error("{op} {object}: {}{message}", errno.desc())]
+    #[error("{op} {object}: {}{message}", describe(*errno))]
     Kernel {
         /// Operation.
         op: &'static str,
         /// Object.
         object: String,
-        /// The errno the kernel returned.
-        errno: Errno,
+        /// The errno the kernel returned (`libc::ENOENT` …).
+        errno: i32,
         /// Extended ACK text from the kernel.
         message: KernelMessage,
     },
@@ -163,6 +163,11 @@ pub enum Error {
     },
 }
 
+/// The C library's text for an errno.
+fn describe(errno: i32) -> &'static str {
+    Errno::from_raw(errno).desc()
+}
+
 impl Error {
     /// The cause, for callers that branch on it.
     pub fn kind(&self) -> ErrorKind {
@@ -184,15 +189,17 @@ impl Error {
         }
     }
 
-    /// The errno behind a kernel or system-call error, if there is one.
-    pub fn errno(&self) -> Option<Errno> {
+    /// The errno behind a kernel or system-call error, if there is one, as
+    /// the raw number (`libc::EEXIST` …; no third-party type, so that a
+    /// version change of the errno crate we use changes nothing for you).
+    pub fn errno(&self) -> Option<i32> {
         match self {
             Error::NotFound { errno, .. }
             | Error::AlreadyExists { errno, .. }
             | Error::KernelInvalid { errno, .. }
             | Error::PermissionDenied { errno, .. }
             | Error::Kernel { errno, .. } => Some(*errno),
-            Error::Io { source, .. } => source.raw_os_error().map(Errno::from_raw),
+            Error::Io { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }
@@ -207,7 +214,9 @@ impl Error {
     ) -> Error {
         let object = object.into();
         let message = KernelMessage(message);
-        match errno {
+        let code = errno;
+        let errno = code as i32;
+        match code {
             Errno::ENOENT | Errno::ENODEV | Errno::ESRCH | Errno::EADDRNOTAVAIL => {
                 Error::NotFound { op, object, errno, message }
             }

@@ -1,32 +1,4 @@
-//! Network namespaces and a synchronous rtnetlink handle bound to one
-//! namespace: the one place in the cnm workspace that speaks netlink.
-//!
-//! - [`NetNs`]: open, create (named like `ip netns add`, or anonymous), run a
-//!   closure or a program inside a namespace, read and write its sysctls.
-//!   The calling thread's namespace never changes.
-//! - [`Handle`]: links (bridge, veth with its peer created directly in another
-//!   namespace, vxlan), addresses, routes, neighbours and VXLAN FDB entries,
-//!   with errors that name the operation and the object
-//!   (`link_add veth "vethab12": File exists`).
-//!
-//! No netlink-packet-route type appears in this crate's API; it has its own
-//! small types ([`LinkAdd`], [`Link`], [`Address`], [`Route`], [`Neighbour`],
-//! [`FdbEntry`]).
-//!
-//! ```no_run
-//! use cnm_netns::{AddrFlags, Handle, LinkAdd, NetNs, Route, VethPeer};
-//! # fn main() -> cnm_netns::Result<()> {
-//! let container = NetNs::create_anonymous()?;
-//! let host = Handle::new()?;
-//! host.link_add(&LinkAdd::veth("veth0", VethPeer::new("eth0").netns(&container)).up())?;
-//! let inside = Handle::open(&container)?;
-//! let eth0 = inside.link_get("eth0")?.index;
-//! inside.addr_add(eth0, "10.0.0.2/24".parse().unwrap(), AddrFlags::empty())?;
-//! inside.link_set_up(eth0)?;
-//! inside.route_add(&Route::default_via("10.0.0.1".parse().unwrap()))?;
-//! # Ok(()) }
-//! ```
-
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 #[cfg(feature = "rtnetlink")]
@@ -40,6 +12,7 @@ mod link;
 mod mac;
 #[cfg(feature = "rtnetlink")]
 mod neigh;
+pub mod nlmsg;
 mod ns;
 #[cfg(feature = "rtnetlink")]
 mod route;

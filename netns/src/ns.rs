@@ -138,6 +138,30 @@ impl NetNs {
         }
     }
 
+    /// Detaches every mount below `dir` (namespaces bound there, and the
+    /// bind mounts that made directories shared mount points), deepest
+    /// first; a shared mount point stacks propagated copies on one path, so
+    /// it repeats until none is left (at most 16 rounds). The one place the
+    /// workspace cleans a scratch directory's mounts (test hosts, the demo).
+    pub fn unmount_all_below(dir: impl AsRef<Path>) {
+        let dir = dir.as_ref();
+        for _ in 0..16 {
+            let mut mounts: Vec<std::path::PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4).map(std::path::PathBuf::from))
+                .filter(|m| m.starts_with(dir))
+                .collect();
+            if mounts.is_empty() {
+                return;
+            }
+            mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+            for m in mounts {
+                let _ = umount2(&m, MntFlags::MNT_DETACH);
+            }
+        }
+    }
+
     /// The path this namespace was opened from, if any.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()

@@ -12,15 +12,7 @@ use nix::errno::Errno;
 
 use netlink_packet_core::NetlinkDeserializable;
 
-const NLMSG_HDR_LEN: usize = 16;
-const NLMSG_NOOP: u16 = 1;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_CAPPED: u16 = 0x100;
-const NLM_F_ACK_TLVS: u16 = 0x200;
-const NLMSGERR_ATTR_MSG: u16 = 1;
-const NLMSGERR_ATTR_OFFS: u16 = 2;
-const NLMSGERR_ATTR_MISS_TYPE: u16 = 5;
+use crate::nlmsg;
 
 /// How often a dump the kernel marked as interrupted is started again.
 const DUMP_RETRIES: usize = 10;
@@ -150,38 +142,30 @@ fn scan_datagram(
     out: &mut Vec<RouteNetlinkMessage>,
     interrupted: &mut bool,
 ) -> NlResult<bool> {
-    while buf.len() >= NLMSG_HDR_LEN {
-        let len = u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize;
-        let ty = u16::from_ne_bytes(buf[4..6].try_into().unwrap());
-        let flags = u16::from_ne_bytes(buf[6..8].try_into().unwrap());
-        let mseq = u32::from_ne_bytes(buf[8..12].try_into().unwrap());
-        if len < NLMSG_HDR_LEN || len > buf.len() {
-            return Err(NlError::Decode(format!("message length {len} out of bounds")));
-        }
-        let payload = &buf[NLMSG_HDR_LEN..len];
-        buf = &buf[((len + 3) & !3).min(buf.len())..];
-        if mseq != seq {
+    while let Some((h, payload, rest)) = nlmsg::next_message(buf).map_err(NlError::Decode)? {
+        buf = rest;
+        if h.seq != seq {
             // A late reply to an earlier request that failed half-way.
             continue;
         }
-        if flags & NLM_F_DUMP_INTR != 0 {
+        if h.flags & NLM_F_DUMP_INTR != 0 {
             *interrupted = true;
         }
-        let (code, ext) = match ty {
-            NLMSG_NOOP => continue,
-            NLMSG_ERROR => parse_error(payload, flags)?,
-            NLMSG_DONE => parse_done(payload, flags),
-            _ => {
-                let mut h = NetlinkHeader::default();
-                h.message_type = ty;
-                h.flags = flags;
-                h.sequence_number = mseq;
-                h.length = len as u32;
-                match RouteNetlinkMessage::deserialize(&h, payload) {
+        let (code, ext) = match h.kind {
+            nlmsg::NLMSG_NOOP => continue,
+            nlmsg::NLMSG_ERROR => nlmsg::error_status(payload, h.flags).map_err(NlError::Decode)?,
+            nlmsg::NLMSG_DONE => nlmsg::done_status(payload, h.flags),
+            kind => {
+                let mut header = NetlinkHeader::default();
+                header.message_type = kind;
+                header.flags = h.flags;
+                header.sequence_number = h.seq;
+                header.length = h.len as u32;
+                match RouteNetlinkMessage::deserialize(&header, payload) {
                     Ok(m) => out.push(m),
                     // Skip what this version of netlink-packet-route cannot
                     // parse rather than fail a whole dump.
-                    Err(e) => tracing::debug!("skipping undecodable netlink message type {ty}: {e}"),
+                    Err(e) => tracing::debug!("skipping undecodable netlink message type {kind}: {e}"),
                 }
                 continue;
             }
@@ -191,84 +175,10 @@ fn scan_datagram(
     Ok(false)
 }
 
-/// Parses an `NLMSG_ERROR` payload: the errno (0 for an ACK) and the
-/// extended-ACK text after the echoed request header.
-fn parse_error(payload: &[u8], flags: u16) -> NlResult<(i32, Option<String>)> {
-    if payload.len() < 4 + NLMSG_HDR_LEN {
-        return Err(NlError::Decode("truncated error message".into()));
-    }
-    let code = i32::from_ne_bytes(payload[0..4].try_into().unwrap());
-    if flags & NLM_F_ACK_TLVS == 0 {
-        return Ok((code, None));
-    }
-    let echoed = if flags & NLM_F_CAPPED != 0 {
-        NLMSG_HDR_LEN
-    } else {
-        (u32::from_ne_bytes(payload[4..8].try_into().unwrap()) as usize + 3) & !3
-    };
-    let tlvs = payload.get(4 + echoed..).unwrap_or(&[]);
-    Ok((code, parse_ext_ack(tlvs)))
-}
-
-/// Parses an `NLMSG_DONE` payload: a dump's final status and extended ACK.
-fn parse_done(payload: &[u8], flags: u16) -> (i32, Option<String>) {
-    let Some(code) = payload.get(0..4) else { return (0, None) };
-    let code = i32::from_ne_bytes(code.try_into().unwrap());
-    let ext = if flags & NLM_F_ACK_TLVS != 0 { parse_ext_ack(&payload[4..]) } else { None };
-    (code, ext)
-}
-
-/// Extracts the human-readable parts of extended-ACK attributes.
-fn parse_ext_ack(mut tlvs: &[u8]) -> Option<String> {
-    let mut parts = Vec::new();
-    while tlvs.len() >= 4 {
-        let len = u16::from_ne_bytes([tlvs[0], tlvs[1]]) as usize;
-        let ty = u16::from_ne_bytes([tlvs[2], tlvs[3]]) & 0x3fff;
-        if len < 4 || len > tlvs.len() {
-            break;
-        }
-        let value = &tlvs[4..len];
-        match ty {
-            NLMSGERR_ATTR_MSG => {
-                let text = value.split(|&c| c == 0).next().unwrap_or(&[]);
-                parts.push(String::from_utf8_lossy(text).into_owned());
-            }
-            NLMSGERR_ATTR_MISS_TYPE if value.len() >= 4 => {
-                parts.push(format!("missing attribute type {}", u32::from_ne_bytes(value[..4].try_into().unwrap())));
-            }
-            NLMSGERR_ATTR_OFFS => {}
-            _ => {}
-        }
-        tlvs = &tlvs[((len + 3) & !3).min(tlvs.len())..];
-    }
-    if parts.is_empty() {
-        None
-    } else {
-        Some(parts.join("; "))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ext_ack_message_is_extracted() {
-        let mut tlv = Vec::new();
-        let text = b"Unknown device type\0";
-        tlv.extend_from_slice(&((4 + text.len()) as u16).to_ne_bytes());
-        tlv.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
-        tlv.extend_from_slice(text);
-        while tlv.len() % 4 != 0 {
-            tlv.push(0);
-        }
-        let mut payload = (-95i32).to_ne_bytes().to_vec();
-        payload.extend_from_slice(&[0u8; NLMSG_HDR_LEN]);
-        payload.extend_from_slice(&tlv);
-        let (code, ext) = parse_error(&payload, NLM_F_CAPPED | NLM_F_ACK_TLVS).unwrap();
-        assert_eq!(code, -95);
-        assert_eq!(ext.as_deref(), Some("Unknown device type"));
-    }
+    use crate::nlmsg::HEADER_LEN as NLMSG_HDR_LEN;
 
     fn header(len: usize, ty: u16, flags: u16, seq: u32) -> Vec<u8> {
         let mut h = (len as u32).to_ne_bytes().to_vec();
@@ -290,7 +200,7 @@ mod tests {
         dgram.extend_from_slice(&body);
         dgram.extend(header(NLMSG_HDR_LEN + body.len(), 16, 2, 6));
         dgram.extend_from_slice(&body);
-        dgram.extend(header(NLMSG_HDR_LEN + 4, NLMSG_DONE, 2, 7));
+        dgram.extend(header(NLMSG_HDR_LEN + 4, nlmsg::NLMSG_DONE, 2, 7));
         dgram.extend_from_slice(&0i32.to_ne_bytes());
         let (mut out, mut intr) = (Vec::new(), false);
         assert!(scan_datagram(&dgram, 7, &mut out, &mut intr).unwrap());
@@ -300,22 +210,9 @@ mod tests {
 
     #[test]
     fn a_dump_error_in_done_is_reported() {
-        let mut dgram = header(NLMSG_HDR_LEN + 4, NLMSG_DONE, 2, 3);
+        let mut dgram = header(NLMSG_HDR_LEN + 4, nlmsg::NLMSG_DONE, 2, 3);
         dgram.extend_from_slice(&(-(Errno::EINVAL as i32)).to_ne_bytes());
         let (mut out, mut intr) = (Vec::new(), false);
         assert!(matches!(scan_datagram(&dgram, 3, &mut out, &mut intr), Err(NlError::Kernel(Errno::EINVAL, None))));
-    }
-
-    #[test]
-    fn truncated_error_is_a_decode_error() {
-        assert!(matches!(parse_error(&[0, 0, 0], 0), Err(NlError::Decode(_))));
-    }
-
-    #[test]
-    fn garbage_tlvs_do_not_panic() {
-        for len in 0..64u8 {
-            let junk: Vec<u8> = (0..len).map(|i| i.wrapping_mul(37).wrapping_add(len)).collect();
-            let _ = parse_ext_ack(&junk);
-        }
     }
 }

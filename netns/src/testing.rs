@@ -306,26 +306,8 @@ impl Drop for TestHost {
         }
         if self.dir.exists() {
             // Whatever the test mounted below its directory (namespaces a
-            // controller made, the shared bind mounts of their directories),
-            // deepest first.
-            // A shared mount point propagates what is mounted below it to its
-            // peers, so one path may carry several stacked mounts: unmount
-            // until none is left (bounded).
-            for _ in 0..16 {
-                let mut mounts: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
-                    .unwrap_or_default()
-                    .lines()
-                    .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
-                    .filter(|m| m.starts_with(&self.dir))
-                    .collect();
-                if mounts.is_empty() {
-                    break;
-                }
-                mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
-                for m in mounts {
-                    let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
-                }
-            }
+            // controller made, the shared bind mounts of their directories).
+            NetNs::unmount_all_below(&self.dir);
             if let Err(e) = std::fs::remove_dir_all(&self.dir) {
                 eprintln!("test cleanup: removing {}: {e}", self.dir.display());
             }

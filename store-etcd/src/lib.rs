@@ -1,18 +1,4 @@
-//! An etcd v3 [`Store`] for cnm: where overlay networks keep what every host
-//! must agree on (network definitions, VXLAN ids, global address pools and
-//! leases, and where each endpoint lives).
-//!
-//! It speaks etcd's v3 API through the JSON gateway every etcd since 3.3
-//! serves on its client port, over plain blocking HTTP/1.1: no async
-//! runtime, no gRPC stack and no `protoc` at build time. Keys are stored
-//! under a prefix (default `/cnm/`), so several clusters can share one etcd.
-//!
-//! ```no_run
-//! use cnm_core::{Expect, Store};
-//! let store = cnm_store_etcd::EtcdStore::connect("http://10.0.0.1:2379/cnm/").unwrap();
-//! store.put("global/hello", b"{}", Expect::Absent).unwrap();
-//! ```
-
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 mod b64;

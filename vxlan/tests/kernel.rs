@@ -8,20 +8,12 @@ use std::time::{Duration, Instant};
 
 use cnm_netns::testing::TestHost;
 use cnm_netns::{AddrFlags, LinkAdd, VethPeer};
-use cnm_vxlan::wire::{decapsulate, encapsulate, Outer, VXLAN_PORT};
+use cnm_vxlan::wire::{checksum, decapsulate, encapsulate, Outer, VXLAN_PORT};
 use nix::libc;
 
 const VNI: u32 = 42;
 const OUR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x42, 0x01];
 const KERNEL_MAC: &str = "02:00:00:00:42:02";
-
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 /// An inner Ethernet frame: ICMP echo request 10.42.0.1 -> 10.42.0.2.
 fn inner_echo(dst_mac: [u8; 6], id: u16) -> Vec<u8> {

@@ -207,9 +207,11 @@ pub fn validate_key(key: &str) -> Result<()> {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance {
     //! The behaviour every store must show, for the tests of each
-    //! implementation (this workspace's and third parties'). It panics on
+    //! implementation (this workspace's and third parties'; feature
+    //! `testing`). It panics on
     //! the first difference and leaves keys under `a/` and `ab` behind.
     use super::*;
 

@@ -59,7 +59,7 @@ impl Agent {
         Agent { driver, opts, filter: None }
     }
 
-    /// Also keeps the VXLAN source filter ([`vtep_filter`](super::vtep_filter))
+    /// Also keeps the VXLAN source filter (`table inet cnm_vxlan`)
     /// in `host` (the namespace the VXLAN sockets are in): VXLAN is taken
     /// only from the live hosts of the cluster. The `cnm` tool's agent does.
     pub fn with_vtep_filter(mut self, host: NetNs) -> Agent {

@@ -11,8 +11,6 @@ use cnm_core::{Error, Network, Result};
 use cnm_netns::{AddrFlags, Handle, LinkAdd, MacAddr, NetNs, Rule, VxlanOptions};
 use ipnet::IpNet;
 
-use super::kernel;
-
 /// Bytes VXLAN adds over an IPv4 underlay: outer Ethernet 14 + IPv4 20 +
 /// UDP 8 + VXLAN 8.
 pub const OVERHEAD_V4: u32 = 50;
@@ -121,7 +119,7 @@ pub fn open(dir: &Path, net_id: &str) -> Result<Option<OverlayNs>> {
     }
     match NetNs::open(&path) {
         Ok(ns) => {
-            let handle = Handle::open(&ns).map_err(kernel("open overlay namespace"))?;
+            let handle = Handle::open(&ns).map_err(Error::from_netns("open overlay namespace"))?;
             Ok(Some(OverlayNs { ns, handle }))
         }
         // A stale file without a mount behind it (a crash mid-creation).
@@ -147,7 +145,8 @@ pub struct Build<'a> {
 /// per subnet. All or nothing: on failure nothing is left.
 pub fn create(b: &Build<'_>, net: &Network, subnets: &[SubnetPlan]) -> Result<OverlayNs> {
     let name = netns_name(net.id.as_str());
-    let ns = NetNs::create_named(b.dir, &name).map_err(kernel(format!("create overlay namespace {name}")))?;
+    let ns =
+        NetNs::create_named(b.dir, &name).map_err(Error::from_netns(format!("create overlay namespace {name}")))?;
     let built = (|| -> Result<Handle> {
         for (key, value) in [
             ("net.ipv4.ip_forward", "1"),
@@ -157,7 +156,7 @@ pub fn create(b: &Build<'_>, net: &Network, subnets: &[SubnetPlan]) -> Result<Ov
             ("net.ipv4.conf.all.rp_filter", "0"),
             ("net.ipv4.conf.default.rp_filter", "0"),
         ] {
-            ns.sysctl_set(key, value).map_err(kernel(format!("sysctl {key} in {name}")))?;
+            ns.sysctl_set(key, value).map_err(Error::from_netns(format!("sysctl {key} in {name}")))?;
         }
         // No firewall works inside the overlay namespace, so bridged frames
         // need not climb into the IP hooks (on by default in every new
@@ -170,17 +169,17 @@ pub fn create(b: &Build<'_>, net: &Network, subnets: &[SubnetPlan]) -> Result<Ov
             match ns.sysctl_set(key, "0") {
                 // A kernel without bridge netfilter has no such switch.
                 Err(e) if e.kind() == cnm_netns::ErrorKind::NotFound => {}
-                other => other.map_err(kernel(format!("sysctl {key} in {name}")))?,
+                other => other.map_err(Error::from_netns(format!("sysctl {key} in {name}")))?,
             }
         }
-        ns.loopback_up().map_err(kernel("loopback up"))?;
-        let h = Handle::open(&ns).map_err(kernel("open overlay namespace"))?;
+        ns.loopback_up().map_err(Error::from_netns("loopback up"))?;
+        let h = Handle::open(&ns).map_err(Error::from_netns("open overlay namespace"))?;
         for s in subnets {
             let br = h
                 .link_add(&LinkAdd::bridge(s.bridge()).mac(bridge_mac(b.vtep, s.vni)).mtu(b.mtu).up())
-                .map_err(kernel(format!("create bridge {} in {name}", s.bridge())))?;
+                .map_err(Error::from_netns(format!("create bridge {} in {name}", s.bridge())))?;
             let flags = if s.gateway.addr().is_ipv6() { AddrFlags::NODAD } else { AddrFlags::empty() };
-            h.addr_add(br.index, s.gateway, flags).map_err(kernel(format!("add gateway {}", s.gateway)))?;
+            h.addr_add(br.index, s.gateway, flags).map_err(Error::from_netns(format!("add gateway {}", s.gateway)))?;
             let opts = VxlanOptions {
                 vni: s.vni,
                 port: b.port,
@@ -196,12 +195,12 @@ pub fn create(b: &Build<'_>, net: &Network, subnets: &[SubnetPlan]) -> Result<Ov
             // host's. One request, attached and up.
             b.host_handle
                 .link_add(&LinkAdd::vxlan(s.vxlan(), opts).mtu(b.mtu).netns(&ns).master(br.index).up())
-                .map_err(kernel(format!("create VXLAN device {} (id {})", s.vxlan(), s.vni)))?;
+                .map_err(Error::from_netns(format!("create VXLAN device {} (id {})", s.vxlan(), s.vni)))?;
             // What comes from this subnet is looked up in its own table
             // first: there, remote endpoints of the other subnets are
             // reached through this subnet's bridge (see `program`).
             h.rule_add(&Rule::from_source(s.subnet, s.table(), RULE_PRIORITY))
-                .map_err(kernel(format!("rule for {}", s.subnet)))?;
+                .map_err(Error::from_netns(format!("rule for {}", s.subnet)))?;
         }
         Ok(h)
     })();
@@ -223,14 +222,14 @@ pub fn destroy(ns: &NetNs, dir: &Path, net_id: &str, subnets: &[SubnetPlan]) -> 
         for s in subnets {
             match h.link_del(s.vxlan().as_str()) {
                 Err(e) if e.kind() != cnm_netns::ErrorKind::NotFound => {
-                    errors.push(kernel(format!("delete {}", s.vxlan()))(e))
+                    errors.push(Error::from_netns(format!("delete {}", s.vxlan()))(e))
                 }
                 _ => {}
             }
         }
     }
     if let Err(e) = NetNs::remove_named(dir, &netns_name(net_id)) {
-        errors.push(kernel("remove overlay namespace")(e));
+        errors.push(Error::from_netns("remove overlay namespace")(e));
     }
     Error::teardown(format!("remove overlay namespace of network {net_id}"), errors)
 }
@@ -253,9 +252,9 @@ pub fn lock(dir: &Path, net_id: &str) -> Result<NetLock> {
 
 /// The underlay MTU: that of the host link holding `vtep`.
 pub fn underlay_mtu(h: &Handle, vtep: IpAddr) -> Result<u32> {
-    let addrs = h.addr_list(None, None).map_err(kernel("list host addresses"))?;
+    let addrs = h.addr_list(None, None).map_err(Error::from_netns("list host addresses"))?;
     let a = addrs.iter().find(|a| a.address.addr() == vtep).ok_or_else(|| {
         Error::invalid("overlay VTEP address", format!("{vtep} is not an address of the host namespace"))
     })?;
-    Ok(h.link_get(a.index).map_err(kernel("find the underlay link"))?.mtu)
+    Ok(h.link_get(a.index).map_err(Error::from_netns("find the underlay link"))?.mtu)
 }

@@ -3,21 +3,21 @@
 //! - A network may have several subnets; each gets its own VXLAN id, unique
 //!   in the cluster, taken through the shared store from 4097 up (or as
 //!   given in `com.docker.network.driver.overlay.vxlanid_list`).
-//! - On each host the network lives in its own namespace (see [`layout`]),
-//!   made at the first join on that host and removed at the last leave.
+//! - On each host the network lives in its own namespace, made at the first
+//!   join on that host and removed at the last leave.
 //! - Endpoints are veth pairs from the sandbox to their subnet's bridge,
 //!   with the underlay MTU less the VXLAN overhead and Docker's MAC rule.
 //! - Where endpoints live is in the shared store under the host's lease;
-//!   every host programs permanent neighbour and FDB entries from it (see
-//!   [`program`]): no flooding, no learning. The driver does this for the
+//!   every host programs permanent neighbour and FDB entries from it: no
+//!   flooding, no learning. The driver does this for the
 //!   joining host at join; the [`Agent`] does it as peers come and go.
 
 mod agent;
-pub mod garp;
-pub mod layout;
-pub mod program;
-pub mod records;
-pub mod vtep_filter;
+mod garp;
+mod layout;
+mod program;
+mod records;
+mod vtep_filter;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -34,17 +34,15 @@ use serde::{Deserialize, Serialize};
 
 pub use agent::{Agent, AgentOptions};
 use layout::SubnetPlan;
+pub use program::SyncReport;
 use records::PeerRecord;
+pub use vtep_filter::remove as remove_vtep_filter;
 
 /// The option (and inspect key) listing a network's VXLAN ids, one per
 /// subnet, comma-separated.
 pub const VXLANID_LIST: &str = "com.docker.network.driver.overlay.vxlanid_list";
 /// The option overriding the MTU of the network's interfaces.
 pub const MTU_OPTION: &str = "com.docker.network.driver.mtu";
-
-pub(crate) fn kernel(op: impl Into<String>) -> impl FnOnce(cnm_netns::Error) -> Error {
-    Error::from_netns(op)
-}
 
 /// How this host takes part in overlays.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,10 +107,10 @@ pub fn node_id(state_dir: &std::path::Path) -> Result<String> {
     let path = state_dir.join("node-id");
     let read = |path: &std::path::Path| -> Result<Option<String>> {
         use std::io::Read;
-        let mut s = String::new();
-        match cnm_core::files::open_nofollow(path).and_then(|mut f| f.read_to_string(&mut s)) {
-            Ok(_) if s.trim().len() == 32 && s.trim().bytes().all(|b| b.is_ascii_hexdigit()) => {
-                Ok(Some(s.trim().to_string()))
+        let mut text = String::new();
+        match cnm_core::files::open_nofollow(path).and_then(|mut f| f.read_to_string(&mut text)) {
+            Ok(_) if text.trim().len() == 32 && text.trim().bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Ok(Some(text.trim().to_string()))
             }
             Ok(_) => Err(Error::store("read", path.display().to_string(), "not a node id (32 hex digits)")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -174,7 +172,7 @@ impl OverlayDriver {
         if let Some(o) = layout::open(&self.cfg.netns_dir, net.id.as_str())? {
             return Ok((o, false));
         }
-        let hh = Handle::open(host).map_err(kernel("open host namespace"))?;
+        let hh = Handle::open(host).map_err(Error::from_netns("open host namespace"))?;
         let b = layout::Build {
             host_handle: &hh,
             dir: &self.cfg.netns_dir,
@@ -187,7 +185,7 @@ impl OverlayDriver {
 
     /// Programs every remote peer of `net` into this host's overlay
     /// namespace, if it has one; returns what changed.
-    pub fn sync_network(&self, net_id: &str) -> Result<program::SyncReport> {
+    pub fn sync_network(&self, net_id: &str) -> Result<SyncReport> {
         let nets = self.store.list_json::<Network>("global/networks/")?;
         let Some((net, _)) = nets.into_iter().find(|(n, _)| n.id.as_str() == net_id) else {
             return Ok(Default::default());
@@ -400,7 +398,7 @@ impl NetworkDriver for OverlayDriver {
         let br = devs.iter().find(|d| d.plan.vni == home.vni).expect("home subnet is in the plan").bridge;
         let mtu = match o.handle.link_get(br) {
             Ok(l) => l.mtu,
-            Err(e) => return undo.fail(kernel("read bridge MTU")(e)),
+            Err(e) => return undo.fail(Error::from_netns("read bridge MTU")(e)),
         };
 
         let veth = Self::veth_name(ep);
@@ -410,16 +408,16 @@ impl NetworkDriver for OverlayDriver {
             .up();
         let link = match o.handle.link_add(&add) {
             Ok(l) => l,
-            Err(e) => return undo.fail(kernel(format!("create veth {veth:?}"))(e)),
+            Err(e) => return undo.fail(Error::from_netns(format!("create veth {veth:?}"))(e)),
         };
         {
             let v = veth.clone();
             let ns_path = self.cfg.netns_dir.join(layout::netns_name(net.id.as_str()));
             undo.push("delete veth", move || {
-                let ns = NetNs::open(&ns_path).map_err(kernel("open overlay namespace"))?;
-                let h = Handle::open(&ns).map_err(kernel("open overlay namespace"))?;
+                let ns = NetNs::open(&ns_path).map_err(Error::from_netns("open overlay namespace"))?;
+                let h = Handle::open(&ns).map_err(Error::from_netns("open overlay namespace"))?;
                 match h.link_del(v.as_str()) {
-                    Err(e) if e.kind() != cnm_netns::ErrorKind::NotFound => Err(kernel("delete veth")(e)),
+                    Err(e) if e.kind() != cnm_netns::ErrorKind::NotFound => Err(Error::from_netns("delete veth")(e)),
                     _ => Ok(()),
                 }
             });
@@ -481,7 +479,9 @@ impl NetworkDriver for OverlayDriver {
         }
         if let Some(o) = layout::open(&self.cfg.netns_dir, net.id.as_str())? {
             match o.handle.link_del(Self::veth_name(ep).as_str()) {
-                Err(e) if e.kind() != cnm_netns::ErrorKind::NotFound => errors.push(kernel("delete veth")(e)),
+                Err(e) if e.kind() != cnm_netns::ErrorKind::NotFound => {
+                    errors.push(Error::from_netns("delete veth")(e))
+                }
                 _ => {}
             }
             // The last endpoint on this host takes the namespace with it.
@@ -491,7 +491,7 @@ impl NetworkDriver for OverlayDriver {
                     errors.extend(layout::destroy(&o.ns, &self.cfg.netns_dir, net.id.as_str(), &plan).err());
                 }
                 Ok(_) => {}
-                Err(e) => errors.push(kernel("list overlay links")(e)),
+                Err(e) => errors.push(Error::from_netns("list overlay links")(e)),
             }
         }
         Error::teardown(format!("leave overlay network {:?}", net.name), errors)
@@ -504,7 +504,8 @@ impl NetworkDriver for OverlayDriver {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with("ov-") && !known.contains(&name) {
-                NetNs::remove_named(&self.cfg.netns_dir, &name).map_err(kernel("remove overlay namespace"))?;
+                NetNs::remove_named(&self.cfg.netns_dir, &name)
+                    .map_err(Error::from_netns("remove overlay namespace"))?;
                 removed.push(format!("removed overlay namespace {name} of a network that no longer exists"));
             }
         }

@@ -21,7 +21,6 @@ use cnm_core::{Error, Result};
 use cnm_netns::{FdbEntry, Handle, MacAddr, NeighState, Neighbour, Route};
 use ipnet::IpNet;
 
-use super::kernel;
 use super::layout::{bridge_mac, SubnetPlan};
 use super::records::PeerRecord;
 
@@ -38,7 +37,7 @@ pub struct Devices {
 
 /// Finds each subnet's bridge and VXLAN device.
 pub fn devices(h: &Handle, plan: &[SubnetPlan]) -> Result<Vec<Devices>> {
-    let links = h.link_list().map_err(kernel("list overlay links"))?;
+    let links = h.link_list().map_err(Error::from_netns("list overlay links"))?;
     let find = |name: String| {
         links
             .iter()
@@ -58,7 +57,7 @@ pub struct SyncReport {
     pub removed: usize,
     /// Remote IPv4 endpoints newly reachable on a subnet's bridge, to be
     /// announced there (see `garp`).
-    pub announce: Vec<super::garp::Announce>,
+    pub(crate) announce: Vec<super::garp::Announce>,
 }
 
 fn host_prefix(ip: IpAddr) -> IpNet {
@@ -93,7 +92,7 @@ pub fn sync(h: &Handle, devs: &[Devices], me: &str, peers: &[PeerRecord]) -> Res
     let mut errors = Vec::new();
 
     // Neighbours.
-    let have = h.neigh_list(None).map_err(kernel("list overlay neighbours"))?;
+    let have = h.neigh_list(None).map_err(Error::from_netns("list overlay neighbours"))?;
     let have: BTreeMap<(u32, IpAddr), Option<MacAddr>> = have
         .into_iter()
         .filter(|n| ours.contains(&n.index) && n.state == NeighState::Permanent)
@@ -110,7 +109,7 @@ pub fn sync(h: &Handle, devs: &[Devices], me: &str, peers: &[PeerRecord]) -> Res
                         report.announce.push(super::garp::Announce { bridge: d.bridge, ip: *v4, mac: *mac });
                     }
                 }
-                Err(e) => errors.push(kernel("add neighbour")(e)),
+                Err(e) => errors.push(Error::from_netns("add neighbour")(e)),
             }
         }
     }
@@ -118,14 +117,14 @@ pub fn sync(h: &Handle, devs: &[Devices], me: &str, peers: &[PeerRecord]) -> Res
         match h.neigh_del(*index, *ip) {
             Ok(()) => report.removed += 1,
             Err(e) if e.kind() == cnm_netns::ErrorKind::NotFound => {}
-            Err(e) => errors.push(kernel("delete neighbour")(e)),
+            Err(e) => errors.push(Error::from_netns("delete neighbour")(e)),
         }
     }
 
     // Forwarding entries on the VXLAN devices.
     let have: BTreeSet<(u32, MacAddr, IpAddr)> = h
         .fdb_list(None)
-        .map_err(kernel("list overlay FDB"))?
+        .map_err(Error::from_netns("list overlay FDB"))?
         .into_iter()
         .filter(|e| vxlans.contains(&e.index) && e.master.is_none())
         .filter_map(|e| Some((e.index, e.mac, e.dst?)))
@@ -134,21 +133,21 @@ pub fn sync(h: &Handle, devs: &[Devices], me: &str, peers: &[PeerRecord]) -> Res
     for (index, mac, dst) in fdb.difference(&have) {
         match h.fdb_append(&FdbEntry::vxlan(*index, *mac, *dst)) {
             Ok(()) => report.added += 1,
-            Err(e) => errors.push(kernel("add FDB entry")(e)),
+            Err(e) => errors.push(Error::from_netns("add FDB entry")(e)),
         }
     }
     for (index, mac, dst) in have.difference(&fdb) {
         match h.fdb_del(&FdbEntry::vxlan(*index, *mac, *dst)) {
             Ok(()) => report.removed += 1,
             Err(e) if e.kind() == cnm_netns::ErrorKind::NotFound => {}
-            Err(e) => errors.push(kernel("delete FDB entry")(e)),
+            Err(e) => errors.push(Error::from_netns("delete FDB entry")(e)),
         }
     }
 
     // Host routes between subnets.
     let have: BTreeSet<(IpNet, u32, u32)> = h
         .route_list(None)
-        .map_err(kernel("list overlay routes"))?
+        .map_err(Error::from_netns("list overlay routes"))?
         .into_iter()
         .filter(|r| tables.contains(&r.table) && r.gateway.is_none())
         .filter_map(|r| Some((r.dst, r.oif?, r.table)))
@@ -157,14 +156,14 @@ pub fn sync(h: &Handle, devs: &[Devices], me: &str, peers: &[PeerRecord]) -> Res
     for (dst, oif, table) in routes.difference(&have) {
         match h.route_replace(&route(*dst, *oif, *table)) {
             Ok(()) => report.added += 1,
-            Err(e) => errors.push(kernel("add host route")(e)),
+            Err(e) => errors.push(Error::from_netns("add host route")(e)),
         }
     }
     for (dst, oif, table) in have.difference(&routes) {
         match h.route_del(&route(*dst, *oif, *table)) {
             Ok(()) => report.removed += 1,
             Err(e) if e.kind() == cnm_netns::ErrorKind::NotFound => {}
-            Err(e) => errors.push(kernel("delete host route")(e)),
+            Err(e) => errors.push(Error::from_netns("delete host route")(e)),
         }
     }
     Error::teardown("program overlay peers", errors)?;

@@ -29,21 +29,21 @@ pub fn render(port: u16, vteps: &BTreeSet<IpAddr>) -> String {
             format!(" elements = {{ {} }}", e.join(", "))
         }
     };
-    let mut s = String::new();
-    let _ = writeln!(s, "table {TABLE}\ndelete table {TABLE}\ntable {TABLE} {{");
-    let _ = writeln!(s, "  set vteps4 {{ type ipv4_addr;{} }}", list(true));
-    let _ = writeln!(s, "  set vteps6 {{ type ipv6_addr;{} }}", list(false));
-    let _ = writeln!(s, "  chain input {{ type filter hook input priority filter - 10; policy accept;");
+    let mut rules = String::new();
+    let _ = writeln!(rules, "table {TABLE}\ndelete table {TABLE}\ntable {TABLE} {{");
+    let _ = writeln!(rules, "  set vteps4 {{ type ipv4_addr;{} }}", list(true));
+    let _ = writeln!(rules, "  set vteps6 {{ type ipv6_addr;{} }}", list(false));
+    let _ = writeln!(rules, "  chain input {{ type filter hook input priority filter - 10; policy accept;");
     let _ = writeln!(
-        s,
+        rules,
         "    ip saddr != @vteps4 udp dport {port} drop comment \"cnm: VXLAN only from the cluster's hosts\""
     );
     let _ = writeln!(
-        s,
+        rules,
         "    ip6 saddr != @vteps6 udp dport {port} drop comment \"cnm: VXLAN only from the cluster's hosts\""
     );
-    let _ = writeln!(s, "  }}\n}}");
-    s
+    let _ = writeln!(rules, "  }}\n}}");
+    rules
 }
 
 /// Replaces the filter in `host` (one transaction).

@@ -1,0 +1,185 @@
+//! The Markdown tables the README and `docs/benchmarks.md` quote, made
+//! from a run's output directory (`summary.json`, `samples.json`,
+//! `datapath.json`), so that no quoted figure is typed by hand:
+//! `cnm-bench --tables docs/bench` prints them, and a test checks that the
+//! documents hold exactly what it prints.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+/// The systems, in column order, with their column titles.
+const SYSTEMS: [(&str, &str); 4] =
+    [("cnm", "cnm"), ("netavark", "netavark"), ("cni", "CNI plugins"), ("floor", "floor (`ip -batch`, `nft -f`)")];
+
+/// A run's output, read back.
+pub struct Run {
+    summary: Vec<Value>,
+    samples: Vec<Value>,
+    datapath: Vec<Value>,
+}
+
+fn read(dir: &Path, name: &str) -> Result<Vec<Value>, String> {
+    let path = dir.join(name);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    v.as_array().cloned().ok_or_else(|| format!("{}: not a JSON array", path.display()))
+}
+
+/// A duration in ms, to three significant digits.
+fn ms(v: f64) -> String {
+    match v {
+        v if v >= 10_000.0 => format!("{:.1} s", v / 1e3),
+        v if v >= 1_000.0 => format!("{:.2} s", v / 1e3),
+        v if v >= 100.0 => format!("{v:.0} ms"),
+        v if v >= 10.0 => format!("{v:.1} ms"),
+        v => format!("{v:.2} ms"),
+    }
+}
+
+/// A ratio to three significant digits at most.
+fn ratio(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}×")
+    } else {
+        format!("{v:.1}×")
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+impl Run {
+    /// Reads a run's output directory.
+    pub fn load(dir: &Path) -> Result<Run, String> {
+        Ok(Run {
+            summary: read(dir, "summary.json")?,
+            samples: read(dir, "samples.json")?,
+            datapath: read(dir, "datapath.json")?,
+        })
+    }
+
+    fn median_ms(&self, workload: &str, system: &str) -> Option<f64> {
+        self.summary.iter().find(|r| r["workload"] == workload && r["system"] == system)?["median_ms"].as_f64()
+    }
+
+    fn samples(&self, workload: &str, system: &str) -> Vec<f64> {
+        let r = self.samples.iter().find(|r| r["workload"] == workload && r["system"] == system);
+        r.and_then(|r| r["samples_ms"].as_array())
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default()
+    }
+
+    /// A row of medians, with each anchor's ratio to cnm where `with_ratio`.
+    fn medians(&self, title: &str, workload: &str, with_ratio: bool) -> String {
+        let cnm = self.median_ms(workload, "cnm");
+        let cells: Vec<String> = SYSTEMS
+            .iter()
+            .map(|(s, _)| match (self.median_ms(workload, s), cnm) {
+                (Some(v), Some(c)) if with_ratio && *s != "cnm" && c > 0.0 => format!("{} ({})", ms(v), ratio(v / c)),
+                (Some(v), _) => ms(v),
+                (None, _) => String::new(),
+            })
+            .collect();
+        format!("| {title} | {} |\n", cells.join(" | "))
+    }
+
+    /// Attach `at` of the sequential run against attach 10 (medians of the
+    /// ten before each), or how many an anchor made in its time budget.
+    fn growth(&self, at: usize) -> String {
+        let cells: Vec<String> = SYSTEMS
+            .iter()
+            .map(|(s, _)| {
+                let v = self.samples("scale-attach-1-port", s);
+                if v.len() < at {
+                    return if v.is_empty() { String::new() } else { format!("({} in the time budget)", v.len()) };
+                }
+                match (median(v[..10].to_vec()), median(v[at - 10..at].to_vec())) {
+                    (Some(a), Some(b)) if a > 0.0 => format!("{:.2}×", b / a),
+                    _ => String::new(),
+                }
+            })
+            .collect();
+        format!("| sequential attaches (1 port): attach {at} / attach 10 | {} |\n", cells.join(" | "))
+    }
+
+    fn concurrent(&self) -> String {
+        let w = "concurrent-32-attaches";
+        let cell = self.median_ms(w, "cnm").map(|v| format!("{} in all, {:.0} attaches/s", ms(v), 32.0 / v * 1e3));
+        format!("| 32 `cnm connect` processes at once | {} | | | |\n", cell.unwrap_or_default())
+    }
+
+    fn iperf3(&self) -> String {
+        let gbit = |s: &str| {
+            self.datapath
+                .iter()
+                .find(|r| r["system"] == s)
+                .and_then(|r| r["gbit_s"].as_f64())
+                .map(|g| format!("{g:.1} Gbit/s"))
+                .unwrap_or_default()
+        };
+        let cells: Vec<String> = SYSTEMS.iter().map(|(s, _)| gbit(s)).collect();
+        format!("| iperf3, one TCP stream container to container | {} |\n", cells.join(" | "))
+    }
+
+    fn header() -> String {
+        let titles: Vec<&str> = SYSTEMS.iter().map(|(_, t)| *t).collect();
+        format!("| workload | {} |\n| --- | --- | --- | --- | --- |\n", titles.join(" | "))
+    }
+
+    /// The README's table: single attaches, whole processes, the data path.
+    pub fn speed(&self) -> String {
+        let mut t = Self::header();
+        t += &self.medians("attach one container, no ports", "attach-0-ports", true);
+        t += &self.medians("attach, 10 published ports", "attach-10-ports", true);
+        t += &self.medians("detach, no ports", "detach-0-ports", true);
+        t += &self.medians("publish 1000 ports on one container", "publish-1000-ports", true);
+        t += &self.medians("whole process (`cnm connect`, `netavark setup`), no ports", "process-attach-0-ports", true);
+        t += &self.iperf3();
+        t
+    }
+
+    /// `docs/benchmarks.md`'s table: every workload.
+    pub fn full(&self) -> String {
+        let mut t = Self::header();
+        t += &self.medians("attach, no ports", "attach-0-ports", true);
+        t += &self.medians("attach, 10 ports", "attach-10-ports", true);
+        t += &self.medians("detach, no ports", "detach-0-ports", true);
+        t += &self.medians("detach, 10 ports", "detach-10-ports", true);
+        t += &self.growth(300);
+        t += &self.growth(1000);
+        t += &self.medians("publish 100 ports on one container", "publish-100-ports", true);
+        t += &self.medians("publish 1000 ports on one container", "publish-1000-ports", true);
+        t += &self.medians("one more port with 10,000 mappings in place", "add-1-port-10000-mappings", false);
+        t += &self.medians("whole process: `cnm connect` / `netavark setup`, no ports", "process-attach-0-ports", true);
+        t += &self.medians("whole process, 10 ports", "process-attach-10-ports", true);
+        t += &self.concurrent();
+        t += &self.iperf3();
+        t
+    }
+
+    /// A generated table by the name the documents use.
+    pub fn table(&self, name: &str) -> Option<String> {
+        match name {
+            "speed" => Some(self.speed()),
+            "full" => Some(self.full()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_keep_three_significant_digits() {
+        assert_eq!(
+            [1.754, 41.38, 162.4, 1800.0, 74_600.0].map(ms),
+            ["1.75 ms", "41.4 ms", "162 ms", "1.80 s", "74.6 s"].map(String::from)
+        );
+        assert_eq!([2.74, 23.46, 685.8].map(ratio), ["2.7×", "23.5×", "686×"].map(String::from));
+    }
+}

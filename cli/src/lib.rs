@@ -1,0 +1,7 @@
+//! The `cnm` tool's library part: the reachability checks its demo makes,
+//! shared with the example programs. The tool itself is the `cnm` binary
+//! (see the crate's README).
+
+#![warn(missing_docs)]
+
+pub mod probe;
