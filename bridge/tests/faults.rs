@@ -2,38 +2,17 @@
 //! driver's and cnm-core's sandbox side) leaves no link, address, route,
 //! rule, address lease or hosts-file line behind.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cnm_bridge::BridgeDriver;
 use cnm_core::store::{MemStore, Store};
-use cnm_core::{Controller, EndpointConfig, Error, NetworkConfig, SandboxConfig};
+use cnm_core::testing::Faults;
+use cnm_core::{Controller, EndpointConfig, NetworkConfig, SandboxConfig};
 use cnm_ipam::Ipam;
 use cnm_nat::{Backend, NatFirewall};
 use cnm_netns::testing::TestHost;
 use cnm_netns::NetNs;
-
-#[derive(Default)]
-struct Faults {
-    target: AtomicUsize,
-    count: AtomicUsize,
-}
-
-impl Faults {
-    fn arm(&self, k: usize) {
-        self.count.store(0, Ordering::SeqCst);
-        self.target.store(k, Ordering::SeqCst);
-    }
-    fn hit(&self, step: &str) -> cnm_core::Result<()> {
-        let t = self.target.load(Ordering::SeqCst);
-        if t != 0 && self.count.fetch_add(1, Ordering::SeqCst) + 1 == t {
-            self.target.store(0, Ordering::SeqCst);
-            return Err(Error::Internal(format!("injected failure at step {t} ({step})")));
-        }
-        Ok(())
-    }
-}
 
 struct Rig {
     host: TestHost,
@@ -45,10 +24,9 @@ struct Rig {
 fn rig(test: &str) -> Option<Rig> {
     let host = TestHost::new(test)?;
     let faults = Arc::new(Faults::default());
-    let f = faults.clone();
     // One counter for the driver's host-side steps and cnm-core's sandbox
     // side: every step of a join fails in turn.
-    let hook: cnm_core::testing::FaultHook = Arc::new(move |s: &str| f.hit(s));
+    let hook = faults.hook();
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
     let ctl = Controller::builder()
         .fault_hook(hook.clone())
@@ -74,40 +52,9 @@ fn snapshot(r: &Rig, sandbox: Option<&NetNs>) -> String {
     {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut out = String::new();
     let mut nss = vec![&r.host.ns];
     nss.extend(sandbox);
-    for ns in nss {
-        for what in [&["-br", "link", "show"][..], &["-br", "addr", "show"], &["route", "show", "table", "all"]] {
-            // Carrier state follows ports asynchronously (linkwatch): not
-            // what this test is about.
-            let text = r.host.exec(ns, "ip", what).replace("NO-CARRIER,", "").replace(" linkdown", "");
-            let mut lines: Vec<String> = text
-                .lines()
-                // The kernel's own link-local routes come with the address.
-                .filter(|l| what[0] != "route" || !l.contains("fe80::"))
-                .map(|l| {
-                    l.split_whitespace()
-                        .filter(|w| {
-                            // IPv6 link-local addresses are the kernel's own,
-                            // added when a bridge first gets carrier, which
-                            // linkwatch reports up to a second late.
-                            !w.starts_with("fe80::")
-                                && !w.contains("LOWER_UP")
-                                && *w != "UP"
-                                && *w != "DOWN"
-                                && *w != "UNKNOWN"
-                                && *w != "LOWERLAYERDOWN"
-                        })
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-                .collect();
-            lines.sort();
-            out.push_str(&lines.join("\n"));
-            out.push('\n');
-        }
-    }
+    let mut out = r.host.kernel_state(&nss);
     out.push_str(&r.host.ns.exec("nft", ["list", "table", "inet", "cnm"]).unwrap_or_default());
     // The sandboxes' hosts files.
     for sb in std::fs::read_dir(r.host.dir().join("files")).into_iter().flatten().flatten() {

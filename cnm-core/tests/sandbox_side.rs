@@ -14,12 +14,13 @@ use std::sync::Arc;
 
 use cnm_core::driver::{DriverContext, NetworkDriver};
 use cnm_core::join::{JoinInfo, JoinRequest};
+use cnm_core::testing::Faults;
 use cnm_core::{
     Controller, Endpoint, EndpointConfig, Error, ErrorKind, MemStore, Network, NetworkConfig, SandboxConfig, Store,
 };
 use cnm_netns::testing::TestHost;
 use cnm_netns::{AddrFlags, Handle, LinkAdd, NetNs, VethPeer};
-use common::{Faults, TestIpam};
+use common::TestIpam;
 
 /// A driver that leaves the sandbox end in the host namespace, as Docker's
 /// remote drivers do: `hv…` (host end, with the gateway address) and
@@ -102,7 +103,6 @@ fn rig(test: &str) -> Option<Rig> {
     let faults = Arc::new(Faults::default());
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
     let driver = Arc::new(HostVeth { bad_sysctl: AtomicBool::new(false), joins: AtomicUsize::new(0) });
-    let f = faults.clone();
     let ctl = Controller::builder()
         .host_netns(host.ns.try_clone().unwrap())
         .run_dir(host.dir().join("run"))
@@ -110,7 +110,7 @@ fn rig(test: &str) -> Option<Rig> {
         .store(store.clone())
         .ipam(Arc::new(TestIpam { store: store.clone(), faults: Arc::new(Faults::default()) }))
         .driver(driver.clone())
-        .fault_hook(Arc::new(move |s: &str| f.step(s)))
+        .fault_hook(faults.hook())
         .build()
         .unwrap();
     Some(Rig { host, ctl, store, faults, driver })
@@ -119,29 +119,7 @@ fn rig(test: &str) -> Option<Rig> {
 /// Links, addresses and routes of the host and the sandbox, the sandbox's
 /// hosts file, and the store.
 fn snapshot(r: &Rig, sandbox: &NetNs) -> String {
-    let mut out = String::new();
-    for ns in [&r.host.ns, sandbox] {
-        for what in [&["-br", "link", "show"][..], &["-br", "addr", "show"], &["route", "show", "table", "all"]] {
-            let text = r.host.exec(ns, "ip", what);
-            // Link state words follow carrier asynchronously; link-local
-            // addresses and their routes are the kernel's own.
-            let mut lines: Vec<String> = text
-                .lines()
-                .filter(|l| what[0] != "route" || !l.contains("fe80::"))
-                .map(|l| {
-                    l.split_whitespace()
-                        .filter(|w| {
-                            !w.starts_with("fe80::") && !matches!(*w, "UP" | "DOWN" | "UNKNOWN" | "LOWERLAYERDOWN")
-                        })
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-                .collect();
-            lines.sort();
-            out += &lines.join("\n");
-            out.push('\n');
-        }
-    }
+    let mut out = r.host.kernel_state(&[&r.host.ns, sandbox]);
     out += &std::fs::read_to_string(r.host.dir().join("files/c1/hosts")).unwrap_or_default();
     for e in r.store.list("").unwrap() {
         out += &format!("{} {}\n", e.key, String::from_utf8_lossy(&e.value));

@@ -285,6 +285,37 @@ impl TestHost {
         bg
     }
 
+    /// The links, addresses and routes (all tables) of `nss` as `ip` lists
+    /// them, sorted, for before/after comparisons of fault tests. Left out:
+    /// carrier and operational state words (they follow ports
+    /// asynchronously, through linkwatch) and IPv6 link-local addresses
+    /// with their routes (the kernel adds them when a link first gets
+    /// carrier, up to a second late).
+    pub fn kernel_state(&self, nss: &[&NetNs]) -> String {
+        let mut out = String::new();
+        for ns in nss {
+            for what in [&["-br", "link", "show"][..], &["-br", "addr", "show"], &["route", "show", "table", "all"]] {
+                let text = self.exec(ns, "ip", what).replace("NO-CARRIER,", "").replace(" linkdown", "");
+                let state_word =
+                    |w: &str| w.contains("LOWER_UP") || matches!(w, "UP" | "DOWN" | "UNKNOWN" | "LOWERLAYERDOWN");
+                let mut lines: Vec<String> = text
+                    .lines()
+                    .filter(|l| what[0] != "route" || !l.contains("fe80::"))
+                    .map(|l| {
+                        l.split_whitespace()
+                            .filter(|w| !w.starts_with("fe80::") && !state_word(w))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .collect();
+                lines.sort();
+                out.push_str(&lines.join("\n"));
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// Whether one ICMP echo from `from` to `to` is answered within 2 s
     /// (Debian's `ping`).
     pub fn ping(&self, from: &NetNs, to: IpAddr) -> bool {

@@ -3,59 +3,20 @@
 //! no link, address or route in the host, the sandbox or an overlay
 //! namespace, no record in the store, no address lease, no hosts-file line.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cnm_core::{Controller, EndpointConfig, Error, MemStore, NetworkConfig, SandboxConfig, Store};
+use cnm_core::testing::Faults;
+use cnm_core::{Controller, EndpointConfig, MemStore, NetworkConfig, SandboxConfig, Store};
 use cnm_ipam::Ipam;
 use cnm_netns::testing::TestHost;
 use cnm_netns::{AddrFlags, LinkAdd, NetNs};
 use cnm_vxlan::overlay::{Agent, AgentOptions, OverlayConfig, OverlayDriver};
 
-/// Fails the k-th step (from 1), once.
-#[derive(Default)]
-struct Faults {
-    target: AtomicUsize,
-    count: AtomicUsize,
-}
-
-impl Faults {
-    fn arm(&self, k: usize) {
-        self.count.store(0, Ordering::SeqCst);
-        self.target.store(k, Ordering::SeqCst);
-    }
-    fn hit(&self, step: &str) -> cnm_core::Result<()> {
-        let t = self.target.load(Ordering::SeqCst);
-        if t != 0 && self.count.fetch_add(1, Ordering::SeqCst) + 1 == t {
-            self.target.store(0, Ordering::SeqCst);
-            return Err(Error::Internal(format!("injected failure at step {t} ({step})")));
-        }
-        Ok(())
-    }
-}
-
 /// Links, addresses and routes of `nss`, the overlay namespaces, the hosts
 /// file and the whole store.
 fn snapshot(host: &TestHost, nss: &[&NetNs], store: &dyn Store) -> String {
-    let mut out = String::new();
-    for ns in nss {
-        for what in [&["-br", "link", "show"][..], &["-br", "addr", "show"], &["route", "show", "table", "all"]] {
-            let text = host.exec(ns, "ip", what);
-            let mut lines: Vec<String> = text
-                .lines()
-                .filter(|l| what[0] != "route" || !l.contains("fe80::"))
-                .map(|l| {
-                    let words = l.split_whitespace();
-                    let kept = words.filter(|w| !w.starts_with("fe80::") && !matches!(*w, "UP" | "DOWN" | "UNKNOWN"));
-                    kept.collect::<Vec<_>>().join(" ").replace("NO-CARRIER,", "")
-                })
-                .collect();
-            lines.sort();
-            out += &lines.join("\n");
-            out.push('\n');
-        }
-    }
+    let mut out = host.kernel_state(nss);
     let overlay: Vec<String> = std::fs::read_dir(host.dir().join("overlay"))
         .into_iter()
         .flatten()
@@ -83,7 +44,6 @@ fn an_overlay_join_fails_cleanly_at_every_step_of_the_sandbox_side() {
     let opts = AgentOptions { ttl: Duration::from_secs(600), ..Default::default() };
     Agent::new(driver.clone(), opts).register().unwrap();
     let faults = Arc::new(Faults::default());
-    let f = faults.clone();
     let ctl = Controller::builder()
         .host_netns(host.ns.try_clone().unwrap())
         .run_dir(host.dir().join("run"))
@@ -91,7 +51,7 @@ fn an_overlay_join_fails_cleanly_at_every_step_of_the_sandbox_side() {
         .store(store.clone())
         .ipam(Arc::new(Ipam::new(store.clone())))
         .driver(driver)
-        .fault_hook(Arc::new(move |s: &str| f.hit(s)))
+        .fault_hook(faults.hook())
         .build()
         .unwrap();
     ctl.create_network(NetworkConfig::new("ov", "overlay").subnet("10.70.0.0/24")).unwrap();

@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,34 +19,7 @@ use cnm_netns::NetNs;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-/// One-shot fault injection: the k-th step (counting from 1) fails, once.
-#[derive(Default)]
-pub struct Faults {
-    target: AtomicUsize,
-    count: AtomicUsize,
-}
-
-impl Faults {
-    pub fn arm(&self, k: usize) {
-        self.count.store(0, Ordering::SeqCst);
-        self.target.store(k, Ordering::SeqCst);
-    }
-    pub fn disarm(&self) {
-        self.target.store(0, Ordering::SeqCst);
-    }
-    pub fn step(&self, what: &str) -> Result<()> {
-        let t = self.target.load(Ordering::SeqCst);
-        if t == 0 {
-            return Ok(());
-        }
-        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
-        if n == t {
-            self.target.store(0, Ordering::SeqCst);
-            return Err(Error::Internal(format!("injected failure at step {n} ({what})")));
-        }
-        Ok(())
-    }
-}
+pub use cnm_core::testing::Faults;
 
 /// A store wrapper whose writes count as steps.
 pub struct FaultyStore {
