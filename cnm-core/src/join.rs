@@ -29,6 +29,7 @@ pub struct JoinRequest<'a> {
 /// Where the endpoint's interface is when the driver's join returns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Interface {
     /// Created directly in the sandbox under [`JoinRequest::ifname`], with
     /// the [`JoinInfo`]'s MAC and MTU given at creation (one request, no
