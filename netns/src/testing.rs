@@ -288,9 +288,10 @@ impl TestHost {
     /// The links, addresses and routes (all tables) of `nss` as `ip` lists
     /// them, sorted, for before/after comparisons of fault tests. Left out:
     /// carrier and operational state words (they follow ports
-    /// asynchronously, through linkwatch) and IPv6 link-local addresses
-    /// with their routes (the kernel adds them when a link first gets
-    /// carrier, up to a second late).
+    /// asynchronously, through linkwatch), and IPv6 link-local addresses
+    /// with their routes and a link's `ff00::/8` multicast route (the
+    /// kernel's own, added when a link first gets carrier, which linkwatch
+    /// may report a second late).
     pub fn kernel_state(&self, nss: &[&NetNs]) -> String {
         let mut out = String::new();
         for ns in nss {
@@ -300,7 +301,7 @@ impl TestHost {
                     |w: &str| w.contains("LOWER_UP") || matches!(w, "UP" | "DOWN" | "UNKNOWN" | "LOWERLAYERDOWN");
                 let mut lines: Vec<String> = text
                     .lines()
-                    .filter(|l| what[0] != "route" || !l.contains("fe80::"))
+                    .filter(|l| what[0] != "route" || !(l.contains("fe80::") || l.starts_with("multicast ff00::/8")))
                     .map(|l| {
                         l.split_whitespace()
                             .filter(|w| !w.starts_with("fe80::") && !state_word(w))
