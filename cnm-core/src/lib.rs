@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod ipam;
 pub mod join;
 pub mod model;
+pub mod names;
 pub mod random;
 pub mod store;
 #[cfg(feature = "testing")]
@@ -34,6 +35,7 @@ pub use model::{
     DnsConfig, Endpoint, EndpointConfig, EndpointRef, IpamConfig, IpamPoolConfig, JoinState, Network, NetworkConfig,
     PortBinding, PortMapping, PortRange, Protocol, Sandbox, SandboxConfig, Scope, State,
 };
+pub use names::{NameServer, EMBEDDED_DNS};
 pub use store::{Expect, FileStore, KvEntry, MemStore, SplitStore, Store, StoreExt};
 pub use time::Timestamp;
 pub use undo::Undo;

@@ -293,6 +293,7 @@ impl Controller {
             }
         }
         undo.commit();
+        self.names_changed(&sb.name);
         tracing::info!(endpoint = %ep.name, sandbox = %sb.name, network = %net.name, "joined");
         Ok(ep)
     }
@@ -352,6 +353,9 @@ impl Controller {
         errors.extend(self.store.put_json(&key, &ep, Expect::Revision(rev)).err());
         if let (true, Some(sb)) = (self.uses_gateway_bridge(net), &sb) {
             errors.extend(self.detach_gateway_bridge(&sb.name).err());
+        }
+        if let Some(sb) = &sb {
+            self.names_changed(&sb.name);
         }
         if let (true, Some(sb), Some(ns)) = (was_gateway, sb, netns.as_ref()) {
             errors.extend(self.elect_gateway(&sb.name, ns).err());

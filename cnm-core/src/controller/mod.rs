@@ -9,6 +9,7 @@
 mod claim;
 mod endpoint;
 mod lock;
+mod names;
 mod network;
 mod reconcile;
 mod sandbox;
@@ -30,6 +31,7 @@ use crate::firewall::{Firewall, NoFirewall};
 use crate::id::resolve;
 use crate::ipam::IpamDriver;
 use crate::model::{Endpoint, Network, NetworkConfig, Sandbox};
+use crate::names::NameServer;
 use crate::store::{MemStore, SplitStore, Store, StoreExt};
 use claim::Claim;
 use lock::{OpGuard, OpLock};
@@ -61,6 +63,7 @@ pub struct ControllerBuilder {
     sandbox_files: Option<PathBuf>,
     host_resolv_conf: PathBuf,
     fault: Option<FaultHook>,
+    name_server: Option<Arc<dyn NameServer>>,
 }
 
 /// A hook called with the name of every step of the sandbox side before it
@@ -151,6 +154,16 @@ impl ControllerBuilder {
         self
     }
 
+    /// The name server that answers inside the sandboxes (an embedded DNS
+    /// server, `cnm_dns::DnsServer`, or a client of one in another
+    /// process): told of every sandbox and of every join and leave within
+    /// the operation. A sandbox it serves gets `nameserver 127.0.0.11` in
+    /// its resolv.conf; the others get the upstream servers.
+    pub fn name_server(mut self, ns: Arc<dyn NameServer>) -> Self {
+        self.name_server = Some(ns);
+        self
+    }
+
     /// Calls `hook` before every step of the sandbox side (for tests that
     /// fail each step in turn).
     #[cfg(feature = "testing")]
@@ -199,6 +212,7 @@ impl ControllerBuilder {
             sandbox_files: self.sandbox_files,
             host_resolv_conf: self.host_resolv_conf,
             fault: self.fault,
+            name_server: self.name_server,
         })
     }
 }
@@ -220,6 +234,7 @@ pub struct Controller {
     sandbox_files: Option<PathBuf>,
     host_resolv_conf: PathBuf,
     fault: Option<FaultHook>,
+    name_server: Option<Arc<dyn NameServer>>,
 }
 
 impl Controller {
@@ -248,6 +263,7 @@ impl Controller {
             sandbox_files: None,
             host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
             fault: None,
+            name_server: None,
         }
     }
 

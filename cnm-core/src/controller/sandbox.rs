@@ -90,7 +90,9 @@ impl Controller {
             state: State::Ready,
         };
         let stored = self.store.put_json(&sb_key(&sb.name), &sb, Expect::Absent).and_then(|_| {
-            self.write_sandbox_files(&sb).inspect_err(|_| {
+            let served = self.names_attach(&sb);
+            self.write_sandbox_files(&sb, served).inspect_err(|_| {
+                self.names_detach(&sb);
                 let _ = delete_record(&*self.store, &sb_key(&sb.name));
                 self.remove_sandbox_files(&sb.name);
             })
@@ -154,6 +156,7 @@ impl Controller {
             }
         }
         if errors.is_empty() {
+            self.names_detach(sb);
             delete_record(&*self.store, &sb_key(&sb.name))?;
             self.remove_sandbox_files(&sb.name);
         }
@@ -166,12 +169,25 @@ impl Controller {
         self.sandbox_files.as_ref().map(|d| d.join(sandbox))
     }
 
-    /// Writes a sandbox's resolv.conf and (empty of endpoints) hosts file.
-    fn write_sandbox_files(&self, sb: &Sandbox) -> Result<()> {
+    /// Writes a sandbox's resolv.conf and (empty of endpoints) hosts file;
+    /// `embedded`: the name server serves the sandbox.
+    fn write_sandbox_files(&self, sb: &Sandbox, embedded: bool) -> Result<()> {
+        self.write_resolv_conf(sb, embedded)?;
+        let Some(dir) = self.sandbox_files_dir(&sb.name) else { return Ok(()) };
+        write_shared(&dir.join("hosts"), &crate::etc::hosts(sb, &[]))
+    }
+
+    /// Writes a sandbox's resolv.conf (see [`crate::etc::resolv_conf`]).
+    pub(super) fn write_resolv_conf(&self, sb: &Sandbox, embedded: bool) -> Result<()> {
         let Some(dir) = self.sandbox_files_dir(&sb.name) else { return Ok(()) };
         let host_resolv = std::fs::read_to_string(&self.host_resolv_conf).unwrap_or_default();
-        write_shared(&dir.join("resolv.conf"), &crate::etc::resolv_conf(sb, &host_resolv))?;
-        write_shared(&dir.join("hosts"), &crate::etc::hosts(sb, &[]))
+        write_shared(&dir.join("resolv.conf"), &crate::etc::resolv_conf(sb, &host_resolv, embedded))
+    }
+
+    /// The host's resolv.conf, which sandboxes without `--dns` servers
+    /// take their upstream servers from.
+    pub fn host_resolv_conf(&self) -> &std::path::Path {
+        &self.host_resolv_conf
     }
 
     /// Rewrites a sandbox's hosts file for these endpoints.

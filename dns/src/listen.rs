@@ -1,0 +1,90 @@
+//! A sandbox's side of the server: a UDP socket and a TCP listener on
+//! random ports of 127.0.0.11, opened inside the sandbox's namespace (a
+//! socket stays in the namespace it was made in), and the nftables rule
+//! there that redirects 127.0.0.11:53 to them. Port 53 itself stays free
+//! for a DNS server the container runs on its own (Docker does the same).
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::process::Stdio;
+
+use cnm_core::EMBEDDED_DNS;
+use cnm_netns::NetNs;
+
+use crate::error::{Error, Result};
+
+/// The nftables table of the redirect inside each sandbox.
+pub(crate) const TABLE: &str = "cnm_dns";
+
+/// The sockets that serve one sandbox.
+pub(crate) struct Sockets {
+    pub udp: UdpSocket,
+    pub tcp: TcpListener,
+}
+
+/// Opens the sockets inside `netns` and redirects 127.0.0.11:53 to them.
+pub(crate) fn open(netns: &NetNs, sandbox: &str) -> Result<Sockets> {
+    let at = |what: &str| format!("{what} in sandbox {sandbox:?}");
+    netns.loopback_up().map_err(|e| Error::netns(at("bring loopback up"), e))?;
+    let bind = || -> std::io::Result<Sockets> {
+        let addr = SocketAddr::from((EMBEDDED_DNS, 0));
+        let udp = UdpSocket::bind(addr)?;
+        let tcp = TcpListener::bind(addr)?;
+        udp.set_nonblocking(true)?;
+        tcp.set_nonblocking(true)?;
+        Ok(Sockets { udp, tcp })
+    };
+    let sockets = netns
+        .run(bind)
+        .map_err(|e| Error::netns(at("open sockets"), e))?
+        .map_err(|e| Error::io(at("bind 127.0.0.11"), e))?;
+    let port = |a: std::io::Result<SocketAddr>| a.map(|a| a.port()).map_err(|e| Error::io(at("local port"), e));
+    let (udp, tcp) = (port(sockets.udp.local_addr())?, port(sockets.tcp.local_addr())?);
+    nft(netns, sandbox, &redirect_script(udp, tcp))?;
+    Ok(sockets)
+}
+
+/// Removes the redirect (the sockets close when dropped). A namespace
+/// that is gone took the rule with it.
+pub(crate) fn close(netns: &NetNs, sandbox: &str) -> Result<()> {
+    nft(netns, sandbox, &format!("table ip {TABLE}\ndelete table ip {TABLE}\n"))
+}
+
+/// The rules: replace the table whole, in one transaction.
+fn redirect_script(udp: u16, tcp: u16) -> String {
+    format!(
+        "table ip {TABLE}\n\
+         delete table ip {TABLE}\n\
+         table ip {TABLE} {{\n\
+         \tchain output {{\n\
+         \t\ttype nat hook output priority -100; policy accept;\n\
+         \t\tip daddr {EMBEDDED_DNS} udp dport 53 dnat to {EMBEDDED_DNS}:{udp}\n\
+         \t\tip daddr {EMBEDDED_DNS} tcp dport 53 dnat to {EMBEDDED_DNS}:{tcp}\n\
+         \t}}\n\
+         \tchain postrouting {{\n\
+         \t\ttype nat hook postrouting priority 100; policy accept;\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
+/// Runs `nft -f -` inside `netns`.
+fn nft(netns: &NetNs, sandbox: &str, script: &str) -> Result<()> {
+    let fail = |reason: String| Error::Redirect { sandbox: sandbox.to_string(), reason };
+    let mut child = netns
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("cannot run nft: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes()).map_err(|e| fail(format!("writing to nft: {e}")))?;
+    }
+    let out = child.wait_with_output().map_err(|e| fail(format!("nft: {e}")))?;
+    if !out.status.success() {
+        return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    Ok(())
+}

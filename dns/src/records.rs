@@ -1,0 +1,236 @@
+//! The names each sandbox may resolve: per network, the names of the
+//! joined endpoints and their addresses, and the reverse (PTR) names.
+//! Updated per sandbox, so a change never makes another name disappear.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use cnm_core::{Endpoint, Sandbox};
+
+/// One endpoint's addresses under one name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Addr {
+    /// The sandbox (id) that owns it.
+    owner: Arc<str>,
+    v4: Option<Ipv4Addr>,
+    v6: Option<Ipv6Addr>,
+}
+
+/// What one network resolves.
+#[derive(Debug, Default)]
+struct NetTable {
+    /// The network's name, lower case (for `NAME.NETWORK`).
+    name: String,
+    by_name: HashMap<String, Vec<Addr>>,
+    /// Address -> `SANDBOX.NETWORK`, with its owner.
+    by_addr: HashMap<IpAddr, (Arc<str>, String)>,
+}
+
+/// What a sandbox contributed and may see.
+#[derive(Debug, Default)]
+struct Member {
+    /// (network id, names) it published.
+    published: Vec<(Arc<str>, Vec<String>)>,
+}
+
+/// Addresses found for a name; empty lists: the name exists, without an
+/// address of that family.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Found {
+    pub v4: Vec<Ipv4Addr>,
+    pub v6: Vec<Ipv6Addr>,
+}
+
+/// Every sandbox's names, per network.
+#[derive(Debug, Default)]
+pub(crate) struct Records {
+    nets: HashMap<Arc<str>, NetTable>,
+    members: HashMap<Arc<str>, Member>,
+}
+
+/// The names an endpoint answers to: the sandbox's (the container's) name,
+/// its short id, the aliases, and the endpoint's own name when the runtime
+/// chose it (not a generated `ep-…`), all lower case.
+fn endpoint_names(sb: &Sandbox, ep: &Endpoint) -> Vec<String> {
+    let mut names = vec![sb.name.to_ascii_lowercase(), sb.id.short().to_ascii_lowercase()];
+    names.extend(ep.aliases.iter().map(|a| a.to_ascii_lowercase()));
+    if ep.name != format!("ep-{}", ep.id.short()) {
+        names.push(ep.name.to_ascii_lowercase());
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+impl Records {
+    /// Replaces what `sb` publishes with its `endpoints` (the joined ones).
+    pub fn update(&mut self, sb: &Sandbox, endpoints: &[Endpoint]) {
+        let owner: Arc<str> = Arc::from(sb.id.as_str());
+        self.remove(&owner);
+        let mut member = Member::default();
+        for ep in endpoints {
+            let net_id: Arc<str> = Arc::from(ep.network_id.as_str());
+            let table = self.nets.entry(net_id.clone()).or_default();
+            table.name = ep.network.to_ascii_lowercase();
+            let addr = Addr {
+                owner: owner.clone(),
+                v4: ep.ipv4.and_then(|a| match a.addr() {
+                    IpAddr::V4(v4) => Some(v4),
+                    IpAddr::V6(_) => None,
+                }),
+                v6: ep.ipv6.and_then(|a| match a.addr() {
+                    IpAddr::V6(v6) => Some(v6),
+                    IpAddr::V4(_) => None,
+                }),
+            };
+            let names = endpoint_names(sb, ep);
+            for n in &names {
+                table.by_name.entry(n.clone()).or_default().push(addr.clone());
+            }
+            let ptr = format!("{}.{}", sb.name, ep.network);
+            for a in [addr.v4.map(IpAddr::V4), addr.v6.map(IpAddr::V6)].into_iter().flatten() {
+                table.by_addr.insert(a, (owner.clone(), ptr.clone()));
+            }
+            member.published.push((net_id, names));
+        }
+        self.members.insert(owner, member);
+    }
+
+    /// Forgets a sandbox (by id).
+    pub fn remove(&mut self, owner: &str) {
+        let Some(member) = self.members.remove(owner) else { return };
+        for (net_id, names) in member.published {
+            let Some(table) = self.nets.get_mut(&net_id) else { continue };
+            for n in names {
+                if let Some(list) = table.by_name.get_mut(&n) {
+                    list.retain(|a| &*a.owner != owner);
+                    if list.is_empty() {
+                        table.by_name.remove(&n);
+                    }
+                }
+            }
+            table.by_addr.retain(|_, (o, _)| &**o != owner);
+            if table.by_name.is_empty() {
+                self.nets.remove(&net_id);
+            }
+        }
+    }
+
+    /// The networks `asker` (a sandbox id) is on.
+    fn visible<'a>(&'a self, asker: &str) -> impl Iterator<Item = &'a NetTable> + 'a {
+        let nets: &[(Arc<str>, Vec<String>)] = self.members.get(asker).map(|m| &m.published[..]).unwrap_or(&[]);
+        nets.iter().filter_map(|(id, _)| self.nets.get(id))
+    }
+
+    /// Whether `asker` is on any network (else nothing is local to it).
+    pub fn knows(&self, asker: &str) -> bool {
+        self.members.get(asker).is_some_and(|m| !m.published.is_empty())
+    }
+
+    /// The addresses of `name` (lower case, no final dot) on the networks
+    /// `asker` is on: `NAME`, or `NAME.NETWORK` for one of them.
+    pub fn lookup(&self, asker: &str, name: &str) -> Option<Found> {
+        let mut found: Option<Found> = None;
+        for table in self.visible(asker) {
+            let key = match name.strip_suffix(table.name.as_str()).and_then(|n| n.strip_suffix('.')) {
+                Some(short) => short,
+                None => name,
+            };
+            let Some(list) = table.by_name.get(key) else { continue };
+            let f = found.get_or_insert_with(Found::default);
+            for a in list {
+                if let Some(v4) = a.v4.filter(|v| !f.v4.contains(v)) {
+                    f.v4.push(v4);
+                }
+                if let Some(v6) = a.v6.filter(|v| !f.v6.contains(v)) {
+                    f.v6.push(v6);
+                }
+            }
+        }
+        found
+    }
+
+    /// The PTR name of `addr` on the networks `asker` is on.
+    pub fn reverse(&self, asker: &str, addr: IpAddr) -> Option<&str> {
+        self.visible(asker).find_map(|t| t.by_addr.get(&addr).map(|(_, n)| n.as_str()))
+    }
+
+    /// How many sandboxes publish names.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(name: &str) -> Sandbox {
+        Sandbox {
+            id: cnm_core::Id::random().unwrap(),
+            name: name.into(),
+            netns: "/run/x".into(),
+            owns_netns: true,
+            hostname: None,
+            dns: Default::default(),
+            endpoints: vec![],
+            created: cnm_core::Timestamp::now(),
+            state: cnm_core::State::Ready,
+        }
+    }
+
+    fn endpoint(net: &str, ip: &str, aliases: &[&str]) -> Endpoint {
+        let id = cnm_core::Id::random().unwrap();
+        Endpoint {
+            name: format!("ep-{}", id.short()),
+            id,
+            network_id: format!("{:0>64}", net.len()).parse().unwrap(),
+            network: net.into(),
+            mac: None,
+            ipv4: Some(format!("{ip}/24").parse().unwrap()),
+            ipv6: None,
+            ipv4_pool: None,
+            ipv6_pool: None,
+            ports: vec![],
+            bindings: vec![],
+            aliases: aliases.iter().map(|s| s.to_string()).collect(),
+            sandbox: None,
+            ifname: None,
+            gateway: false,
+            join_state: cnm_core::JoinState::Joined,
+            driver_data: Default::default(),
+            join_info: None,
+            state: cnm_core::State::Ready,
+        }
+    }
+
+    #[test]
+    fn names_are_seen_only_from_shared_networks() {
+        let mut r = Records::default();
+        let (a, b, c) = (sandbox("a"), sandbox("B"), sandbox("c"));
+        r.update(&a, &[endpoint("front", "10.0.0.2", &[])]);
+        r.update(&b, &[endpoint("front", "10.0.0.3", &["web"]), endpoint("back", "10.1.0.3", &[])]);
+        r.update(&c, &[endpoint("back", "10.1.0.4", &["web"])]);
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(r.lookup(a.id.as_str(), "b").unwrap().v4, vec![ip("10.0.0.3")]);
+        assert_eq!(r.lookup(a.id.as_str(), "web").unwrap().v4, vec![ip("10.0.0.3")]);
+        assert_eq!(r.lookup(a.id.as_str(), "b.front").unwrap().v4, vec![ip("10.0.0.3")]);
+        assert!(r.lookup(a.id.as_str(), "c").is_none(), "c is on no network a is on");
+        assert!(r.lookup(a.id.as_str(), "b.back").is_none());
+        let web = r.lookup(b.id.as_str(), "web").unwrap().v4;
+        assert_eq!(web.len(), 2, "{web:?}");
+        assert_eq!(r.reverse(a.id.as_str(), "10.0.0.3".parse().unwrap()), Some("B.front"));
+        assert_eq!(r.reverse(a.id.as_str(), "10.1.0.4".parse().unwrap()), None);
+        assert_eq!(r.lookup(a.id.as_str(), b.id.short()).unwrap().v4, vec![ip("10.0.0.3")]);
+        // b leaves "front": a no longer sees it, c still does on "back".
+        r.update(&b, &[endpoint("back", "10.1.0.3", &[])]);
+        assert!(r.lookup(a.id.as_str(), "b").is_none());
+        assert_eq!(r.lookup(c.id.as_str(), "b").unwrap().v4, vec![ip("10.1.0.3")]);
+        r.remove(b.id.as_str());
+        r.remove(b.id.as_str());
+        assert!(r.lookup(c.id.as_str(), "b").is_none());
+        assert_eq!(r.len(), 2);
+    }
+}
