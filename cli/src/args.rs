@@ -87,7 +87,8 @@ pub enum Cmd {
         /// Sandbox name or id.
         sandbox: String,
     },
-    /// Run a command inside a sandbox's network namespace.
+    /// Run a command inside a sandbox's network namespace, with the
+    /// sandbox's resolv.conf and hosts file as /etc's.
     #[command(after_help = "Example:\n  cnm exec c1 -- ping -c1 172.30.0.1")]
     Exec {
         /// Sandbox name or id.
@@ -100,7 +101,8 @@ pub enum Cmd {
     #[command(after_help = "Example:\n  cnm reconcile")]
     Reconcile,
     /// The long-running per-host agent: reconciles at start and then every
-    /// interval until SIGINT or SIGTERM; with the overlay driver on, it also
+    /// interval until SIGINT or SIGTERM; runs the embedded DNS server (names
+    /// at 127.0.0.11 in every sandbox); with the overlay driver on, it also
     /// keeps this host's lease alive and programs other hosts' endpoints.
     #[command(after_help = "Example:\n  cnm --store etcd://10.0.0.1:2379 --advertise-addr 10.0.0.2 agent")]
     Agent {
@@ -110,6 +112,10 @@ pub enum Cmd {
         /// Seconds this host's overlay endpoints outlive the agent.
         #[arg(long, default_value_t = 10)]
         lease_ttl: u64,
+        /// No embedded DNS server (sandboxes then get the upstream name
+        /// servers in their resolv.conf).
+        #[arg(long)]
+        no_dns: bool,
     },
     /// The README's main demonstration, inside namespaces it creates.
     #[command(after_help = "Example:\n  cnm demo\n  cnm demo --firewall iptables")]

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cnm_core::{
@@ -18,7 +19,15 @@ use crate::stack::{self, Paths};
 pub fn run(cli: &Cli) -> Result<i32> {
     let paths = Paths::from_cli(cli)?;
     let host = stack::host_netns(cli)?;
-    let (ctl, overlay) = stack::controller(cli, &paths, &host)?;
+    // The agent answers names itself (unless told not to).
+    let dns = match &cli.cmd {
+        Cmd::Agent { no_dns: false, .. } => {
+            Some(cnm_dns::DnsServer::start(cnm_dns::ServerConfig::new(host.try_clone()?))?)
+        }
+        _ => None,
+    };
+    let names = dns.clone().map(|d| d as Arc<dyn cnm_core::NameServer>);
+    let (ctl, overlay) = stack::controller(cli, &paths, &host, names)?;
     match &cli.cmd {
         Cmd::Network(n) => network(&ctl, n),
         Cmd::Sandbox(s) => sandbox(&ctl, &paths, s),
@@ -30,8 +39,8 @@ pub fn run(cli: &Cli) -> Result<i32> {
         Cmd::Exec { sandbox, command } => {
             let sb = ctl.sandbox(sandbox)?;
             let ns = NetNs::open(&sb.netns)?;
-            let status = ns
-                .command(&command[0])
+            let files = ctl.sandbox_files_dir(&sb.name);
+            let status = cnm_cli::exec::command(&ns, files.as_deref(), &command[0])
                 .args(&command[1..])
                 .status()
                 .map_err(|e| Error::invalid("exec", format!("{}: {e}", command[0])))?;
@@ -49,7 +58,9 @@ pub fn run(cli: &Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Agent { interval, lease_ttl } => agent(&ctl, overlay.as_ref(), *interval, *lease_ttl),
+        Cmd::Agent { interval, lease_ttl, .. } => {
+            agent(&ctl, &paths, overlay.as_ref(), dns.as_ref(), *interval, *lease_ttl)
+        }
         Cmd::Demo | Cmd::Completions { .. } => unreachable!("handled in main"),
     }
 }
@@ -338,7 +349,9 @@ extern "C" fn on_signal(_: nix::libc::c_int) {
 
 fn agent(
     ctl: &Controller,
-    overlay: Option<&std::sync::Arc<cnm_vxlan::overlay::OverlayDriver>>,
+    paths: &Paths,
+    overlay: Option<&Arc<cnm_vxlan::overlay::OverlayDriver>>,
+    dns: Option<&Arc<cnm_dns::DnsServer>>,
     interval: u64,
     lease_ttl: u64,
 ) -> Result<i32> {
@@ -349,6 +362,17 @@ fn agent(
         unsafe { sigaction(s, &act) }.map_err(|e| Error::invalid("agent", format!("signal handler: {e}")))?;
     }
     ctl.restore()?;
+    // The DNS server: the control socket first (commands that create
+    // sandboxes from now on get 127.0.0.11), then every existing sandbox.
+    let control = match dns {
+        Some(d) => {
+            let c = cnm_dns::ControlSocket::serve(d.clone(), paths.dns_socket())?;
+            let served = ctl.serve_names()?;
+            println!("cnm agent: DNS at 127.0.0.11 in {served} sandboxes");
+            Some(c)
+        }
+        None => None,
+    };
     let overlay_thread = overlay.map(|d| {
         let opts =
             cnm_vxlan::overlay::AgentOptions { ttl: Duration::from_secs(lease_ttl.max(1)), ..Default::default() };
@@ -381,6 +405,18 @@ fn agent(
     }
     if let Some(t) = overlay_thread {
         let _ = t.join();
+    }
+    // No resolv.conf may name a server that is gone: the control socket
+    // closes first (new sandboxes get the upstream servers), then every
+    // sandbox's resolv.conf names its upstream servers again.
+    if let Some(c) = control {
+        c.close();
+        if let Err(e) = ctl.unserve_names() {
+            eprintln!("cnm: error: {e}");
+        }
+    }
+    if let Some(d) = dns {
+        d.stop();
     }
     println!("cnm agent: stopped after {} repairs", counters.get("repairs").copied().unwrap_or(0));
     Ok(0)

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use cnm_bridge::BridgeDriver;
 use cnm_core::drivers::{HostDriver, NullDriver};
 use cnm_core::{Controller, EndpointConfig, Error, NetworkConfig, Result, SandboxConfig, SplitStore, Store};
+use cnm_dns::{DnsServer, ServerConfig};
 use cnm_ipam::Ipam;
 use cnm_nat::{Backend, NatFirewall};
 use cnm_netns::{AddrFlags, Handle, LinkAdd, NetNs, VethPeer};
@@ -140,12 +141,21 @@ pub fn run(cli: &Cli) -> Result<bool> {
     Ok(st.failed == 0)
 }
 
-fn controller(dir: &Path, host: &NetNs, backend: Option<Backend>) -> Result<Controller> {
+fn controller(dir: &Path, host: &NetNs, backend: Option<Backend>) -> Result<(Controller, Arc<DnsServer>)> {
     let (state, run) = (dir.join("state"), dir.join("run"));
     let store: Arc<dyn Store> = Arc::new(SplitStore::open_state_dirs(&state, &run)?);
+    // The sandboxes' upstream name server is in the outside namespace
+    // (nothing answers there): no query can reach this machine's resolvers.
+    let resolv = dir.join("host-resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {OUTSIDE_IP}\n"))
+        .map_err(|e| Error::invalid("demo", format!("{}: {e}", resolv.display())))?;
+    let dns = DnsServer::start(ServerConfig::new(host.try_clone()?).host_resolv_conf(&resolv))?;
     let mut b = Controller::builder()
         .store(store.clone())
         .run_dir(&run)
+        .sandbox_files(run.join("files"))
+        .host_resolv_conf(&resolv)
+        .name_server(dns.clone())
         .host_netns(host.try_clone()?)
         .ipam(Arc::new(Ipam::new(store.clone())))
         .driver(Arc::new(BridgeDriver::new()))
@@ -154,7 +164,7 @@ fn controller(dir: &Path, host: &NetNs, backend: Option<Backend>) -> Result<Cont
     if let Some(backend) = backend {
         b = b.firewall(Arc::new(NatFirewall::new(backend, host.try_clone()?, store)));
     }
-    b.build()
+    Ok((b.build()?, dns))
 }
 
 fn demo(st: &mut Steps, dir: &Path, backend: Option<Backend>) -> Result<()> {
@@ -178,7 +188,7 @@ fn demo(st: &mut Steps, dir: &Path, backend: Option<Backend>) -> Result<()> {
     if !ok {
         return Err(Error::invalid("demo", "the test host could not be set up"));
     }
-    let ctl = controller(dir, &host, backend)?;
+    let (ctl, _dns) = controller(dir, &host, backend)?;
 
     let mut bridge = String::new();
     st.step(|| {
@@ -225,6 +235,21 @@ fn demo(st: &mut Steps, dir: &Path, backend: Option<Backend>) -> Result<()> {
                 ))
             });
         }
+        st.step(|| {
+            let files = ctl.sandbox_files_dir(&c1.0);
+            let out = cnm_cli::exec::command(&c1.1, files.as_deref(), "getent")
+                .args(["hosts", &c2.0])
+                .output()
+                .map_err(|e| format!("getent: {e}"))?;
+            let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if !line.starts_with(&format!("{} ", c2.2)) {
+                return Err(format!("getent hosts {} in {} said {line:?}, not {}", c2.0, c1.0, c2.2));
+            }
+            Ok(format!(
+                "{} finds {} by name: `cnm exec {} -- getent hosts {}` says \"{line}\" (embedded DNS at 127.0.0.11)",
+                c1.0, c2.0, c1.0, c2.0
+            ))
+        });
         if backend.is_some() {
             probe::tcp_who_am_i(&outside, 7000).map_err(|e| Error::invalid("demo", e.to_string()))?;
             st.step(|| {

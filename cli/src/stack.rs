@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use cnm_bridge::BridgeDriver;
 use cnm_core::drivers::{HostDriver, NullDriver};
-use cnm_core::{Controller, Error, Result, SplitStore, Store};
+use cnm_core::{Controller, Error, NameServer, Result, SplitStore, Store};
+use cnm_dns::ControlClient;
 use cnm_ipam::Ipam;
 use cnm_nat::{Backend, NatFirewall};
 use cnm_netns::NetNs;
@@ -40,6 +41,11 @@ impl Paths {
             },
         };
         Ok(Paths { state, run: cli.run_dir.clone() })
+    }
+
+    /// The control socket of the agent's DNS server.
+    pub fn dns_socket(&self) -> PathBuf {
+        self.run.join("dns.sock")
     }
 
     /// Where a sandbox's resolv.conf and hosts file go.
@@ -87,8 +93,15 @@ pub fn host_netns(cli: &Cli) -> Result<NetNs> {
 
 /// A controller for one command, and the overlay driver when it is on. The
 /// bridge driver runs in one-shot mode: this process exits right after, so
-/// detached veths are deleted at once.
-pub fn controller(cli: &Cli, paths: &Paths, host: &NetNs) -> Result<(Controller, Option<Arc<OverlayDriver>>)> {
+/// detached veths are deleted at once. `names`: the name server (the
+/// agent's own DNS server); by default, a client of the agent's control
+/// socket, which serves sandboxes only while an agent runs.
+pub fn controller(
+    cli: &Cli,
+    paths: &Paths,
+    host: &NetNs,
+    names: Option<Arc<dyn NameServer>>,
+) -> Result<(Controller, Option<Arc<OverlayDriver>>)> {
     let local: Arc<dyn Store> = Arc::new(SplitStore::open_state_dirs(&paths.state, &paths.run)?);
     let store: Arc<dyn Store> = match cli.store.as_deref() {
         Some(url) if etcd_url(url) => {
@@ -119,6 +132,7 @@ pub fn controller(cli: &Cli, paths: &Paths, host: &NetNs) -> Result<(Controller,
         .run_dir(&paths.run)
         .sandbox_files(paths.run.join("files"))
         .claim_host_netns()
+        .name_server(names.unwrap_or_else(|| Arc::new(ControlClient::new(paths.dns_socket()))))
         .host_netns(host.try_clone()?)
         .ipam(Arc::new(Ipam::new(store.clone())))
         .driver(Arc::new(BridgeDriver::one_shot()))

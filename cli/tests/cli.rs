@@ -682,3 +682,60 @@ fn a_range_of_three_thousand_ports_is_published_and_removed() {
     c.ok(&["sandbox", "rm", "s2"]);
     c.ok(&["network", "rm", "n"]);
 }
+
+/// The agent runs the embedded DNS server: sandboxes created before and
+/// after it started get `nameserver 127.0.0.11`, `cnm exec` sees the
+/// sandbox's resolv.conf and hosts file, names and aliases resolve through
+/// glibc (`getent`, `ping NAME`), and when the agent stops every
+/// resolv.conf names the upstream servers again.
+#[test]
+fn the_agent_answers_names_in_sandboxes() {
+    use std::io::BufRead;
+    let Some(c) = Cnm::new("cli_dns") else { return };
+    // The sandboxes' upstream is an address in the test's own outside
+    // namespace; only local names are asked here, so nothing goes there.
+    let _outside = c.host.outside().unwrap();
+    let resolv = |sb: &str| std::fs::read_to_string(c.run.join("files").join(sb).join("resolv.conf")).unwrap();
+    c.ok(&["network", "create", "--subnet", "10.62.0.0/24", "web"]);
+    c.ok(&["sandbox", "create", "--dns", "198.51.100.2", "early"]);
+    assert_eq!(resolv("early"), "nameserver 198.51.100.2\n", "no agent, no 127.0.0.11");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_cnm"))
+        .arg("--state-dir")
+        .arg(&c.state)
+        .arg("--run-dir")
+        .arg(&c.run)
+        .arg("--host-netns")
+        .arg(c.host.ns.proc_path())
+        .args(["agent", "--interval", "60"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(agent.stdout.take().unwrap()).lines();
+    let ready = lines.by_ref().map_while(|l| l.ok()).find(|l| l.contains("DNS at 127.0.0.11"));
+    assert_eq!(ready.as_deref(), Some("cnm agent: DNS at 127.0.0.11 in 1 sandboxes"));
+    assert_eq!(resolv("early"), "nameserver 127.0.0.11\noptions ndots:0\n");
+    for sb in ["c1", "c2"] {
+        c.ok(&["sandbox", "create", "--dns", "198.51.100.2", sb]);
+    }
+    assert_eq!(resolv("c1"), "nameserver 127.0.0.11\noptions ndots:0\n");
+    c.ok(&["connect", "web", "c1"]);
+    let c2 = c.ok(&["connect", "--alias", "db", "web", "c2"]);
+    let ip2 = c2.split_whitespace().nth(2).unwrap().split('/').next().unwrap().to_string();
+    assert_eq!(c.ok(&["exec", "c1", "--", "cat", "/etc/resolv.conf"]), resolv("c1"));
+    for name in ["c2", "db", "DB.web"] {
+        let out = c.ok(&["exec", "c1", "--", "getent", "hosts", name]);
+        assert!(out.starts_with(&format!("{ip2} ")), "getent hosts {name}: {out}");
+    }
+    let ping = c.ok(&["exec", "c1", "--", "ping", "-c1", "-W5", "c2"]);
+    assert!(ping.contains(&format!("({ip2})")) && ping.contains("1 received"), "{ping}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    for _ in lines.by_ref() {}
+    assert!(agent.wait().unwrap().success());
+    for sb in ["early", "c1", "c2"] {
+        assert_eq!(resolv(sb), "nameserver 198.51.100.2\n", "{sb} after the agent stopped");
+    }
+    for sb in ["early", "c1", "c2"] {
+        c.ok(&["sandbox", "rm", sb]);
+    }
+    c.ok(&["network", "rm", "web"]);
+}
