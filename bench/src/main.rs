@@ -7,6 +7,7 @@
 //!
 //! Run as root: `cargo run --release -p cnm-bench -- [--quick] [--out DIR]`.
 
+mod dns;
 mod docs;
 mod plot;
 mod stats;
@@ -42,6 +43,9 @@ struct Args {
     /// With `--docs`: change nothing, fail when a quoted block differs.
     #[arg(long, requires = "docs")]
     check: bool,
+    /// Only the DNS workload (embedded DNS against aardvark-dns).
+    #[arg(long)]
+    dns_only: bool,
 }
 
 fn build(name: &str, n: usize) -> Box<dyn System> {
@@ -280,6 +284,11 @@ fn main() {
         eprintln!("cnm-bench: run it as root");
         std::process::exit(1);
     }
+    if args.dns_only {
+        let dns = dns::run_all(args.quick, &args.out);
+        std::fs::write(args.out.join("dns.json"), serde_json::to_string_pretty(&dns).unwrap()).unwrap();
+        return;
+    }
     let runs = args.runs.unwrap_or(if args.quick { 5 } else { 30 });
     let mut names = Vec::new();
     for (name, found) in systems::available() {
@@ -300,6 +309,7 @@ fn main() {
     concurrent(32, &mut samples);
     let throughput = datapath(&names, if args.quick { 2 } else { 10 });
     let by_ports = port_scale(&names, args.quick, &mut samples);
+    let dns = dns::run_all(args.quick, &args.out);
     let records: Vec<Record> = samples.iter().map(|((w, s), v)| Record::new(w, s, v)).collect();
     print!("{}", stats::table(&records));
     std::fs::create_dir_all(&args.out).expect("creating the output directory");
@@ -316,8 +326,10 @@ fn main() {
         .map(|(s, g)| serde_json::json!({"workload": "datapath-iperf3", "system": s, "gbit_s": g}))
         .collect();
     std::fs::write(args.out.join("datapath.json"), serde_json::to_string_pretty(&dp).unwrap()).unwrap();
-    let mut written: Vec<String> =
-        ["summary.json", "samples.json", "datapath.json"].map(|f| args.out.join(f).display().to_string()).into();
+    std::fs::write(args.out.join("dns.json"), serde_json::to_string_pretty(&dns).unwrap()).unwrap();
+    let mut written: Vec<String> = ["summary.json", "samples.json", "datapath.json", "dns.json"]
+        .map(|f| args.out.join(f).display().to_string())
+        .into();
     let single: Vec<Record> = records
         .iter()
         .filter(|r| r.workload.starts_with("attach-") || r.workload.starts_with("detach-"))

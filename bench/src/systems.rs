@@ -77,7 +77,7 @@ fn time(f: impl FnOnce()) -> Duration {
 }
 
 /// Runs `cmd` with `input` on stdin; panics with its stderr on failure.
-fn run(cmd: &mut Command, input: &str, what: &str) -> String {
+pub(crate) fn run(cmd: &mut Command, input: &str, what: &str) -> String {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -91,12 +91,12 @@ fn run(cmd: &mut Command, input: &str, what: &str) -> String {
 }
 
 /// Named container namespaces, made before the clock starts.
-struct Containers {
-    paths: Vec<PathBuf>,
+pub(crate) struct Containers {
+    pub paths: Vec<PathBuf>,
 }
 
 impl Containers {
-    fn new(host: &TestHost, n: usize) -> Containers {
+    pub(crate) fn new(host: &TestHost, n: usize) -> Containers {
         let paths = (0..n)
             .map(|i| {
                 let c = host.named_container(&format!("c{i}")).unwrap();
@@ -411,6 +411,11 @@ impl CnmCli {
             c.cnm(&["sandbox", "create", "--netns", &path, &format!("c{i}")]);
         }
         c
+    }
+
+    /// The test host the tool works in.
+    pub fn host(&self) -> &TestHost {
+        &self.host
     }
 
     /// The command for `cnm ARGS` against this test host.

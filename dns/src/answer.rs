@@ -224,3 +224,5 @@ fn reverse_name(name: &str) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) use tests::support as tests_support;

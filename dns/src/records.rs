@@ -47,6 +47,8 @@ pub(crate) struct Found {
 pub(crate) struct Records {
     nets: HashMap<Arc<str>, NetTable>,
     members: HashMap<Arc<str>, Member>,
+    /// Grows at every change (what answer caches check).
+    generation: u64,
 }
 
 /// The names an endpoint answers to: the sandbox's (the container's) name,
@@ -66,6 +68,7 @@ fn endpoint_names(sb: &Sandbox, ep: &Endpoint) -> Vec<String> {
 impl Records {
     /// Replaces what `sb` publishes with its `endpoints` (the joined ones).
     pub fn update(&mut self, sb: &Sandbox, endpoints: &[Endpoint]) {
+        self.generation += 1;
         let owner: Arc<str> = Arc::from(sb.id.as_str());
         self.remove(&owner);
         let mut member = Member::default();
@@ -99,6 +102,7 @@ impl Records {
 
     /// Forgets a sandbox (by id).
     pub fn remove(&mut self, owner: &str) {
+        self.generation += 1;
         let Some(member) = self.members.remove(owner) else { return };
         for (net_id, names) in member.published {
             let Some(table) = self.nets.get_mut(&net_id) else { continue };
@@ -121,6 +125,11 @@ impl Records {
     fn visible<'a>(&'a self, asker: &str) -> impl Iterator<Item = &'a NetTable> + 'a {
         let nets: &[(Arc<str>, Vec<String>)] = self.members.get(asker).map(|m| &m.published[..]).unwrap_or(&[]);
         nets.iter().filter_map(|(id, _)| self.nets.get(id))
+    }
+
+    /// The number of changes so far.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Whether `asker` is on any network (else nothing is local to it).

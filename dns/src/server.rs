@@ -14,7 +14,8 @@ use cnm_core::{Endpoint, NameServer, Sandbox};
 use cnm_netns::NetNs;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
-use crate::answer::{answer, udp_limit, Reply};
+use crate::answer::{udp_limit, Reply};
+use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::forward::Forwarder;
 use crate::listen::{self, Sockets};
@@ -37,7 +38,10 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// Forwarding from `host_netns`, upstreams from `/etc/resolv.conf`.
     pub fn new(host_netns: NetNs) -> ServerConfig {
-        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let workers = std::env::var("CNM_DNS_WORKERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         ServerConfig { host_netns, host_resolv_conf: "/etc/resolv.conf".into(), workers }
     }
 
@@ -262,7 +266,10 @@ impl Inner {
     fn register(&self, fd: std::os::fd::BorrowedFd<'_>, source: Source) -> Result<u64> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         self.sources.write().unwrap_or_else(|p| p.into_inner()).insert(token, Arc::new(source));
-        let ev = EpollEvent::new(EpollFlags::EPOLLIN, token);
+        // Edge-triggered: one worker wakes per arrival and reads until the
+        // socket is empty (level-triggered woke every idle worker for each
+        // datagram, and all but one found nothing).
+        let ev = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, token);
         if let Err(e) = self.epoll.add(fd, ev) {
             self.sources.write().unwrap_or_else(|p| p.into_inner()).remove(&token);
             return Err(Error::io("epoll_ctl add", io::Error::from(e)));
@@ -289,6 +296,7 @@ impl Inner {
     fn work(self: Arc<Self>) {
         let mut events = [EpollEvent::empty(); 32];
         let mut buf = vec![0u8; 65535];
+        let mut cache = Cache::default();
         while !self.stop.load(Ordering::Relaxed) {
             let n = match self.epoll.wait(&mut events, 50u16) {
                 Ok(n) => n,
@@ -301,7 +309,7 @@ impl Inner {
             for ev in &events[..n] {
                 let src = self.sources.read().unwrap_or_else(|p| p.into_inner()).get(&ev.data()).cloned();
                 match src.as_deref() {
-                    Some(Source::Udp(c)) => self.serve_udp(c, &mut buf),
+                    Some(Source::Udp(c)) => self.serve_udp(c, &mut buf, &mut cache),
                     Some(Source::Tcp(c, l)) => self.accept(c, l),
                     Some(Source::Upstream(i)) => {
                         if let Some(s) = self.forwarder.sockets().nth(*i) {
@@ -315,9 +323,10 @@ impl Inner {
         }
     }
 
-    /// Answers every query waiting on a sandbox's UDP socket.
-    fn serve_udp(&self, c: &Arc<Client>, buf: &mut [u8]) {
-        for _ in 0..256 {
+    /// Answers every query waiting on a sandbox's UDP socket (until it is
+    /// empty: edge-triggered, nothing would wake a worker for the rest).
+    fn serve_udp(&self, c: &Arc<Client>, buf: &mut [u8], cache: &mut Cache) {
+        loop {
             let (n, peer) = match c.udp.recv_from(buf) {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -325,7 +334,8 @@ impl Inner {
             };
             let msg = &buf[..n];
             let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-            let reply = answer(msg, &self.records.read().unwrap_or_else(|p| p.into_inner()), &c.sandbox, false, turn);
+            let reply =
+                cache.answer(msg, &self.records.read().unwrap_or_else(|p| p.into_inner()), &c.sandbox, false, turn);
             match reply {
                 Reply::Answer(bytes) => c.reply(&bytes, peer),
                 Reply::Forward => {

@@ -2,54 +2,60 @@ use simple_dns::{Packet, Question, CLASS, QTYPE, TYPE};
 
 use super::*;
 use crate::records::Records;
+use support::{endpoint, query, sandbox};
 
-fn sandbox(name: &str) -> cnm_core::Sandbox {
-    cnm_core::Sandbox {
-        id: cnm_core::Id::random().unwrap(),
-        name: name.into(),
-        netns: "/run/x".into(),
-        owns_netns: true,
-        hostname: None,
-        dns: Default::default(),
-        endpoints: vec![],
-        created: cnm_core::Timestamp::now(),
-        state: cnm_core::State::Ready,
-    }
-}
+/// Records and queries for the tests of this crate.
+pub(crate) mod support {
+    use super::*;
 
-fn endpoint(ip: &str, ip6: Option<&str>, aliases: &[&str]) -> cnm_core::Endpoint {
-    let id = cnm_core::Id::random().unwrap();
-    cnm_core::Endpoint {
-        name: format!("ep-{}", id.short()),
-        id,
-        network_id: format!("{:0>64}", 7).parse().unwrap(),
-        network: "front".into(),
-        mac: None,
-        ipv4: Some(format!("{ip}/24").parse().unwrap()),
-        ipv6: ip6.map(|a| format!("{a}/64").parse().unwrap()),
-        ipv4_pool: None,
-        ipv6_pool: None,
-        ports: vec![],
-        bindings: vec![],
-        aliases: aliases.iter().map(|s| s.to_string()).collect(),
-        sandbox: None,
-        ifname: None,
-        gateway: false,
-        join_state: cnm_core::JoinState::Joined,
-        driver_data: Default::default(),
-        join_info: None,
-        state: cnm_core::State::Ready,
+    pub(crate) fn sandbox(name: &str) -> cnm_core::Sandbox {
+        cnm_core::Sandbox {
+            id: cnm_core::Id::random().unwrap(),
+            name: name.into(),
+            netns: "/run/x".into(),
+            owns_netns: true,
+            hostname: None,
+            dns: Default::default(),
+            endpoints: vec![],
+            created: cnm_core::Timestamp::now(),
+            state: cnm_core::State::Ready,
+        }
     }
-}
 
-fn query(name: &str, qtype: TYPE, edns: Option<u16>) -> Vec<u8> {
-    let mut p = Packet::new_query(0x1234);
-    p.set_flags(PacketFlag::RECURSION_DESIRED);
-    p.questions.push(Question::new(Name::new_unchecked(name), QTYPE::TYPE(qtype), CLASS::IN.into(), false));
-    if let Some(size) = edns {
-        *p.opt_mut() = Some(OPT { opt_codes: vec![], udp_packet_size: size, version: 0 });
+    pub(crate) fn endpoint(ip: &str, ip6: Option<&str>, aliases: &[&str]) -> cnm_core::Endpoint {
+        let id = cnm_core::Id::random().unwrap();
+        cnm_core::Endpoint {
+            name: format!("ep-{}", id.short()),
+            id,
+            network_id: format!("{:0>64}", 7).parse().unwrap(),
+            network: "front".into(),
+            mac: None,
+            ipv4: Some(format!("{ip}/24").parse().unwrap()),
+            ipv6: ip6.map(|a| format!("{a}/64").parse().unwrap()),
+            ipv4_pool: None,
+            ipv6_pool: None,
+            ports: vec![],
+            bindings: vec![],
+            aliases: aliases.iter().map(|s| s.to_string()).collect(),
+            sandbox: None,
+            ifname: None,
+            gateway: false,
+            join_state: cnm_core::JoinState::Joined,
+            driver_data: Default::default(),
+            join_info: None,
+            state: cnm_core::State::Ready,
+        }
     }
-    p.build_bytes_vec().unwrap()
+
+    pub(crate) fn query(name: &str, qtype: TYPE, edns: Option<u16>) -> Vec<u8> {
+        let mut p = Packet::new_query(0x1234);
+        p.set_flags(PacketFlag::RECURSION_DESIRED);
+        p.questions.push(Question::new(Name::new_unchecked(name), QTYPE::TYPE(qtype), CLASS::IN.into(), false));
+        if let Some(size) = edns {
+            *p.opt_mut() = Some(OPT { opt_codes: vec![], udp_packet_size: size, version: 0 });
+        }
+        p.build_bytes_vec().unwrap()
+    }
 }
 
 /// Records where `asker` shares network "front" with c2 (two addresses
@@ -155,7 +161,8 @@ fn malformed_queries_get_formerr_or_nothing() {
 }
 
 /// The query path never panics, whatever arrives: random bytes, and
-/// valid queries with random bytes changed, cut or appended.
+/// valid queries with random bytes changed, cut or appended; the answer
+/// cache answers exactly as the query path does.
 #[test]
 fn fuzz_the_query_path() {
     let (r, asker) = setup();
@@ -172,6 +179,7 @@ fn fuzz_the_query_path() {
         query("2.0.0.10.in-addr.arpa", TYPE::PTR, None),
         query("many", TYPE::A, None),
     ];
+    let mut cache = crate::cache::Cache::default();
     for i in 0..200_000 {
         let mut msg = if i % 4 == 0 {
             (0..next() % 80).map(|_| next() as u8).collect::<Vec<u8>>()
@@ -189,7 +197,10 @@ fn fuzz_the_query_path() {
                 _ => msg.push(next() as u8),
             }
         }
-        if let Reply::Answer(bytes) = answer(&msg, &r, &asker, next() % 2 == 0, i) {
+        let tcp = next() % 2 == 0;
+        // The cache gives exactly what the query path gives.
+        assert_eq!(cache.answer(&msg, &r, &asker, tcp, i), answer(&msg, &r, &asker, tcp, i));
+        if let Reply::Answer(bytes) = answer(&msg, &r, &asker, tcp, i) {
             assert!(bytes.len() >= 12);
             assert_eq!(bytes[..2], msg[..2], "the answer keeps the query's id");
         }
