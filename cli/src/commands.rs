@@ -381,6 +381,22 @@ fn agent(
             Ok(host) => agent = agent.with_vtep_filter(host),
             Err(e) => eprintln!("cnm: warning: no VXLAN source filter: {e}"),
         }
+        // Other hosts' overlay endpoints resolve here too, as their
+        // records arrive through the watch.
+        if let Some(dns) = dns {
+            let dns = dns.clone();
+            agent = agent.with_peers_hook(Arc::new(move |r: &cnm_vxlan::overlay::RemoteNames| {
+                let names: Vec<cnm_dns::RemoteName> = r
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        let ptr = format!("{}.{}", e.sandbox, r.network_name);
+                        cnm_dns::RemoteName::new(e.names.clone(), e.address, ptr)
+                    })
+                    .collect();
+                dns.set_remote(&r.network_id, &r.network_name, &names);
+            }));
+        }
         println!("cnm agent: overlay host {:?} at {}", d.config().host_name, d.config().advertise_addr);
         std::thread::spawn(move || agent.run(&STOP))
     });

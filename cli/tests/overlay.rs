@@ -627,3 +627,97 @@ fn hosts_of_one_name_work_and_a_cloned_node_id_is_refused() {
     c.hosts[1].ok(&["sandbox", "rm", "b"]);
     c.hosts[0].ok(&["network", "rm", "ov"]);
 }
+
+/// A stub upstream resolver in `ns` at `ip`:53 that says NXDOMAIN to
+/// everything (so a name not known locally fails at once, and nothing
+/// ever leaves the test's namespaces).
+fn nxdomain_stub(ns: &NetNs, ip: &str) {
+    let sock = ns.run(|| std::net::UdpSocket::bind((ip, 53)).unwrap()).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            if n >= 12 {
+                let mut a = buf[..n].to_vec();
+                a[2] |= 0x80;
+                a[3] = (a[3] & 0xf0) | 3;
+                let _ = sock.send_to(&a, peer);
+            }
+        }
+    });
+}
+
+/// Asks 127.0.0.11 in `ns` for the A record of `name`; the address, if any.
+fn lookup(sock: &std::net::UdpSocket, id: u16, name: &str) -> Option<String> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    sock.send(&q).unwrap();
+    let mut buf = [0u8; 512];
+    loop {
+        let n = sock.recv(&mut buf).ok()?;
+        if buf[..2] != id.to_be_bytes() {
+            continue;
+        }
+        let answers = u16::from_be_bytes([buf[6], buf[7]]);
+        return (buf[3] & 0x0f == 0 && answers == 1)
+            .then(|| std::net::Ipv4Addr::new(buf[n - 4], buf[n - 3], buf[n - 2], buf[n - 1]).to_string());
+    }
+}
+
+/// Names of overlay endpoints on other hosts resolve through each host's
+/// own embedded DNS, from the cluster store's watch: soon after `connect`
+/// returns on the other host, and no more after `disconnect`.
+#[test]
+fn overlay_names_resolve_on_every_host() {
+    let Some(mut c) = cluster("overlay_dns") else { return };
+    nxdomain_stub(&c._etcd_ns.ns, ETCD_IP);
+    for h in &mut c.hosts {
+        h.start_agent();
+    }
+    c.wait_hosts_registered(3);
+    let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
+    h1.ok(&["network", "create", "-d", "overlay", "--subnet", "10.41.0.0/24", "ovd"]);
+    let sandbox = |h: &Host, name: &str, ip: &str, alias: &str| -> NetNs {
+        let path = h.ok(&["sandbox", "create", "--dns", ETCD_IP, name]);
+        h.ok(&["connect", "--ip", ip, "--alias", alias, "ovd", name]);
+        NetNs::open(path.trim()).unwrap()
+    };
+    // The agents serve names once they run: wait until n1 resolves itself.
+    let n1 = sandbox(h1, "n1", "10.41.0.11", "first");
+    let sock = n1.run(|| std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+    sock.connect("127.0.0.11:53").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    assert_eq!(lookup(&sock, 1, "n1").as_deref(), Some("10.41.0.11"), "n1 resolves itself");
+    assert_eq!(lookup(&sock, 2, "n2"), None, "n2 does not exist yet");
+    let path = h2.ok(&["sandbox", "create", "--dns", ETCD_IP, "n2"]);
+    h2.ok(&["connect", "--ip", "10.41.0.12", "--alias", "second", "ovd", "n2"]);
+    let connected = Instant::now();
+    let mut id = 10;
+    let took = until(Duration::from_secs(5), "n2 resolvable on host 1", || {
+        id += 1;
+        lookup(&sock, id, "n2").as_deref() == Some("10.41.0.12")
+    });
+    eprintln!(
+        "n2 resolvable on host 1 {took:?} after its connect returned on host 2 ({:?} in all)",
+        connected.elapsed()
+    );
+    assert_eq!(lookup(&sock, 100, "SECOND.ovd").as_deref(), Some("10.41.0.12"), "the alias, NAME.NETWORK");
+    // And the other way round, through glibc on host 2.
+    let n2 = NetNs::open(path.trim()).unwrap();
+    let out = h2.ok(&["exec", "n2", "--", "getent", "hosts", "first"]);
+    assert!(out.starts_with("10.41.0.11 "), "{out}");
+    assert!(ping(&n2, "10.41.0.11".parse().unwrap()));
+    h2.ok(&["disconnect", "ovd", "n2"]);
+    let gone = until(Duration::from_secs(5), "n2 gone from host 1", || {
+        id += 1;
+        lookup(&sock, id, "n2").is_none()
+    });
+    eprintln!("n2 gone from host 1 {gone:?} after its disconnect returned");
+    h2.ok(&["sandbox", "rm", "n2"]);
+    h1.ok(&["sandbox", "rm", "n1"]);
+    h1.ok(&["network", "rm", "ovd"]);
+}

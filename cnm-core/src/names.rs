@@ -31,3 +31,19 @@ pub trait NameServer: Send + Sync {
     /// Stops serving the sandbox and forgets its names. Idempotent.
     fn detach(&self, sandbox: &Sandbox) -> Result<()>;
 }
+
+/// The names an endpoint answers to in DNS, lower case: its sandbox's
+/// name (the container's), the sandbox's short id, the endpoint's aliases,
+/// and the endpoint's own name when the runtime chose it (not a generated
+/// `ep-…`). Every name server and every record of another host uses this
+/// one rule.
+pub fn endpoint_names(sandbox: &Sandbox, ep: &Endpoint) -> Vec<String> {
+    let mut names = vec![sandbox.name.to_ascii_lowercase(), sandbox.id.short().to_ascii_lowercase()];
+    names.extend(ep.aliases.iter().map(|a| a.to_ascii_lowercase()));
+    if ep.name != format!("ep-{}", ep.id.short()) {
+        names.push(ep.name.to_ascii_lowercase());
+    }
+    names.sort();
+    names.dedup();
+    names
+}

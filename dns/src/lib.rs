@@ -13,7 +13,7 @@ mod tcp;
 
 pub use control::{ControlClient, ControlSocket};
 pub use error::{Error, ErrorKind, Result};
-pub use server::{DnsServer, ServerConfig};
+pub use server::{DnsServer, RemoteName, ServerConfig};
 
 /// A random 16-bit query id (the kernel's getrandom; a failure falls back
 /// to the clock, which only weakens the id against spoofing).

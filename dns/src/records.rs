@@ -27,6 +27,15 @@ struct NetTable {
     by_addr: HashMap<IpAddr, (Arc<str>, String)>,
 }
 
+/// What one owner publishes on one network.
+struct Entry {
+    net_id: Arc<str>,
+    net_name: String,
+    names: Vec<String>,
+    addrs: Vec<IpAddr>,
+    ptr: String,
+}
+
 /// What a sandbox contributed and may see.
 #[derive(Debug, Default)]
 struct Member {
@@ -51,51 +60,60 @@ pub(crate) struct Records {
     generation: u64,
 }
 
-/// The names an endpoint answers to: the sandbox's (the container's) name,
-/// its short id, the aliases, and the endpoint's own name when the runtime
-/// chose it (not a generated `ep-…`), all lower case.
-fn endpoint_names(sb: &Sandbox, ep: &Endpoint) -> Vec<String> {
-    let mut names = vec![sb.name.to_ascii_lowercase(), sb.id.short().to_ascii_lowercase()];
-    names.extend(ep.aliases.iter().map(|a| a.to_ascii_lowercase()));
-    if ep.name != format!("ep-{}", ep.id.short()) {
-        names.push(ep.name.to_ascii_lowercase());
-    }
-    names.sort();
-    names.dedup();
-    names
-}
-
 impl Records {
     /// Replaces what `sb` publishes with its `endpoints` (the joined ones).
     pub fn update(&mut self, sb: &Sandbox, endpoints: &[Endpoint]) {
+        let entries = endpoints
+            .iter()
+            .map(|ep| Entry {
+                net_id: Arc::from(ep.network_id.as_str()),
+                net_name: ep.network.clone(),
+                names: cnm_core::names::endpoint_names(sb, ep),
+                addrs: [ep.ipv4, ep.ipv6].into_iter().flatten().map(|a| a.addr()).collect(),
+                ptr: format!("{}.{}", sb.name, ep.network),
+            })
+            .collect();
+        self.publish(Arc::from(sb.id.as_str()), entries);
+    }
+
+    /// Replaces the endpoints other hosts have on network `net_id` (one
+    /// owner per network, replaced whole).
+    pub fn set_remote(&mut self, net_id: &str, net_name: &str, remote: &[crate::RemoteName]) {
+        let entries = remote
+            .iter()
+            .map(|r| Entry {
+                net_id: Arc::from(net_id),
+                net_name: net_name.to_string(),
+                names: r.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+                addrs: vec![r.address],
+                ptr: r.ptr.clone(),
+            })
+            .collect();
+        self.publish(Arc::from(format!("remote/{net_id}").as_str()), entries);
+    }
+
+    /// Replaces everything `owner` publishes.
+    fn publish(&mut self, owner: Arc<str>, entries: Vec<Entry>) {
         self.generation += 1;
-        let owner: Arc<str> = Arc::from(sb.id.as_str());
         self.remove(&owner);
         let mut member = Member::default();
-        for ep in endpoints {
-            let net_id: Arc<str> = Arc::from(ep.network_id.as_str());
-            let table = self.nets.entry(net_id.clone()).or_default();
-            table.name = ep.network.to_ascii_lowercase();
-            let addr = Addr {
-                owner: owner.clone(),
-                v4: ep.ipv4.and_then(|a| match a.addr() {
-                    IpAddr::V4(v4) => Some(v4),
-                    IpAddr::V6(_) => None,
-                }),
-                v6: ep.ipv6.and_then(|a| match a.addr() {
-                    IpAddr::V6(v6) => Some(v6),
-                    IpAddr::V4(_) => None,
-                }),
-            };
-            let names = endpoint_names(sb, ep);
-            for n in &names {
+        for e in entries {
+            let table = self.nets.entry(e.net_id.clone()).or_default();
+            table.name = e.net_name.to_ascii_lowercase();
+            let mut addr = Addr { owner: owner.clone(), v4: None, v6: None };
+            for a in &e.addrs {
+                match a {
+                    IpAddr::V4(v4) => addr.v4 = Some(*v4),
+                    IpAddr::V6(v6) => addr.v6 = Some(*v6),
+                }
+            }
+            for n in &e.names {
                 table.by_name.entry(n.clone()).or_default().push(addr.clone());
             }
-            let ptr = format!("{}.{}", sb.name, ep.network);
-            for a in [addr.v4.map(IpAddr::V4), addr.v6.map(IpAddr::V6)].into_iter().flatten() {
-                table.by_addr.insert(a, (owner.clone(), ptr.clone()));
+            for a in &e.addrs {
+                table.by_addr.insert(*a, (owner.clone(), e.ptr.clone()));
             }
-            member.published.push((net_id, names));
+            member.published.push((e.net_id, e.names));
         }
         self.members.insert(owner, member);
     }
@@ -241,5 +259,25 @@ mod tests {
         r.remove(b.id.as_str());
         assert!(r.lookup(c.id.as_str(), "b").is_none());
         assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn other_hosts_names_are_replaced_per_network() {
+        let mut r = Records::default();
+        let a = sandbox("a");
+        let ep = endpoint("front", "10.0.0.2", &[]);
+        let net = ep.network_id.to_string();
+        r.update(&a, &[ep]);
+        let far = |name: &str, ip: &str| {
+            crate::RemoteName::new(vec![name.into()], ip.parse().unwrap(), format!("{name}.front"))
+        };
+        r.set_remote(&net, "front", &[far("x", "10.0.0.9"), far("y", "10.0.0.10")]);
+        assert_eq!(r.lookup(a.id.as_str(), "x.front").unwrap().v4, vec!["10.0.0.9".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(r.reverse(a.id.as_str(), "10.0.0.10".parse().unwrap()), Some("y.front"));
+        r.set_remote(&net, "front", &[far("y", "10.0.0.10")]);
+        assert!(r.lookup(a.id.as_str(), "x").is_none(), "x left its host");
+        assert!(r.lookup(a.id.as_str(), "y").is_some());
+        r.set_remote("other", "other", &[far("z", "10.9.0.1")]);
+        assert!(r.lookup(a.id.as_str(), "z").is_none(), "a is not on that network");
     }
 }

@@ -38,10 +38,7 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// Forwarding from `host_netns`, upstreams from `/etc/resolv.conf`.
     pub fn new(host_netns: NetNs) -> ServerConfig {
-        let workers = std::env::var("CNM_DNS_WORKERS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         ServerConfig { host_netns, host_resolv_conf: "/etc/resolv.conf".into(), workers }
     }
 
@@ -55,6 +52,25 @@ impl ServerConfig {
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n.max(1);
         self
+    }
+}
+
+/// An endpoint of another host (see [`DnsServer::set_remote`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RemoteName {
+    /// The names it answers to.
+    pub names: Vec<String>,
+    /// Its address.
+    pub address: IpAddr,
+    /// Its PTR name (`SANDBOX.NETWORK`).
+    pub ptr: String,
+}
+
+impl RemoteName {
+    /// An endpoint answering to `names` at `address`, `ptr` in reverse.
+    pub fn new(names: Vec<String>, address: IpAddr, ptr: impl Into<String>) -> RemoteName {
+        RemoteName { names, address, ptr: ptr.into() }
     }
 }
 
@@ -221,6 +237,14 @@ impl DnsServer {
     /// `endpoints`.
     pub fn update_sandbox(&self, sb: &Sandbox, endpoints: &[Endpoint]) {
         self.inner.records.write().unwrap_or_else(|p| p.into_inner()).update(sb, endpoints);
+    }
+
+    /// Replaces the names of the endpoints other hosts have on network
+    /// `network_id` (named `network_name`), e.g. from the overlay agent's
+    /// watch of the cluster store: the sandboxes on that network resolve
+    /// them too.
+    pub fn set_remote(&self, network_id: &str, network_name: &str, remote: &[RemoteName]) {
+        self.inner.records.write().unwrap_or_else(|p| p.into_inner()).set_remote(network_id, network_name, remote);
     }
 
     /// Stops serving `sb` and forgets its names; idempotent.

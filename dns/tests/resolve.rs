@@ -141,3 +141,50 @@ fn names_come_and_go_with_connect_and_disconnect() {
     assert_eq!(client.query("www.example.com"), Got::Addrs(vec![STUB_ANSWER]));
     let _ = UPSTREAM;
 }
+
+#[test]
+fn ipv6_addresses_and_their_reverse_names() {
+    let Some(r) = rig("dns_ipv6") else { return };
+    let mut six = NetworkConfig::new("six", "bridge").subnet("10.79.0.0/24").subnet("fd00:79::/64");
+    six.enable_ipv6 = true;
+    six.options.insert("com.docker.network.bridge.name".into(), r.host.name("sx"));
+    r.ctl.create_network(six).unwrap();
+    let (c1, _) = r.container("c1", "six", &[]);
+    r.ctl.create_sandbox(SandboxConfig { name: "c2".into(), ..Default::default() }).unwrap();
+    let ep = r.ctl.connect("six", "c2", Default::default()).unwrap();
+    let v6 = ep.ipv6.unwrap().addr().to_string();
+    assert_eq!(r.dig(&c1, &["AAAA", "c2.six"]), vec![v6.clone()]);
+    assert_eq!(r.dig(&c1, &["-x", &v6]), vec!["c2.six."]);
+    // glibc asks for both families.
+    let files = r.ctl.sandbox_files_dir("c1").unwrap();
+    let script = format!("mount --bind {}/resolv.conf /etc/resolv.conf && getent ahosts c2", files.display());
+    let out = r.host.exec(&c1, "unshare", &["-m", "sh", "-c", &script]);
+    assert!(out.contains(&v6) && out.contains(&ep.ipv4.unwrap().addr().to_string()), "{out}");
+}
+
+/// dnsperf, a load generator nobody here wrote, gets an answer to every
+/// query it sends, each NOERROR.
+#[test]
+fn dnsperf_gets_every_answer() {
+    let Some(r) = rig("dns_dnsperf") else { return };
+    let (c1, _) = r.container("c1", "front", &[]);
+    for i in 0..5 {
+        r.container(&format!("p{i}"), "front", &["pool"]);
+    }
+    let file = r.host.dir().join("queries.txt");
+    let text: String =
+        (0..1000).map(|i| if i % 2 == 0 { format!("p{} A\n", i % 5) } else { "pool A\n".into() }).collect();
+    std::fs::write(&file, text).unwrap();
+    let out = r.host.exec(
+        &c1,
+        "dnsperf",
+        &["-s", "127.0.0.11", "-d", file.to_str().unwrap(), "-n", "3", "-c", "10", "-q", "20", "-t", "2"],
+    );
+    let field = |label: &str| -> String {
+        out.lines().find(|l| l.trim_start().starts_with(label)).unwrap_or_else(|| panic!("{label}: {out}")).to_string()
+    };
+    assert!(field("Queries sent:").ends_with(" 3000"), "{out}");
+    assert!(field("Queries completed:").contains(" 3000 "), "{out}");
+    assert!(field("Queries lost:").contains(" 0 "), "{out}");
+    assert!(field("Response codes:").contains("NOERROR 3000 (100.00%)"), "{out}");
+}

@@ -27,7 +27,10 @@ impl Controller {
         let update = || -> Result<()> {
             let Some((sb, _)) = self.store.get_json::<Sandbox>(&sb_key(sandbox))? else { return Ok(()) };
             let mut eps = self.sandbox_endpoints(&sb)?;
-            eps.retain(|e| e.join_state == JoinState::Joined);
+            // The gateway bridge is plumbing, not a network of names (as
+            // Docker's docker_gwbridge).
+            let plumbing = self.gateway_bridge.as_ref().map(|g| g.name.as_str());
+            eps.retain(|e| e.join_state == JoinState::Joined && Some(e.network.as_str()) != plumbing);
             ns.update(&sb, &eps)
         };
         if let Err(e) = update() {

@@ -44,10 +44,42 @@ impl Default for AgentOptions {
     }
 }
 
+/// The endpoints other hosts have on one network (see
+/// [`Agent::with_peers_hook`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RemoteNames {
+    /// The network's id.
+    pub network_id: String,
+    /// Its name (empty when no host has an endpoint on it).
+    pub network_name: String,
+    /// Every endpoint of the other hosts.
+    pub endpoints: Vec<RemoteEndpoint>,
+}
+
+/// An endpoint on another host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RemoteEndpoint {
+    /// Its id.
+    pub endpoint: String,
+    /// Its sandbox's name.
+    pub sandbox: String,
+    /// The names it answers to ([`cnm_core::names::endpoint_names`]).
+    pub names: Vec<String>,
+    /// Its address.
+    pub address: IpAddr,
+}
+
+/// See [`Agent::with_peers_hook`].
+pub type PeersHook = Arc<dyn Fn(&RemoteNames) + Send + Sync>;
+
 /// The agent of one host.
 pub struct Agent {
     driver: Arc<OverlayDriver>,
     opts: AgentOptions,
+    /// Told the other hosts' endpoints of a network whenever they change.
+    peers_hook: Option<PeersHook>,
     /// The host namespace whose VXLAN sources are filtered, and the set
     /// last applied there.
     filter: Option<(NetNs, std::sync::Mutex<Option<BTreeSet<IpAddr>>>)>,
@@ -56,7 +88,35 @@ pub struct Agent {
 impl Agent {
     /// An agent for `driver`'s host.
     pub fn new(driver: Arc<OverlayDriver>, opts: AgentOptions) -> Agent {
-        Agent { driver, opts, filter: None }
+        Agent { driver, opts, filter: None, peers_hook: None }
+    }
+
+    /// Calls `hook` with the other hosts' endpoints of a network each time
+    /// they are programmed (at every change the watch brings, and at each
+    /// resynchronisation): what a name server needs to resolve them.
+    pub fn with_peers_hook(mut self, hook: PeersHook) -> Agent {
+        self.peers_hook = Some(hook);
+        self
+    }
+
+    /// Passes a network's remote endpoints to the hook.
+    fn tell_peers(&self, network: &str) {
+        let Some(hook) = &self.peers_hook else { return };
+        let peers = match records::peers(&**self.driver.store(), network) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(network, error = %e, "overlay agent: cannot read the peers for names");
+                return;
+            }
+        };
+        let node = self.driver.config().node();
+        let network_name = peers.iter().map(|p| p.network_name.clone()).find(|n| !n.is_empty()).unwrap_or_default();
+        let endpoints = peers
+            .into_iter()
+            .filter(|p| p.host != node)
+            .map(|p| RemoteEndpoint { endpoint: p.endpoint, sandbox: p.sandbox, names: p.names, address: p.ip.addr() })
+            .collect();
+        hook(&RemoteNames { network_id: network.to_string(), network_name, endpoints });
     }
 
     /// Also keeps the VXLAN source filter (`table inet cnm_vxlan`)
@@ -162,6 +222,7 @@ impl Agent {
                 Ok(r) => changed += r.added + r.removed,
                 Err(e) => errors.push(e),
             }
+            self.tell_peers(&net);
         }
         cnm_core::Error::teardown("resynchronise overlay peers", errors)?;
         Ok(changed)
@@ -261,6 +322,7 @@ impl Agent {
                             Ok(_) => {}
                             Err(e) => tracing::warn!(network = %n, error = %e, "overlay agent: programming failed"),
                         }
+                        self.tell_peers(&n);
                     }
                 }
                 Err(e) => {

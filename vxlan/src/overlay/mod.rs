@@ -32,7 +32,7 @@ use cnm_netns::{Handle, LinkAdd, MacAddr, NetNs, VethPeer};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use agent::{Agent, AgentOptions};
+pub use agent::{Agent, AgentOptions, PeersHook, RemoteEndpoint, RemoteNames};
 use layout::SubnetPlan;
 pub use program::SyncReport;
 use records::PeerRecord;
@@ -445,6 +445,9 @@ impl NetworkDriver for OverlayDriver {
             host: self.cfg.node().to_string(),
             host_name: self.cfg.host_name.clone(),
             vtep: self.cfg.advertise_addr,
+            network_name: net.name.clone(),
+            sandbox: req.sandbox.name.clone(),
+            names: cnm_core::names::endpoint_names(req.sandbox, ep),
         };
         let local_key = records::local_peer_key(net.id.as_str(), ep.id.as_str());
         if let Err(e) = self.store.put_json(&local_key, &rec, Expect::Any) {

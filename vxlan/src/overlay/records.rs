@@ -55,6 +55,17 @@ pub struct PeerRecord {
     pub host_name: String,
     /// That host's VTEP address.
     pub vtep: IpAddr,
+    /// The network's name (for `NAME.NETWORK` in DNS).
+    #[serde(default)]
+    pub network_name: String,
+    /// The endpoint's sandbox (its container's name; its PTR name is
+    /// `SANDBOX.NETWORK`).
+    #[serde(default)]
+    pub sandbox: String,
+    /// The names it answers to in DNS on every host
+    /// ([`cnm_core::names::endpoint_names`]).
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 /// Who owns a VXLAN id.
