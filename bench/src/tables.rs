@@ -17,6 +17,8 @@ pub struct Run {
     summary: Vec<Value>,
     samples: Vec<Value>,
     datapath: Vec<Value>,
+    /// The DNS workload (`dns.json`), when the run had it.
+    dns: Vec<Value>,
 }
 
 fn read(dir: &Path, name: &str) -> Result<Vec<Value>, String> {
@@ -58,7 +60,64 @@ impl Run {
             summary: read(dir, "summary.json")?,
             samples: read(dir, "samples.json")?,
             datapath: read(dir, "datapath.json")?,
+            dns: if dir.join("dns.json").exists() { read(dir, "dns.json")? } else { Vec::new() },
         })
+    }
+
+    /// Medians over the rounds of the DNS workload for `system` at the
+    /// size measured with several rounds (the largest size has one).
+    fn dns_median(&self, system: &str, field: &str, largest: bool) -> Option<f64> {
+        let sizes: Vec<u64> = self.dns.iter().filter_map(|r| r["containers"].as_u64()).collect();
+        let size = if largest { sizes.iter().max()? } else { sizes.iter().min()? };
+        median(
+            self.dns
+                .iter()
+                .filter(|r| r["system"] == system && r["containers"].as_u64() == Some(*size))
+                .filter_map(|r| r[field].as_f64())
+                .collect(),
+        )
+    }
+
+    /// The DNS workload: cnm's embedded DNS (the agent) against
+    /// aardvark-dns, queried by dnsperf from inside a container.
+    pub fn dns(&self) -> String {
+        let sizes: Vec<u64> = self.dns.iter().filter_map(|r| r["containers"].as_u64()).collect();
+        let (small, large) = (sizes.iter().min().copied().unwrap_or(0), sizes.iter().max().copied().unwrap_or(0));
+        let get = |s: &str, f: &str, l: bool| self.dns_median(s, f, l);
+        // The anchor's value with its ratio to cnm's.
+        let pair = |f: &str, l: bool, fmt: &dyn Fn(f64) -> String| -> (String, String) {
+            let (c, a) = (get("cnm", f, l), get("aardvark-dns", f, l));
+            let anchor = match (c, a) {
+                (Some(c), Some(a)) if c > 0.0 => format!("{} ({} cnm's)", fmt(a), ratio(a / c)),
+                (_, Some(a)) => fmt(a),
+                _ => String::new(),
+            };
+            (c.map(fmt).unwrap_or_default(), anchor)
+        };
+        let qps = |v: f64| {
+            let n = v.round() as u64;
+            if n >= 1000 {
+                format!("{},{:03}/s", n / 1000, n % 1000)
+            } else {
+                format!("{n}/s")
+            }
+        };
+        let us = |v: f64| if v >= 1000.0 { format!("{:.2} ms", v / 1000.0) } else { format!("{v:.0} µs") };
+        let mb = |v: f64| format!("{:.1} MB", v / 1024.0);
+        let mut t = String::from("| dnsperf from inside a container | cnm (`cnm agent`, 127.0.0.11) | aardvark-dns (netavark, on the gateway) |\n| --- | --- | --- |\n");
+        type Format<'a> = &'a dyn Fn(f64) -> String;
+        let rows: [(String, &str, bool, Format<'_>); 5] = [
+            (format!("answered queries, local names, 100 in flight ({small} containers)"), "qps", false, &qps),
+            (format!("p50 latency at 100 in flight ({small} containers)"), "p50_us", false, &us),
+            (format!("p99 latency at 100 in flight ({small} containers)"), "p99_us", false, &us),
+            (format!("answered queries with {large} containers"), "qps", true, &qps),
+            (format!("resident memory of the server process, {large} containers"), "rss_kb", true, &mb),
+        ];
+        for (title, field, large, fmt) in rows {
+            let (c, a) = pair(field, large, fmt);
+            t += &format!("| {title} | {c} | {a} |\n");
+        }
+        t
     }
 
     fn median_ms(&self, workload: &str, system: &str) -> Option<f64> {
@@ -165,6 +224,7 @@ impl Run {
         match name {
             "speed" => Some(self.speed()),
             "full" => Some(self.full()),
+            "dns" if !self.dns.is_empty() => Some(self.dns()),
             _ => None,
         }
     }

@@ -116,6 +116,9 @@ pub enum Cmd {
         /// servers in their resolv.conf).
         #[arg(long)]
         no_dns: bool,
+        /// Worker threads of the DNS server (default: one per CPU).
+        #[arg(long, value_name = "N")]
+        dns_workers: Option<usize>,
     },
     /// The README's main demonstration, inside namespaces it creates.
     #[command(after_help = "Example:\n  cnm demo\n  cnm demo --firewall iptables")]

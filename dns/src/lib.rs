@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 mod answer;
+mod batch;
 mod cache;
 pub mod control;
 mod error;

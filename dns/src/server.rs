@@ -15,6 +15,7 @@ use cnm_netns::NetNs;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use crate::answer::{udp_limit, Reply};
+use crate::batch::Batch;
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::forward::Forwarder;
@@ -319,7 +320,7 @@ impl Inner {
     /// A worker: wait, serve what is ready, retry or fail what waited.
     fn work(self: Arc<Self>) {
         let mut events = [EpollEvent::empty(); 32];
-        let mut buf = vec![0u8; 65535];
+        let mut batch = Batch::new();
         let mut cache = Cache::default();
         while !self.stop.load(Ordering::Relaxed) {
             let n = match self.epoll.wait(&mut events, 50u16) {
@@ -333,7 +334,7 @@ impl Inner {
             for ev in &events[..n] {
                 let src = self.sources.read().unwrap_or_else(|p| p.into_inner()).get(&ev.data()).cloned();
                 match src.as_deref() {
-                    Some(Source::Udp(c)) => self.serve_udp(c, &mut buf, &mut cache),
+                    Some(Source::Udp(c)) => self.serve_udp(c, &mut batch, &mut cache),
                     Some(Source::Tcp(c, l)) => self.accept(c, l),
                     Some(Source::Upstream(i)) => {
                         if let Some(s) = self.forwarder.sockets().nth(*i) {
@@ -348,26 +349,37 @@ impl Inner {
     }
 
     /// Answers every query waiting on a sandbox's UDP socket (until it is
-    /// empty: edge-triggered, nothing would wake a worker for the rest).
-    fn serve_udp(&self, c: &Arc<Client>, buf: &mut [u8], cache: &mut Cache) {
+    /// empty: edge-triggered, nothing would wake a worker for the rest),
+    /// a batch at a time.
+    fn serve_udp(&self, c: &Arc<Client>, batch: &mut Batch, cache: &mut Cache) {
+        let mut out: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(crate::batch::BATCH);
         loop {
-            let (n, peer) = match c.udp.recv_from(buf) {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => continue,
-            };
-            let msg = &buf[..n];
-            let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-            let reply =
-                cache.answer(msg, &self.records.read().unwrap_or_else(|p| p.into_inner()), &c.sandbox, false, turn);
-            match reply {
-                Reply::Answer(bytes) => c.reply(&bytes, peer),
-                Reply::Forward => {
-                    let limit = simple_dns::Packet::parse(msg).map(|p| udp_limit(&p)).unwrap_or(crate::answer::UDP_MIN);
-                    self.forwarder.forward(msg, c, peer, limit)
+            let n = match batch.recv(&c.udp) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!(error = %e, "recvmmsg");
+                    return;
                 }
-                Reply::Drop => {}
+            };
+            {
+                let records = self.records.read().unwrap_or_else(|p| p.into_inner());
+                for i in 0..n {
+                    let (Some(msg), Some(peer)) = batch.get(i) else { continue };
+                    let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+                    match cache.answer(msg, &records, &c.sandbox, false, turn) {
+                        Reply::Answer(bytes) => out.push((bytes, peer)),
+                        Reply::Forward => {
+                            let limit =
+                                simple_dns::Packet::parse(msg).map(|p| udp_limit(&p)).unwrap_or(crate::answer::UDP_MIN);
+                            self.forwarder.forward(msg, c, peer, limit)
+                        }
+                        Reply::Drop => {}
+                    }
+                }
             }
+            crate::batch::send_all(&c.udp, &out);
+            out.clear();
         }
     }
 

@@ -26,3 +26,8 @@ pub struct FirewallDoctests;
 #[doc = include_str!("../../docs/overlay.md")]
 #[cfg(doctest)]
 pub struct OverlayDoctests;
+
+/// `docs/dns.md`'s code samples, compiled as doc tests.
+#[doc = include_str!("../../docs/dns.md")]
+#[cfg(doctest)]
+pub struct DnsDoctests;
