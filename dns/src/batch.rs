@@ -13,7 +13,7 @@ use nix::libc;
 /// Datagrams per call.
 pub(crate) const BATCH: usize = 32;
 /// The largest query kept whole (a longer one arrives cut and is refused).
-const QUERY_MAX: usize = 4096;
+const QUERY_MAX: usize = 2048;
 
 /// Buffers for one worker.
 pub(crate) struct Batch {

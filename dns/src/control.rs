@@ -88,11 +88,26 @@ impl Drop for ControlSocket {
 }
 
 fn accept_loop(server: &DnsServer, listener: &UnixListener, stop: &AtomicBool) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
     while !stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((s, _)) => handle(server, s),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
+        // Woken at once by a connection; every 100 ms to see `stop`.
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        if let Err(e) = poll(&mut fds, PollTimeout::from(100u16)) {
+            if e != nix::errno::Errno::EINTR {
+                tracing::warn!(error = %e, "control socket poll failed");
+            }
+            continue;
+        }
+        loop {
+            match listener.accept() {
+                Ok((s, _)) => handle(server, s),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket accept failed");
+                    break;
+                }
+            }
         }
     }
 }

@@ -156,10 +156,8 @@ impl DnsServer {
             turn: AtomicUsize::new(0),
             tcp_conns: AtomicUsize::new(0),
         });
-        let upstream: Vec<usize> = (0..inner.forwarder.sockets().count()).collect();
-        for i in upstream {
-            let sock = inner.forwarder.sockets().nth(i).expect("socket");
-            inner.register(sock.as_fd(), Source::Upstream(i))?;
+        for i in 0..inner.forwarder.sockets().count() {
+            inner.register(Source::Upstream(i))?;
         }
         let mut workers = Vec::new();
         for n in 0..cfg.workers.max(1) {
@@ -213,9 +211,8 @@ impl DnsServer {
             .map(|a: IpAddr| SocketAddr::from((a, 53)))
             .collect();
         let client = Arc::new(Client { sandbox: Arc::from(sb.id.as_str()), udp, upstreams });
-        let t_udp = inner.register(client.udp.as_fd(), Source::Udp(client.clone()));
-        let t_tcp =
-            inner.register(tcp.as_fd(), Source::Tcp(client.clone(), tcp.try_clone().map_err(|e| Error::io("dup", e))?));
+        let t_udp = inner.register(Source::Udp(client.clone()));
+        let t_tcp = inner.register(Source::Tcp(client.clone(), tcp));
         match (t_udp, t_tcp) {
             (Ok(u), Ok(t)) => {
                 attached.insert(
@@ -288,9 +285,18 @@ impl Inner {
         self.attached.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn register(&self, fd: std::os::fd::BorrowedFd<'_>, source: Source) -> Result<u64> {
+    /// Adds a socket to the set. It is in the map before it is in the
+    /// epoll set: edge-triggered, a first event no worker could place would
+    /// never come again.
+    fn register(&self, source: Source) -> Result<u64> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        self.sources.write().unwrap_or_else(|p| p.into_inner()).insert(token, Arc::new(source));
+        let source = Arc::new(source);
+        self.sources.write().unwrap_or_else(|p| p.into_inner()).insert(token, source.clone());
+        let fd = match &*source {
+            Source::Udp(c) => c.udp.as_fd(),
+            Source::Tcp(_, l) => l.as_fd(),
+            Source::Upstream(i) => self.forwarder.sockets().nth(*i).expect("an upstream socket").as_fd(),
+        };
         // Edge-triggered: one worker wakes per arrival and reads until the
         // socket is empty (level-triggered woke every idle worker for each
         // datagram, and all but one found nothing).
