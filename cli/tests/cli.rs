@@ -24,18 +24,22 @@ impl Cnm {
         Some(Cnm { host, state, run })
     }
 
-    /// Runs `cnm` with the test's directories and host namespace.
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cnm"))
-            .arg("--state-dir")
+    /// `cnm ARGS` with the test's directories and host namespace.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cnm"));
+        cmd.arg("--state-dir")
             .arg(&self.state)
             .arg("--run-dir")
             .arg(&self.run)
             .arg("--host-netns")
             .arg(self.host.ns.proc_path())
-            .args(args)
-            .output()
-            .expect("running cnm")
+            .args(args);
+        cmd
+    }
+
+    /// Runs `cnm` with the test's directories and host namespace.
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running cnm")
     }
 
     /// Runs `cnm` and expects success; its standard output.
@@ -389,17 +393,7 @@ fn the_agent_reconciles_until_told_to_stop() {
     let id = c.ok(&["network", "create", "--subnet", "10.78.0.0/24", "web"]);
     // A reboot, as far as the bridge is concerned: it is gone.
     c.host.exec(&c.host.ns, "ip", &["link", "del", &format!("br-{}", &id.trim()[..12])]);
-    let child = Command::new(env!("CARGO_BIN_EXE_cnm"))
-        .arg("--state-dir")
-        .arg(&c.state)
-        .arg("--run-dir")
-        .arg(&c.run)
-        .arg("--host-netns")
-        .arg(c.host.ns.proc_path())
-        .args(["agent", "--interval", "1"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = c.command(&["agent", "--interval", "1"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     let bridge = format!("br-{}", &id.trim()[..12]);
     let t = std::time::Instant::now();
     while !c.host_links().contains(&bridge) && t.elapsed() < std::time::Duration::from_secs(5) {
@@ -699,17 +693,7 @@ fn the_agent_answers_names_in_sandboxes() {
     c.ok(&["network", "create", "--subnet", "10.62.0.0/24", "web"]);
     c.ok(&["sandbox", "create", "--dns", "198.51.100.2", "early"]);
     assert_eq!(resolv("early"), "nameserver 198.51.100.2\n", "no agent, no 127.0.0.11");
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_cnm"))
-        .arg("--state-dir")
-        .arg(&c.state)
-        .arg("--run-dir")
-        .arg(&c.run)
-        .arg("--host-netns")
-        .arg(c.host.ns.proc_path())
-        .args(["agent", "--interval", "60"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut agent = c.command(&["agent", "--interval", "60"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     let mut lines = std::io::BufReader::new(agent.stdout.take().unwrap()).lines();
     let ready = lines.by_ref().map_while(|l| l.ok()).find(|l| l.contains("DNS at 127.0.0.11"));
     assert_eq!(ready.as_deref(), Some("cnm agent: DNS at 127.0.0.11 in 1 sandboxes"));

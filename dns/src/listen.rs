@@ -4,9 +4,7 @@
 //! there that redirects 127.0.0.11:53 to them. Port 53 itself stays free
 //! for a DNS server the container runs on its own (Docker does the same).
 
-use std::io::Write;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::process::Stdio;
 
 use cnm_core::EMBEDDED_DNS;
 use cnm_netns::NetNs;
@@ -70,21 +68,8 @@ fn redirect_script(udp: u16, tcp: u16) -> String {
 
 /// Runs `nft -f -` inside `netns`.
 fn nft(netns: &NetNs, sandbox: &str, script: &str) -> Result<()> {
-    let fail = |reason: String| Error::Redirect { sandbox: sandbox.to_string(), reason };
-    let mut child = netns
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(format!("cannot run nft: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).map_err(|e| fail(format!("writing to nft: {e}")))?;
-    }
-    let out = child.wait_with_output().map_err(|e| fail(format!("nft: {e}")))?;
-    if !out.status.success() {
-        return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string()));
-    }
-    Ok(())
+    netns
+        .exec_with_input("nft", ["-f", "-"], Some(script))
+        .map(|_| ())
+        .map_err(|e| Error::Redirect { sandbox: sandbox.to_string(), reason: e.to_string() })
 }

@@ -194,43 +194,10 @@ impl Records {
 mod tests {
     use super::*;
 
-    fn sandbox(name: &str) -> Sandbox {
-        Sandbox {
-            id: cnm_core::Id::random().unwrap(),
-            name: name.into(),
-            netns: "/run/x".into(),
-            owns_netns: true,
-            hostname: None,
-            dns: Default::default(),
-            endpoints: vec![],
-            created: cnm_core::Timestamp::now(),
-            state: cnm_core::State::Ready,
-        }
-    }
+    use crate::answer::tests_support::{endpoint_on, sandbox};
 
     fn endpoint(net: &str, ip: &str, aliases: &[&str]) -> Endpoint {
-        let id = cnm_core::Id::random().unwrap();
-        Endpoint {
-            name: format!("ep-{}", id.short()),
-            id,
-            network_id: format!("{:0>64}", net.len()).parse().unwrap(),
-            network: net.into(),
-            mac: None,
-            ipv4: Some(format!("{ip}/24").parse().unwrap()),
-            ipv6: None,
-            ipv4_pool: None,
-            ipv6_pool: None,
-            ports: vec![],
-            bindings: vec![],
-            aliases: aliases.iter().map(|s| s.to_string()).collect(),
-            sandbox: None,
-            ifname: None,
-            gateway: false,
-            join_state: cnm_core::JoinState::Joined,
-            driver_data: Default::default(),
-            join_info: None,
-            state: cnm_core::State::Ready,
-        }
+        endpoint_on(net, ip, None, aliases)
     }
 
     #[test]

@@ -251,17 +251,37 @@ impl NetNs {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
+        self.exec_with_input(program, args, None)
+    }
+
+    /// [`NetNs::exec`] with `input` on the program's standard input (a
+    /// script for `nft -f -`, say); `None`: no input at all.
+    pub fn exec_with_input<I, S>(&self, program: &str, args: I, input: Option<&str>) -> Result<String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        use std::io::Write;
+        use std::process::Stdio;
         let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
         let line = std::iter::once(program.to_string())
             .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
             .collect::<Vec<_>>()
             .join(" ");
-        let out: Output = self
+        let mut child = self
             .command(program)
             .args(&args)
-            .stdin(std::process::Stdio::null())
-            .output()
+            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .map_err(|e| Error::io("exec", line.clone(), e))?;
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            // Written whole before the output is read: the inputs given
+            // here are small scripts, well under a pipe's buffer.
+            stdin.write_all(text.as_bytes()).map_err(|e| Error::io("exec", line.clone(), e))?;
+        }
+        let out: Output = child.wait_with_output().map_err(|e| Error::io("exec", line.clone(), e))?;
         if !out.status.success() {
             return Err(Error::Command {
                 program: line,

@@ -23,12 +23,17 @@ pub(crate) mod support {
     }
 
     pub(crate) fn endpoint(ip: &str, ip6: Option<&str>, aliases: &[&str]) -> cnm_core::Endpoint {
+        endpoint_on("front", ip, ip6, aliases)
+    }
+
+    /// An endpoint on network `net` (its id made from the name's length).
+    pub(crate) fn endpoint_on(net: &str, ip: &str, ip6: Option<&str>, aliases: &[&str]) -> cnm_core::Endpoint {
         let id = cnm_core::Id::random().unwrap();
         cnm_core::Endpoint {
             name: format!("ep-{}", id.short()),
             id,
-            network_id: format!("{:0>64}", 7).parse().unwrap(),
-            network: "front".into(),
+            network_id: format!("{:0>64}", net.len()).parse().unwrap(),
+            network: net.into(),
             mac: None,
             ipv4: Some(format!("{ip}/24").parse().unwrap()),
             ipv6: ip6.map(|a| format!("{a}/64").parse().unwrap()),

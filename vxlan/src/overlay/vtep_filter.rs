@@ -9,9 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
-use std::io::Write as _;
 use std::net::IpAddr;
-use std::process::Stdio;
 
 use cnm_core::{Error, Result};
 use cnm_netns::NetNs;
@@ -57,22 +55,9 @@ pub fn remove(host: &NetNs) -> Result<()> {
 }
 
 fn nft(host: &NetNs, script: &str) -> Result<()> {
-    let fail = |e: String| Error::Internal(format!("nft -f (the VXLAN source filter): {e}"));
-    let mut child = host
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(e.to_string()))?;
-    // The script is small: written whole before the output is read.
-    child.stdin.take().expect("piped").write_all(script.as_bytes()).map_err(|e| fail(e.to_string()))?;
-    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
-    if !out.status.success() {
-        return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string()));
-    }
-    Ok(())
+    host.exec_with_input("nft", ["-f", "-"], Some(script))
+        .map(|_| ())
+        .map_err(|e| Error::Internal(format!("nft -f (the VXLAN source filter): {e}")))
 }
 
 #[cfg(test)]
