@@ -95,14 +95,14 @@ impl Stub {
             }
         });
         let (l, st) = (log.clone(), stop.clone());
-        tcp.set_nonblocking(true).unwrap();
+        // accept() waits at most 50 ms (SO_RCVTIMEO), then looks at `stop`.
+        let wait = nix::sys::time::TimeVal::new(0, 50_000);
+        nix::sys::socket::setsockopt(&tcp, nix::sys::socket::sockopt::ReceiveTimeout, &wait).unwrap();
         std::thread::spawn(move || {
             while !st.load(Ordering::SeqCst) {
-                let Ok((mut s, peer)) = tcp.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                s.set_nonblocking(false).unwrap();
+                let Ok((mut s, peer)) = tcp.accept() else { continue };
+                // (An accepted socket inherits the 50 ms; a query gets more.)
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                 let mut len = [0u8; 2];
                 if s.read_exact(&mut len).is_err() {
                     continue;
