@@ -184,12 +184,6 @@ impl Controller {
         write_shared(&dir.join("resolv.conf"), &crate::etc::resolv_conf(sb, &host_resolv, embedded))
     }
 
-    /// The host's resolv.conf, which sandboxes without `--dns` servers
-    /// take their upstream servers from.
-    pub fn host_resolv_conf(&self) -> &std::path::Path {
-        &self.host_resolv_conf
-    }
-
     /// Rewrites a sandbox's hosts file for these endpoints.
     pub(super) fn write_hosts(&self, sb: &Sandbox, endpoints: &[crate::model::Endpoint]) -> Result<()> {
         let Some(dir) = self.sandbox_files_dir(&sb.name) else { return Ok(()) };
