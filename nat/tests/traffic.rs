@@ -137,10 +137,15 @@ fn ask(ns: &TestNs, proto: &str, addr: &str, port: u16) -> String {
         ("udp", a) => format!("UDP4:{a}:{port}"),
         _ => unreachable!(),
     };
+    // TCP: the echo server answers and closes, so socat ends at once on a
+    // working path; the inactivity limit only waits for a slow fork of the
+    // echo (seconds under CPU hogs), never for a blocked port, which fails
+    // at connect. UDP has no close: 2 s of silence ends it.
+    let idle = if proto == "tcp" { "10" } else { "2" };
     let out = ns
         .ns
         .command("socat")
-        .args(["-T", "2", "-", &target])
+        .args(["-T", idle, "-", &target])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
