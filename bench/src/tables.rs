@@ -103,7 +103,7 @@ impl Run {
             }
         };
         let us = |v: f64| if v >= 1000.0 { format!("{:.2} ms", v / 1000.0) } else { format!("{v:.0} µs") };
-        let mb = |v: f64| format!("{:.1} MB", v / 1024.0);
+        let mb = |v: f64| format!("{:.1} MiB", v / 1024.0);
         let mut t = String::from("| dnsperf from inside a container | cnm (`cnm agent`, 127.0.0.11) | aardvark-dns (netavark, on the gateway) |\n| --- | --- | --- |\n");
         type Format<'a> = &'a dyn Fn(f64) -> String;
         let rows: [(String, &str, bool, Format<'_>); 5] = [
