@@ -268,8 +268,11 @@ impl NetworkDriver for BridgeDriver {
         let veth = Self::veth_name(ep);
 
         // The sandbox end is created directly in the sandbox, with its name,
-        // MAC and MTU, in the same request as the host end.
-        let mut peer = VethPeer::new(req.ifname).netns(req.netns);
+        // MAC and MTU, in the same request as the host end; for a runtime
+        // that moves it itself (dockerd), it stays in the host namespace.
+        let src_name = format!("{veth}c");
+        let mut peer =
+            if req.in_host { VethPeer::new(src_name.as_str()) } else { VethPeer::new(req.ifname).netns(req.netns) };
         if let Some(m) = ep.mac {
             peer = peer.mac(m);
         }
@@ -339,10 +342,12 @@ impl NetworkDriver for BridgeDriver {
         }
         ep.driver_data.insert("veth".into(), veth);
         undo.commit();
-        Ok(JoinInfo::in_sandbox(ep, link.peer_index)
-            .mtu(o.mtu)
-            .gateway(net.gateway_v4().map(|g| g.addr()))
-            .gateway(net.gateway_v6().map(|g| g.addr())))
+        let info = if req.in_host {
+            JoinInfo::in_host(ep, src_name, "eth")
+        } else {
+            JoinInfo::in_sandbox(ep, link.peer_index)
+        };
+        Ok(info.mtu(o.mtu).gateway(net.gateway_v4().map(|g| g.addr())).gateway(net.gateway_v6().map(|g| g.addr())))
     }
 
     fn leave(&self, ctx: &DriverContext<'_>, _: &Network, ep: &Endpoint, _: Option<&NetNs>) -> Result<()> {

@@ -120,6 +120,19 @@ pub enum Cmd {
         #[arg(long, value_name = "N")]
         dns_workers: Option<usize>,
     },
+    /// Serves Docker's remote network and IPAM plugin protocols for dockerd
+    /// (`docker network create -d cnm`, `--ipam-driver cnm`) until SIGINT
+    /// or SIGTERM; dockerd's networks and containers become cnm's.
+    #[command(after_help = "Example:\n  cnm plugin\n  docker network create -d cnm --subnet 10.1.3.0/24 web")]
+    Plugin {
+        /// The plugin's name: dockerd's `-d NAME` and `--ipam-driver NAME`.
+        #[arg(long, default_value = "cnm")]
+        name: String,
+        /// The socket to listen on (default: /run/docker/plugins/NAME.sock,
+        /// where dockerd looks).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<std::path::PathBuf>,
+    },
     /// The README's main demonstration, inside namespaces it creates.
     #[command(after_help = "Example:\n  cnm demo\n  cnm demo --firewall iptables")]
     Demo,

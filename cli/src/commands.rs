@@ -1,6 +1,7 @@
 //! The commands other than `demo`.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
     };
     let names = dns.clone().map(|d| d as Arc<dyn cnm_core::NameServer>);
     let (ctl, overlay) = stack::controller(cli, &paths, &host, names)?;
+    let ctl = Arc::new(ctl);
     match &cli.cmd {
         Cmd::Network(n) => network(&ctl, n),
         Cmd::Sandbox(s) => sandbox(&ctl, &paths, s),
@@ -64,6 +66,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
         Cmd::Agent { interval, lease_ttl, .. } => {
             agent(&ctl, &paths, overlay.as_ref(), dns.as_ref(), *interval, *lease_ttl)
         }
+        Cmd::Plugin { name, socket } => plugin(&ctl, name, socket.as_deref()),
         Cmd::Demo | Cmd::Completions { .. } => unreachable!("handled in main"),
     }
 }
@@ -228,6 +231,7 @@ fn sandbox_config(c: &SandboxCreate) -> SandboxConfig {
         name: c.name.clone(),
         netns: c.netns.clone(),
         hostname: c.hostname.clone(),
+        external: false,
         dns: DnsConfig { servers: c.dns.clone(), search: c.dns_search.clone(), options: c.dns_option.clone() },
     }
 }
@@ -375,6 +379,38 @@ extern "C" fn on_signal(_: nix::libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
+fn stop_on_signals(what: &str) -> Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let act = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    for s in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { sigaction(s, &act) }.map_err(|e| Error::invalid(what, format!("signal handler: {e}")))?;
+    }
+    Ok(())
+}
+
+/// `cnm plugin`: Docker's plugin protocols until SIGINT or SIGTERM.
+fn plugin(ctl: &Arc<Controller>, name: &str, socket: Option<&std::path::Path>) -> Result<i32> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Err(Error::invalid("--name", format!("{name:?}: letters, digits, dot, dash and underscore only")));
+    }
+    stop_on_signals("plugin")?;
+    ctl.restore()?;
+    let cfg = cnm_remote::PluginConfig { name: name.to_string(), ..Default::default() };
+    let path = socket.map(|p| p.to_path_buf()).unwrap_or_else(|| cnm_remote::default_socket(name));
+    let plugin = Arc::new(cnm_remote::Plugin::new(ctl.clone(), cfg));
+    let mut server =
+        cnm_remote::PluginServer::serve(plugin, &path).map_err(|e| Error::invalid("plugin", e.to_string()))?;
+    println!("cnm plugin: {name} at {}; SIGINT or SIGTERM stops it", path.display());
+    while !STOP.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.stop();
+    // Whoever started it may have stopped reading.
+    let _ = writeln!(std::io::stdout(), "cnm plugin: stopped");
+    Ok(0)
+}
+
 fn agent(
     ctl: &Controller,
     paths: &Paths,
@@ -383,12 +419,7 @@ fn agent(
     interval: u64,
     lease_ttl: u64,
 ) -> Result<i32> {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let act = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
-    for s in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { sigaction(s, &act) }.map_err(|e| Error::invalid("agent", format!("signal handler: {e}")))?;
-    }
+    stop_on_signals("agent")?;
     ctl.restore()?;
     // The DNS server: the control socket first (commands that create
     // sandboxes from now on get 127.0.0.11), then every existing sandbox.

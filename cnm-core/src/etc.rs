@@ -97,6 +97,7 @@ mod tests {
             endpoints: Vec::new(),
             created: crate::Timestamp::now(),
             state: crate::State::Ready,
+            external: false,
         }
     }
 

@@ -24,6 +24,11 @@ pub struct JoinRequest<'a> {
     /// The name the interface gets inside the sandbox (`eth0` …): a link
     /// created in the sandbox is created under this name.
     pub ifname: &'a str,
+    /// The runtime moves and programs the interface itself (an
+    /// [external](crate::SandboxConfig::external) sandbox): the driver must
+    /// leave it in the host namespace ([`Interface::InHost`]); `netns` is
+    /// then the host namespace.
+    pub in_host: bool,
 }
 
 /// Where the endpoint's interface is when the driver's join returns.

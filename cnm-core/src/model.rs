@@ -683,6 +683,15 @@ pub struct SandboxConfig {
     pub hostname: Option<String>,
     /// DNS settings.
     pub dns: DnsConfig,
+    /// The runtime programs the sandbox side itself, as dockerd does for a
+    /// remote network plugin: a join leaves the endpoint's interface in the
+    /// host namespace and answers with its [`JoinInfo`](crate::JoinInfo)
+    /// (name, gateway, routes); cnm-core never enters the namespace, writes
+    /// no resolv.conf or hosts file and serves no names there. Needs
+    /// `netns`, which need not exist yet (dockerd binds it when the
+    /// container starts, after the join); reconcile leaves such a sandbox
+    /// to the runtime.
+    pub external: bool,
 }
 
 /// A sandbox: a network namespace and the endpoints joined to it.
@@ -706,6 +715,9 @@ pub struct Sandbox {
     pub created: Timestamp,
     /// Life-cycle state.
     pub state: State,
+    /// The runtime programs the sandbox side (see [`SandboxConfig::external`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
 }
 
 #[cfg(test)]

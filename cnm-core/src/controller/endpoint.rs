@@ -11,7 +11,7 @@ use super::{delete_record, ep_key, gone_ok, sb_key, Controller};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::ipam::AddressRequest;
-use crate::join::JoinRequest;
+use crate::join::{Interface, JoinInfo, JoinRequest};
 use crate::model::{Endpoint, EndpointConfig, EndpointRef, JoinState, Network, Sandbox, State};
 use crate::store::{Expect, StoreExt};
 use crate::undo::Undo;
@@ -226,7 +226,9 @@ impl Controller {
                 reason: format!("a {} network must be a sandbox's only network", net.driver),
             });
         }
-        let netns = NetNs::open(&sb.netns)?;
+        // An external sandbox's namespace is the runtime's business: the
+        // driver works in the host namespace only.
+        let netns = if sb.external { self.host_netns().try_clone()? } else { NetNs::open(&sb.netns)? };
         let ifname = next_ifname(&members);
         let gateway = self.provides_gateway(&net) && !members.iter().any(|m| m.gateway);
         let before = ep.clone();
@@ -248,7 +250,7 @@ impl Controller {
             self.update_sandbox(&sb_name, |s| s.endpoints.retain(|x| x.id != id))
         });
 
-        let req = JoinRequest { sandbox: &sb, netns: &netns, ifname: &ifname };
+        let req = JoinRequest { sandbox: &sb, netns: &netns, ifname: &ifname, in_host: sb.external };
         let info = match driver.join(&self.ctx(), &net, &mut ep, &req) {
             Ok(info) => info,
             Err(e) => return undo.fail(e),
@@ -258,8 +260,17 @@ impl Controller {
         if let Err(e) = info.validate(&ep.name) {
             return undo.fail(e);
         }
+        if sb.external && matches!(info.interface, Some(Interface::InSandbox { .. })) {
+            return undo.fail(Error::Forbidden {
+                what: format!("join endpoint {:?} to external sandbox {:?}", ep.name, sb.name),
+                reason: format!("the {} driver cannot leave the interface for the runtime to move", net.driver),
+            });
+        }
         ep.ifname = Some(Self::sandbox_ifname(&info, &ifname, &members));
         ep.gateway = gateway && info.default_route && info.usable_gateways().next().is_some();
+        if sb.external {
+            return self.commit_external_join(ep, info, &key, rev, undo);
+        }
         let program = Program {
             sandbox: &sb,
             netns: &netns,
@@ -298,6 +309,27 @@ impl Controller {
         Ok(ep)
     }
 
+    /// The end of a join to an external sandbox: the runtime programs the
+    /// sandbox side from the recorded join info.
+    fn commit_external_join(
+        &self,
+        mut ep: Endpoint,
+        info: JoinInfo,
+        key: &str,
+        rev: u64,
+        undo: Undo<'_>,
+    ) -> Result<Endpoint> {
+        ep.join_info = Some(info);
+        ep.join_state = JoinState::Joined;
+        ep.state = State::Ready;
+        if let Err(e) = self.store.put_json(key, &ep, Expect::Revision(rev)) {
+            return undo.fail(e);
+        }
+        undo.commit();
+        tracing::info!(endpoint = %ep.name, "joined to an external sandbox");
+        Ok(ep)
+    }
+
     /// Takes an endpoint out of its sandbox, best effort. When it provided
     /// the default route, the next endpoint (in join order) takes over.
     pub fn leave(&self, network: &str, endpoint: &str) -> Result<()> {
@@ -326,7 +358,8 @@ impl Controller {
         ep.join_state = JoinState::Leaving;
         let key = ep_key(&ep);
         let rev = self.store.put_json(&key, &ep, Expect::Revision(rev))?;
-        let netns = sb.as_ref().and_then(|s| NetNs::open(&s.netns).ok());
+        let external = sb.as_ref().is_some_and(|s| s.external);
+        let netns = sb.as_ref().filter(|s| !s.external).and_then(|s| NetNs::open(&s.netns).ok());
         let mut errors = Vec::new();
         // The sandbox side first: a moved interface goes back to the host
         // namespace, where the driver's leave finds it.
@@ -334,7 +367,9 @@ impl Controller {
             Some(s) => self.sandbox_endpoints(s)?.into_iter().filter(|m| m.id != ep.id).collect(),
             None => Vec::new(),
         };
-        errors.extend(self.unprogram_sandbox(&ep, netns.as_ref(), sb.as_ref(), &remaining));
+        if !external {
+            errors.extend(self.unprogram_sandbox(&ep, netns.as_ref(), sb.as_ref(), &remaining));
+        }
         match self.driver(&net.driver) {
             Ok(d) => errors.extend(d.leave(&self.ctx(), net, &ep, netns.as_ref()).err()),
             Err(e) => errors.push(e),
@@ -351,7 +386,7 @@ impl Controller {
         ep.join_info = None;
         ep.join_state = JoinState::Detached;
         errors.extend(self.store.put_json(&key, &ep, Expect::Revision(rev)).err());
-        if let (true, Some(sb)) = (self.uses_gateway_bridge(net), &sb) {
+        if let (true, false, Some(sb)) = (self.uses_gateway_bridge(net), external, &sb) {
             errors.extend(self.detach_gateway_bridge(&sb.name).err());
         }
         if let Some(sb) = &sb {

@@ -26,6 +26,9 @@ impl Controller {
         let Some(ns) = &self.name_server else { return };
         let update = || -> Result<()> {
             let Some((sb, _)) = self.store.get_json::<Sandbox>(&sb_key(sandbox))? else { return Ok(()) };
+            if sb.external {
+                return Ok(());
+            }
             let mut eps = self.sandbox_endpoints(&sb)?;
             // The gateway bridge is plumbing, not a network of names (as
             // Docker's docker_gwbridge).
@@ -53,7 +56,7 @@ impl Controller {
     pub fn serve_names(&self) -> Result<usize> {
         let _op = self.op()?;
         let mut served = 0;
-        for sb in self.sandboxes()? {
+        for sb in self.sandboxes()?.into_iter().filter(|s| !s.external) {
             let on = self.names_attach(&sb);
             self.names_changed(&sb.name);
             self.write_resolv_conf(&sb, on)?;
@@ -68,7 +71,7 @@ impl Controller {
     pub fn unserve_names(&self) -> Result<()> {
         let _op = self.op()?;
         let mut errors = Vec::new();
-        for sb in self.sandboxes()? {
+        for sb in self.sandboxes()?.into_iter().filter(|s| !s.external) {
             errors.extend(self.write_resolv_conf(&sb, false).err());
             self.names_detach(&sb);
         }

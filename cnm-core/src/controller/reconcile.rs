@@ -147,9 +147,11 @@ impl Controller {
 
     /// Sandboxes whose namespace is gone (the runtime removed the
     /// container, or the host rebooted): leave everything, drop them.
+    /// An external sandbox is the runtime's to remove: its namespace
+    /// appears only when the container starts.
     fn drop_sandboxes_without_namespace(&self, pass: &mut Pass) -> Result<()> {
         for (sb, _) in self.store.list_json::<Sandbox>("sandboxes/")? {
-            if netns_gone(&sb) {
+            if !sb.external && netns_gone(&sb) {
                 pass.done(self.teardown_sandbox(&sb), || {
                     format!("dropped sandbox {:?}: its namespace is gone", sb.name)
                 });
@@ -296,7 +298,7 @@ impl Controller {
     /// Hosts files that do not list exactly the sandbox's joined endpoints
     /// (a leave that failed half-way), rewritten.
     fn repair_sandbox_files(&self, pass: &mut Pass) -> Result<()> {
-        for sb in self.sandboxes()? {
+        for sb in self.sandboxes()?.into_iter().filter(|s| !s.external) {
             let Some(dir) = self.sandbox_files_dir(&sb.name) else { return Ok(()) };
             let members = self.sandbox_endpoints(&sb)?;
             let want = crate::etc::hosts(&sb, &members);

@@ -56,8 +56,18 @@ impl Controller {
             validate_name("hostname", h)?;
         }
         cfg.dns.validate()?;
+        if cfg.external && cfg.netns.is_none() {
+            return Err(Error::invalid("netns", "an external sandbox is the runtime's namespace: give its path"));
+        }
         let mut cfg = cfg;
-        if let Some(p) = &cfg.netns {
+        // dockerd binds the namespace at its sandbox key only when the
+        // container starts, after the join: an external sandbox's path is
+        // taken as given.
+        if let (true, Some(p)) = (cfg.external, &cfg.netns) {
+            if !p.is_absolute() {
+                return Err(Error::invalid("netns", format!("{}: not an absolute path", p.display())));
+            }
+        } else if let Some(p) = &cfg.netns {
             let p = canonical_netns_path(p)?;
             // The runtime's namespace must exist and be one.
             NetNs::open(&p).map_err(|e| Error::invalid("netns", e.to_string()))?;
@@ -88,8 +98,12 @@ impl Controller {
             endpoints: Vec::new(),
             created: Timestamp::now(),
             state: State::Ready,
+            external: cfg.external,
         };
         let stored = self.store.put_json(&sb_key(&sb.name), &sb, Expect::Absent).and_then(|_| {
+            if sb.external {
+                return Ok(());
+            }
             let served = self.names_attach(&sb);
             self.write_sandbox_files(&sb, served).inspect_err(|_| {
                 self.names_detach(&sb);
@@ -155,8 +169,10 @@ impl Controller {
                 errors.extend(NetNs::remove_named(&dir, sb.id.short()).err().map(Error::from));
             }
         }
-        if errors.is_empty() {
+        if errors.is_empty() && !sb.external {
             self.names_detach(sb);
+        }
+        if errors.is_empty() {
             delete_record(&*self.store, &sb_key(&sb.name))?;
             self.remove_sandbox_files(&sb.name);
         }
@@ -186,6 +202,9 @@ impl Controller {
 
     /// Rewrites a sandbox's hosts file for these endpoints.
     pub(super) fn write_hosts(&self, sb: &Sandbox, endpoints: &[crate::model::Endpoint]) -> Result<()> {
+        if sb.external {
+            return Ok(());
+        }
         let Some(dir) = self.sandbox_files_dir(&sb.name) else { return Ok(()) };
         write_shared(&dir.join("hosts"), &crate::etc::hosts(sb, endpoints))
     }

@@ -19,6 +19,7 @@ pub(crate) mod support {
             endpoints: vec![],
             created: cnm_core::Timestamp::now(),
             state: cnm_core::State::Ready,
+            external: false,
         }
     }
 

@@ -1,0 +1,339 @@
+//! dockerd (Debian's docker.io, 20.10) using `cnm plugin` as its network
+//! and IPAM driver, inside a namespace the test creates: containers on a
+//! cnm network talk, a published port keeps the client's address, connect
+//! and disconnect work on a running container, and the networks survive a
+//! restart of dockerd and of the plugin. Everything is removed at the end.
+//! The setup follows `../shared/clients/docker-remote.sh`.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cnm_netns::testing::TestHost;
+
+/// `cnm plugin` in the background, against the test's state and host
+/// namespace.
+struct PluginProcess {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl PluginProcess {
+    fn start(host: &TestHost, state: &Path, name: &str) -> PluginProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cnm"))
+            .arg("--state-dir")
+            .arg(state.join("state"))
+            .arg("--run-dir")
+            .arg(state.join("run"))
+            .arg("--host-netns")
+            .arg(host.ns.proc_path())
+            .args(["plugin", "--name", name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting cnm plugin");
+        // Ready when it says where it listens; the rest of what it says
+        // is read to the end, so it never writes to a closed pipe.
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert!(line.starts_with("cnm plugin:"), "cnm plugin said {line:?}");
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        PluginProcess { child, socket: cnm_remote::default_socket(name) }
+    }
+
+    /// SIGTERM; it must exit 0 and take its socket with it.
+    fn stop(mut self) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::SIGTERM).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "cnm plugin exited with {status}");
+        assert!(!self.socket.exists(), "the socket went with the plugin");
+    }
+}
+
+impl Drop for PluginProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// dockerd in the test's namespace, with its data in a directory of its own.
+struct Docker {
+    dir: PathBuf,
+    cgroup: String,
+    dockerd: Option<Child>,
+    key_json_was_there: bool,
+}
+
+impl Docker {
+    fn start(host: &TestHost, dir: &Path) -> Docker {
+        std::fs::create_dir_all(dir.join("cli")).unwrap();
+        std::fs::write(dir.join("daemon.json"), "{}").unwrap();
+        let mut d = Docker {
+            dir: dir.to_path_buf(),
+            cgroup: format!("cnm-{}", host.prefix()),
+            dockerd: None,
+            key_json_was_there: Path::new("/etc/docker/key.json").exists(),
+        };
+        d.launch(host);
+        d
+    }
+
+    /// Starts dockerd (with `nsenter`'s plain setns, as `NetNs::command`
+    /// does: `ip netns exec` would remount /sys and hide the cgroups) and
+    /// waits until it answers.
+    fn launch(&mut self, host: &TestHost) {
+        let dir = &self.dir;
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let child = host
+            .ns
+            .command("dockerd")
+            .arg("--config-file")
+            .arg(dir.join("daemon.json"))
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("docker.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", dir.join("docker.sock").display()))
+            .arg("--cgroup-parent")
+            .arg(format!("/{}", self.cgroup))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting dockerd (Debian package docker.io)");
+        self.dockerd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.run(&["version"]).status.success() {
+            assert!(Instant::now() < deadline, "dockerd never answered: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("/usr/bin/docker")
+            .env("DOCKER_HOST", format!("unix://{}", self.dir.join("docker.sock").display()))
+            .env("DOCKER_CONFIG", self.dir.join("cli"))
+            .args(args)
+            .output()
+            .expect("running docker")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "docker {args:?} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// SIGTERM and wait: dockerd stops its containers first.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.dockerd.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        if self.dockerd.is_some() {
+            let ids = self.run(&["ps", "-aq"]);
+            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+                let _ = self.run(&["rm", "-f", id]);
+            }
+        }
+        self.stop();
+        // What dockerd mounted below its directories, then the rest.
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| Path::new(p).starts_with(&self.dir))
+            .collect();
+        points.sort_by(|a, b| b.cmp(a));
+        for p in points {
+            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        for controller in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            let ours = controller.path().join(&self.cgroup);
+            for sub in std::fs::read_dir(&ours).into_iter().flatten().flatten() {
+                let _ = std::fs::remove_dir(sub.path());
+            }
+            let _ = std::fs::remove_dir(&ours);
+        }
+        if !self.key_json_was_there {
+            let _ = std::fs::remove_file("/etc/docker/key.json");
+        }
+    }
+}
+
+/// Removes the test's directory last (it is declared first).
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A busybox image from Debian's busybox-static, with no registry.
+fn import_busybox(docker: &Docker, dir: &Path) {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
+    let applets = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for a in String::from_utf8_lossy(&applets.stdout).split_whitespace().filter(|a| *a != "busybox") {
+        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
+    }
+    let tar = Command::new("tar").arg("-C").arg(&root).args(["-cf"]).arg(dir.join("rootfs.tar")).arg(".").status();
+    assert!(tar.unwrap().success());
+    docker.ok(&["import", "-c", "ENV PATH=/bin", &dir.join("rootfs.tar").display().to_string(), "bb:latest"]);
+}
+
+fn cnm(host: &TestHost, state: &Path, args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_cnm"))
+        .arg("--state-dir")
+        .arg(state.join("state"))
+        .arg("--run-dir")
+        .arg(state.join("run"))
+        .arg("--host-netns")
+        .arg(host.ns.proc_path())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cnm {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// A container's address on a network.
+fn address(docker: &Docker, container: &str, network: &str) -> String {
+    let f = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
+    docker.ok(&["inspect", "-f", &f, container]).trim().to_string()
+}
+
+#[test]
+fn dockerd_runs_containers_on_cnm_networks() {
+    let Some(host) = TestHost::new("docker_plugin") else { return };
+    let dir = std::env::temp_dir().join(format!("cnm-docker-{}-{}", std::process::id(), host.prefix()));
+    let _remove = RemoveDir(dir.clone());
+    let name = format!("cnm{}", host.prefix());
+    let mut plugin = Some(PluginProcess::start(&host, &dir, &name));
+    let mut docker = Docker::start(&host, &dir.join("docker"));
+    import_busybox(&docker, &dir);
+    let outside = host.outside().unwrap();
+
+    // A cnm network; dockerd's own IPAM gives the addresses.
+    let id = docker.ok(&["network", "create", "-d", &name, "--subnet", "10.93.70.0/24", "web"]);
+    let cnm_name = cnm_remote::docker_name(id.trim());
+    assert!(cnm(&host, &dir, &["network", "ls"]).contains(&cnm_name), "cnm sees dockerd's network");
+    let inspect: serde_json::Value = serde_json::from_str(&docker.ok(&["network", "inspect", "web"])).unwrap();
+    assert_eq!(inspect[0]["Driver"], name.as_str());
+
+    // Two containers talk; a published port keeps the client's address.
+    docker.ok(&["run", "-d", "--stop-timeout", "1", "--name", "ca", "--network", "web", "bb", "sleep", "600"]);
+    let serve = "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -vv -p 80 -h /www";
+    docker.ok(&[
+        "run",
+        "-d",
+        "--stop-timeout",
+        "1",
+        "--name",
+        "cb",
+        "--network",
+        "web",
+        "-p",
+        "8080:80",
+        "bb",
+        "sh",
+        "-c",
+        serve,
+    ]);
+    let (ip_a, ip_b) = (address(&docker, "ca", "web"), address(&docker, "cb", "web"));
+    assert!(ip_a.starts_with("10.93.70.") && ip_b.starts_with("10.93.70."), "{ip_a} {ip_b}");
+    docker.ok(&["exec", "ca", "ping", "-c", "1", "-W", "5", &ip_b]);
+    docker.ok(&["exec", "cb", "ping", "-c", "1", "-W", "5", "10.93.70.1"]);
+    let page = host.exec(&outside.ns, "curl", &["-s", "--max-time", "10", "http://198.51.100.1:8080/"]);
+    assert_eq!(page.trim(), "hello");
+    let logs = docker.run(&["logs", "cb"]);
+    let logs = String::from_utf8_lossy(&logs.stderr).to_string() + &String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        logs.contains("198.51.100.2]:") || logs.contains("198.51.100.2:"),
+        "the server sees the client's address: {logs}"
+    );
+
+    // A second network from cnm's IPAM, connected to a running container
+    // and disconnected again.
+    docker.ok(&["network", "create", "-d", &name, "--ipam-driver", &name, "back"]);
+    docker.ok(&["network", "connect", "back", "ca"]);
+    let ip_back = address(&docker, "ca", "back");
+    assert!(!ip_back.is_empty(), "an address from cnm's IPAM");
+    let links = docker.ok(&["exec", "ca", "ip", "-o", "-4", "addr"]);
+    assert!(links.contains(&format!("{ip_back}/")), "{links}");
+    docker.ok(&["network", "disconnect", "back", "ca"]);
+    assert!(!docker.ok(&["exec", "ca", "ip", "-o", "-4", "addr"]).contains(&ip_back));
+    docker.ok(&["exec", "ca", "ping", "-c", "1", "-W", "5", &ip_b]);
+
+    // Docker's own bridge driver with cnm's IPAM.
+    docker.ok(&["network", "create", "--ipam-driver", &name, "plain"]);
+    let out = docker.ok(&["run", "--rm", "--network", "plain", "bb", "ip", "-o", "-4", "addr", "show", "eth0"]);
+    assert!(out.contains("inet "), "{out}");
+
+    // dockerd restarts; a container with a restart policy comes back on
+    // the cnm network, and talks.
+    docker.ok(&[
+        "run",
+        "-d",
+        "--stop-timeout",
+        "1",
+        "--name",
+        "cc",
+        "--restart",
+        "always",
+        "--network",
+        "web",
+        "bb",
+        "sleep",
+        "600",
+    ]);
+    docker.stop();
+    docker.launch(&host);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while docker.ok(&["inspect", "-f", "{{.State.Running}}", "cc"]).trim() != "true" {
+        assert!(Instant::now() < deadline, "cc never came back: {}", docker.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    docker.ok(&["exec", "cc", "ping", "-c", "1", "-W", "5", "10.93.70.1"]);
+
+    // The plugin restarts; what it made keeps working, new containers too.
+    plugin.take().unwrap().stop();
+    plugin = Some(PluginProcess::start(&host, &dir, &name));
+    docker.ok(&["exec", "cc", "ping", "-c", "1", "-W", "5", "10.93.70.1"]);
+    docker.ok(&["run", "--rm", "--network", "web", "bb", "ping", "-c", "1", "-W", "5", "10.93.70.1"]);
+
+    // Everything goes; cnm keeps nothing of dockerd's.
+    docker.ok(&["rm", "-f", "ca", "cb", "cc"]);
+    docker.ok(&["network", "rm", "web", "back", "plain"]);
+    assert!(!cnm(&host, &dir, &["network", "ls"]).contains("docker-"));
+    assert!(!cnm(&host, &dir, &["sandbox", "ls"]).contains("docker-"), "no external sandbox is left");
+    let links = host.exec(&host.ns, "ip", &["-o", "link", "show"]);
+    assert!(!links.contains("veth"), "no veth is left: {links}");
+    docker.stop();
+    plugin.take().unwrap().stop();
+}

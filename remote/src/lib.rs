@@ -1,0 +1,34 @@
+//! Docker's remote network and IPAM plugin protocols for cnm.
+//!
+//! [`Plugin`] answers dockerd's `NetworkDriver` and `IpamDriver` calls
+//! (protocol v1.2, JSON over HTTP/1.1) from a cnm [`Controller`]:
+//! `docker network create -d cnm` makes a cnm bridge network, `docker run`
+//! a cnm endpoint whose veth dockerd moves into the container,
+//! `--ipam-driver cnm` takes subnets and addresses from cnm-ipam.
+//! [`PluginServer`] serves it on the unix socket dockerd looks for
+//! (`/run/docker/plugins/NAME.sock`). Synchronous: a thread per connection.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! # fn controller() -> cnm_core::Controller { unimplemented!() }
+//! let ctl = Arc::new(controller());
+//! let plugin = Arc::new(cnm_remote::Plugin::new(ctl, cnm_remote::PluginConfig::default()));
+//! let server = cnm_remote::PluginServer::serve(plugin, cnm_remote::default_socket("cnm"))?;
+//! # Ok::<(), cnm_remote::Error>(())
+//! ```
+//!
+//! [`Controller`]: cnm_core::Controller
+
+#![warn(missing_docs)]
+
+mod error;
+mod http;
+mod ipam;
+mod ipam_store;
+mod plugin;
+mod protocol;
+mod server;
+
+pub use error::{Error, ErrorKind, Result};
+pub use plugin::{docker_name, Plugin, PluginConfig, DOCKER_NETWORK_ID};
+pub use server::{default_socket, PluginServer};
