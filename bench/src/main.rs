@@ -8,6 +8,7 @@
 //! Run as root: `cargo run --release -p cnm-bench -- [--quick] [--out DIR]`.
 
 mod dns;
+mod docker;
 mod docs;
 mod plot;
 mod stats;
@@ -46,6 +47,10 @@ struct Args {
     /// Only the DNS workload (embedded DNS against aardvark-dns).
     #[arg(long)]
     dns_only: bool,
+    /// Only the dockerd workload (`docker run` on a cnm network against
+    /// Docker's bridge).
+    #[arg(long)]
+    docker_only: bool,
 }
 
 fn build(name: &str, n: usize) -> Box<dyn System> {
@@ -284,6 +289,12 @@ fn main() {
         eprintln!("cnm-bench: run it as root");
         std::process::exit(1);
     }
+    if args.docker_only {
+        let docker = docker::run_all(args.quick);
+        std::fs::create_dir_all(&args.out).unwrap();
+        std::fs::write(args.out.join("docker.json"), serde_json::to_string_pretty(&docker).unwrap()).unwrap();
+        return;
+    }
     if args.dns_only {
         let dns = dns::run_all(args.quick, &args.out);
         std::fs::write(args.out.join("dns.json"), serde_json::to_string_pretty(&dns).unwrap()).unwrap();
@@ -310,6 +321,7 @@ fn main() {
     let throughput = datapath(&names, if args.quick { 2 } else { 10 });
     let by_ports = port_scale(&names, args.quick, &mut samples);
     let dns = dns::run_all(args.quick, &args.out);
+    let docker = docker::run_all(args.quick);
     let records: Vec<Record> = samples.iter().map(|((w, s), v)| Record::new(w, s, v)).collect();
     print!("{}", stats::table(&records));
     std::fs::create_dir_all(&args.out).expect("creating the output directory");
@@ -327,7 +339,8 @@ fn main() {
         .collect();
     std::fs::write(args.out.join("datapath.json"), serde_json::to_string_pretty(&dp).unwrap()).unwrap();
     std::fs::write(args.out.join("dns.json"), serde_json::to_string_pretty(&dns).unwrap()).unwrap();
-    let mut written: Vec<String> = ["summary.json", "samples.json", "datapath.json", "dns.json"]
+    std::fs::write(args.out.join("docker.json"), serde_json::to_string_pretty(&docker).unwrap()).unwrap();
+    let mut written: Vec<String> = ["summary.json", "samples.json", "datapath.json", "dns.json", "docker.json"]
         .map(|f| args.out.join(f).display().to_string())
         .into();
     let single: Vec<Record> = records

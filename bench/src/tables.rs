@@ -19,6 +19,8 @@ pub struct Run {
     datapath: Vec<Value>,
     /// The DNS workload (`dns.json`), when the run had it.
     dns: Vec<Value>,
+    /// The dockerd workload (`docker.json`), when the run had it.
+    docker: Vec<Value>,
 }
 
 fn read(dir: &Path, name: &str) -> Result<Vec<Value>, String> {
@@ -61,6 +63,7 @@ impl Run {
             samples: read(dir, "samples.json")?,
             datapath: read(dir, "datapath.json")?,
             dns: if dir.join("dns.json").exists() { read(dir, "dns.json")? } else { Vec::new() },
+            docker: if dir.join("docker.json").exists() { read(dir, "docker.json")? } else { Vec::new() },
         })
     }
 
@@ -116,6 +119,35 @@ impl Run {
         for (title, field, large, fmt) in rows {
             let (c, a) = pair(field, large, fmt);
             t += &format!("| {title} | {c} | {a} |\n");
+        }
+        t
+    }
+
+    /// The dockerd workload: `docker run --rm` on a cnm network, on
+    /// Docker's bridge and without a network, and the plugin's share.
+    pub fn docker(&self) -> String {
+        let of = |system: &str, field: &str| {
+            median(self.docker.iter().filter(|r| r["system"] == system).filter_map(|r| r[field].as_f64()).collect())
+        };
+        let runs = self.docker.iter().filter(|r| r["system"] == "cnm").count();
+        let none = of("none", "ms");
+        let mut t = format!(
+            "| `docker run --rm --network NET busybox true`, median of {runs} | run | added by the network |\n| --- | --- | --- |\n"
+        );
+        for (system, title) in [
+            ("cnm", "a cnm network (`-d cnm`)"),
+            ("docker-bridge", "Docker's bridge driver"),
+            ("none", "`--network none`"),
+        ] {
+            let Some(v) = of(system, "ms") else { continue };
+            let added = match none {
+                Some(n) if system != "none" => ms(v - n),
+                _ => String::new(),
+            };
+            t += &format!("| {title} | {} | {added} |\n", ms(v));
+        }
+        if let Some(p) = of("cnm", "plugin_ms") {
+            t += &format!("| the plugin answering dockerd's calls, during a cnm run | {} | |\n", ms(p));
         }
         t
     }
@@ -225,6 +257,7 @@ impl Run {
             "speed" => Some(self.speed()),
             "full" => Some(self.full()),
             "dns" if !self.dns.is_empty() => Some(self.dns()),
+            "docker" if !self.docker.is_empty() => Some(self.docker()),
             _ => None,
         }
     }

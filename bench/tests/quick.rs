@@ -61,5 +61,17 @@ fn the_quick_suite_writes_its_json_and_plots() {
         )
     });
     assert!(cnm["gbit_s"].as_f64().unwrap() > 1.0, "{dp}");
+    // dockerd on a cnm network: every run timed, with the plugin's share.
+    let docker: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("docker.json")).unwrap()).unwrap();
+    let runs = docker.as_array().unwrap();
+    for system in ["cnm", "docker-bridge", "none"] {
+        assert_eq!(runs.iter().filter(|r| r["system"] == system).count(), 2, "{docker}");
+    }
+    for r in runs.iter().filter(|r| r["system"] == "cnm") {
+        let (plugin, total) = (r["plugin_ms"].as_f64().unwrap(), r["ms"].as_f64().unwrap());
+        assert!(0.0 < plugin && plugin < total, "{r}");
+        assert!(r["plugin_calls"].as_u64().unwrap() >= 4, "CreateEndpoint, Join, Leave, DeleteEndpoint at least: {r}");
+    }
     let _ = std::fs::remove_dir_all(&out);
 }

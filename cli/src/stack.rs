@@ -96,6 +96,16 @@ pub fn host_netns(cli: &Cli) -> Result<NetNs> {
 /// detached veths are deleted at once. `names`: the name server (the
 /// agent's own DNS server); by default, a client of the agent's control
 /// socket, which serves sandboxes only while an agent runs.
+/// The bridge driver: long-running commands (the agent, the plugin) batch
+/// the deletion of detached veths (one RCU wait per batch, not per veth,
+/// off the caller's path); a one-shot command deletes them before it exits.
+fn bridge_driver(cli: &Cli) -> BridgeDriver {
+    match cli.cmd {
+        crate::args::Cmd::Agent { .. } | crate::args::Cmd::Plugin { .. } => BridgeDriver::new(),
+        _ => BridgeDriver::one_shot(),
+    }
+}
+
 pub fn controller(
     cli: &Cli,
     paths: &Paths,
@@ -135,7 +145,7 @@ pub fn controller(
         .name_server(names.unwrap_or_else(|| Arc::new(ControlClient::new(paths.dns_socket()))))
         .host_netns(host.try_clone()?)
         .ipam(Arc::new(Ipam::new(store.clone())))
-        .driver(Arc::new(BridgeDriver::one_shot()))
+        .driver(Arc::new(bridge_driver(cli)))
         .driver(Arc::new(HostDriver))
         .driver(Arc::new(NullDriver));
     let backend = match cli.firewall {

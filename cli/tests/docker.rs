@@ -7,10 +7,11 @@
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cnm_netns::testing::TestHost;
+use cnm_remote::testing::{import_busybox, Docker, RemoveDir};
 
 /// `cnm plugin` in the background, against the test's state and host
 /// namespace.
@@ -61,152 +62,6 @@ impl Drop for PluginProcess {
     }
 }
 
-/// dockerd in the test's namespace, with its data in a directory of its own.
-struct Docker {
-    dir: PathBuf,
-    cgroup: String,
-    dockerd: Option<Child>,
-    key_json_was_there: bool,
-}
-
-impl Docker {
-    fn start(host: &TestHost, dir: &Path) -> Docker {
-        std::fs::create_dir_all(dir.join("cli")).unwrap();
-        std::fs::write(dir.join("daemon.json"), "{}").unwrap();
-        let mut d = Docker {
-            dir: dir.to_path_buf(),
-            cgroup: format!("cnm-{}", host.prefix()),
-            dockerd: None,
-            key_json_was_there: Path::new("/etc/docker/key.json").exists(),
-        };
-        d.launch(host);
-        d
-    }
-
-    /// Starts dockerd (with `nsenter`'s plain setns, as `NetNs::command`
-    /// does: `ip netns exec` would remount /sys and hide the cgroups) and
-    /// waits until it answers.
-    fn launch(&mut self, host: &TestHost) {
-        let dir = &self.dir;
-        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
-        let child = host
-            .ns
-            .command("dockerd")
-            .arg("--config-file")
-            .arg(dir.join("daemon.json"))
-            .arg("--data-root")
-            .arg(dir.join("data"))
-            .arg("--exec-root")
-            .arg(dir.join("exec"))
-            .arg("--pidfile")
-            .arg(dir.join("docker.pid"))
-            .arg("-H")
-            .arg(format!("unix://{}", dir.join("docker.sock").display()))
-            .arg("--cgroup-parent")
-            .arg(format!("/{}", self.cgroup))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting dockerd (Debian package docker.io)");
-        self.dockerd = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.run(&["version"]).status.success() {
-            assert!(Instant::now() < deadline, "dockerd never answered: {}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("/usr/bin/docker")
-            .env("DOCKER_HOST", format!("unix://{}", self.dir.join("docker.sock").display()))
-            .env("DOCKER_CONFIG", self.dir.join("cli"))
-            .args(args)
-            .output()
-            .expect("running docker")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "docker {args:?} failed: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    /// SIGTERM and wait: dockerd stops its containers first.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.dockerd.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::SIGTERM);
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Docker {
-    fn drop(&mut self) {
-        if self.dockerd.is_some() {
-            let ids = self.run(&["ps", "-aq"]);
-            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-                let _ = self.run(&["rm", "-f", id]);
-            }
-        }
-        self.stop();
-        // What dockerd mounted below its directories, then the rest.
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut points: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| Path::new(p).starts_with(&self.dir))
-            .collect();
-        points.sort_by(|a, b| b.cmp(a));
-        for p in points {
-            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-        for controller in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-            let ours = controller.path().join(&self.cgroup);
-            for sub in std::fs::read_dir(&ours).into_iter().flatten().flatten() {
-                let _ = std::fs::remove_dir(sub.path());
-            }
-            let _ = std::fs::remove_dir(&ours);
-        }
-        if !self.key_json_was_there {
-            let _ = std::fs::remove_file("/etc/docker/key.json");
-        }
-    }
-}
-
-/// Removes the test's directory last (it is declared first).
-struct RemoveDir(PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A busybox image from Debian's busybox-static, with no registry.
-fn import_busybox(docker: &Docker, dir: &Path) {
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
-    let applets = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for a in String::from_utf8_lossy(&applets.stdout).split_whitespace().filter(|a| *a != "busybox") {
-        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
-    }
-    let tar = Command::new("tar").arg("-C").arg(&root).args(["-cf"]).arg(dir.join("rootfs.tar")).arg(".").status();
-    assert!(tar.unwrap().success());
-    docker.ok(&["import", "-c", "ENV PATH=/bin", &dir.join("rootfs.tar").display().to_string(), "bb:latest"]);
-}
-
 fn cnm(host: &TestHost, state: &Path, args: &[&str]) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_cnm"))
         .arg("--state-dir")
@@ -235,7 +90,7 @@ fn dockerd_runs_containers_on_cnm_networks() {
     let _remove = RemoveDir(dir.clone());
     let name = format!("cnm{}", host.prefix());
     let mut plugin = Some(PluginProcess::start(&host, &dir, &name));
-    let mut docker = Docker::start(&host, &dir.join("docker"));
+    let mut docker = Docker::start(&host.ns, &dir.join("docker"), host.prefix());
     import_busybox(&docker, &dir);
     let outside = host.outside().unwrap();
 
@@ -313,7 +168,7 @@ fn dockerd_runs_containers_on_cnm_networks() {
         "600",
     ]);
     docker.stop();
-    docker.launch(&host);
+    docker.launch(&host.ns);
     let deadline = Instant::now() + Duration::from_secs(30);
     while docker.ok(&["inspect", "-f", "{{.State.Running}}", "cc"]).trim() != "true" {
         assert!(Instant::now() < deadline, "cc never came back: {}", docker.log());

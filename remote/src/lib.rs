@@ -28,6 +28,8 @@ mod ipam_store;
 mod plugin;
 mod protocol;
 mod server;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{Error, ErrorKind, Result};
 pub use plugin::{docker_name, Plugin, PluginConfig, DOCKER_NETWORK_ID};

@@ -157,6 +157,7 @@ fn answer_calls(stream: UnixStream, mut out: &UnixStream, plugin: &Plugin) {
                 return;
             }
         };
+        let started = std::time::Instant::now();
         let method = req.path.trim_start_matches('/');
         let (status, body) = if req.method != "POST" {
             (405, serde_json::to_vec(&ErrorResponse { err: format!("{} {}: only POST", req.method, req.path) }))
@@ -171,7 +172,8 @@ fn answer_calls(stream: UnixStream, mut out: &UnixStream, plugin: &Plugin) {
                 }
             }
         };
-        tracing::debug!(method, status, "plugin call");
+        let took_us = started.elapsed().as_micros() as u64;
+        tracing::debug!(method, status, took_us, "plugin call");
         if http::write_response(&mut out, status, &body.unwrap_or_default()).is_err() {
             return;
         }

@@ -1,0 +1,163 @@
+//! Helpers for tests and benchmarks that drive a real dockerd (Debian's
+//! docker.io) against a plugin, inside a network namespace they made
+//! (enabled by the `testing` feature). The setup follows
+//! `../shared/clients/docker-remote.sh`: dockerd entered into the namespace
+//! with a plain setns (`ip netns exec` would remount /sys and hide the
+//! cgroups), its data, sockets and cgroups its own, all removed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cnm_netns::NetNs;
+
+/// dockerd in a namespace, with its data in a directory of its own.
+pub struct Docker {
+    dir: PathBuf,
+    cgroup: String,
+    dockerd: Option<Child>,
+    key_json_was_there: bool,
+}
+
+impl Docker {
+    /// Starts dockerd in `netns` with everything under `dir`; `tag` names
+    /// its cgroup parent (unique per test).
+    pub fn start(netns: &NetNs, dir: &Path, tag: &str) -> Docker {
+        std::fs::create_dir_all(dir.join("cli")).unwrap();
+        std::fs::write(dir.join("daemon.json"), "{}").unwrap();
+        let mut d = Docker {
+            dir: dir.to_path_buf(),
+            cgroup: format!("cnm-{tag}"),
+            dockerd: None,
+            key_json_was_there: Path::new("/etc/docker/key.json").exists(),
+        };
+        d.launch(netns);
+        d
+    }
+
+    /// Starts dockerd (with `nsenter`'s plain setns, as `NetNs::command`
+    /// does: `ip netns exec` would remount /sys and hide the cgroups) and
+    /// waits until it answers.
+    pub fn launch(&mut self, netns: &NetNs) {
+        let dir = &self.dir;
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let child = netns
+            .command("dockerd")
+            .arg("--config-file")
+            .arg(dir.join("daemon.json"))
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("docker.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", dir.join("docker.sock").display()))
+            .arg("--cgroup-parent")
+            .arg(format!("/{}", self.cgroup))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting dockerd (Debian package docker.io)");
+        self.dockerd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.run(&["version"]).status.success() {
+            assert!(Instant::now() < deadline, "dockerd never answered: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What dockerd said.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+
+    /// `docker ARGS` against this dockerd (Debian's CLI of the same version).
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new("/usr/bin/docker")
+            .env("DOCKER_HOST", format!("unix://{}", self.dir.join("docker.sock").display()))
+            .env("DOCKER_CONFIG", self.dir.join("cli"))
+            .args(args)
+            .output()
+            .expect("running docker")
+    }
+
+    /// `docker ARGS`, which must succeed; its standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "docker {args:?} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// SIGTERM and wait: dockerd stops its containers first.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.dockerd.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        if self.dockerd.is_some() {
+            let ids = self.run(&["ps", "-aq"]);
+            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+                let _ = self.run(&["rm", "-f", id]);
+            }
+        }
+        self.stop();
+        // What dockerd mounted below its directories, then the rest.
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| Path::new(p).starts_with(&self.dir))
+            .collect();
+        points.sort_by(|a, b| b.cmp(a));
+        for p in points {
+            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        for controller in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            let ours = controller.path().join(&self.cgroup);
+            for sub in std::fs::read_dir(&ours).into_iter().flatten().flatten() {
+                let _ = std::fs::remove_dir(sub.path());
+            }
+            let _ = std::fs::remove_dir(&ours);
+        }
+        if !self.key_json_was_there {
+            let _ = std::fs::remove_file("/etc/docker/key.json");
+        }
+    }
+}
+
+/// Removes a directory when dropped (declare it first: it goes last).
+pub struct RemoveDir(pub PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Imports `bb:latest`, a busybox image from Debian's busybox-static, with
+/// no registry; its files go under `dir`.
+pub fn import_busybox(docker: &Docker, dir: &Path) {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
+    let applets = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for a in String::from_utf8_lossy(&applets.stdout).split_whitespace().filter(|a| *a != "busybox") {
+        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
+    }
+    let tar = Command::new("tar").arg("-C").arg(&root).args(["-cf"]).arg(dir.join("rootfs.tar")).arg(".").status();
+    assert!(tar.unwrap().success());
+    docker.ok(&["import", "-c", "ENV PATH=/bin", &dir.join("rootfs.tar").display().to_string(), "bb:latest"]);
+}
