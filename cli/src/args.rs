@@ -190,8 +190,10 @@ pub enum Format {
 /// `cnm network create`
 #[derive(Debug, Args)]
 pub struct NetworkCreate {
-    /// Driver.
-    #[arg(short, long, default_value = "bridge", value_parser = ["bridge", "host", "null", "overlay"])]
+    /// Driver: bridge, host, null, overlay, or the name of a Docker network
+    /// plugin (found as dockerd finds it: /run/docker/plugins/NAME.sock or
+    /// a spec file in /etc/docker/plugins).
+    #[arg(short, long, default_value = "bridge")]
     pub driver: String,
     /// Subnet in CIDR form; repeat for several (one per family at most for bridge).
     #[arg(long, value_name = "CIDR")]

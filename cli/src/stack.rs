@@ -154,10 +154,50 @@ pub fn controller(
         FirewallArg::None => None,
     };
     if let Some(backend) = backend {
-        b = b.firewall(Arc::new(NatFirewall::new(backend, host.try_clone()?, store)));
+        b = b.firewall(Arc::new(NatFirewall::new(backend, host.try_clone()?, store.clone())));
     }
     if let Some(o) = &overlay {
         b = b.driver(o.clone()).gateway_bridge(gateway_bridge());
     }
+    for d in plugin_drivers(cli, &*store, overlay.is_some())? {
+        b = b.driver(d);
+    }
     Ok((b.build()?, overlay))
+}
+
+/// Docker network plugins as drivers: the one `network create -d NAME`
+/// names, and those of the networks already made with one. A plugin that
+/// cannot be found is an error only for the network being created; the
+/// others report it when they are used.
+fn plugin_drivers(cli: &Cli, store: &dyn Store, overlay: bool) -> Result<Vec<Arc<dyn cnm_core::NetworkDriver>>> {
+    let builtin = |d: &str| matches!(d, "bridge" | "host" | "null") || (overlay && d == "overlay");
+    let mut names = std::collections::BTreeSet::new();
+    for prefix in ["networks/", "global/networks/"] {
+        for e in store.list(prefix).unwrap_or_default() {
+            let net: Option<serde_json::Value> = serde_json::from_slice(&e.value).ok();
+            if let Some(d) = net.as_ref().and_then(|n| n["driver"].as_str()).filter(|d| !builtin(d)) {
+                names.insert(d.to_string());
+            }
+        }
+    }
+    let mut drivers: Vec<Arc<dyn cnm_core::NetworkDriver>> = Vec::new();
+    if let crate::args::Cmd::Network(crate::args::NetworkCmd::Create(c)) = &cli.cmd {
+        if !builtin(&c.driver) && !names.contains(&c.driver) {
+            if c.driver == "overlay" {
+                return Err(Error::invalid(
+                    "--driver",
+                    "the overlay driver needs --store etcd://HOST:PORT and --advertise-addr",
+                ));
+            }
+            let d = cnm_remote::RemoteDriver::discover(&c.driver)
+                .map_err(|e| Error::invalid("--driver", format!("{:?} is no built-in driver, and {e}", c.driver)))?;
+            drivers.push(Arc::new(d));
+        }
+    }
+    for n in names {
+        if let Ok(d) = cnm_remote::RemoteDriver::discover(&n) {
+            drivers.push(Arc::new(d));
+        }
+    }
+    Ok(drivers)
 }

@@ -13,6 +13,10 @@ pub enum ErrorKind {
     InvalidRequest,
     /// The controller refused or failed the operation.
     Controller(cnm_core::ErrorKind),
+    /// No plugin of that name was found.
+    NotFound,
+    /// A plugin answered with an error.
+    Plugin,
 }
 
 /// Errors of the plugin server.
@@ -36,6 +40,22 @@ pub enum Error {
         /// What was wrong, naming the field.
         reason: String,
     },
+    /// No socket or spec file names the plugin.
+    #[error("plugin {plugin:?} not found (no /run/docker/plugins/{plugin}.sock, no spec file in /etc/docker/plugins or /usr/lib/docker/plugins)")]
+    NotFound {
+        /// The plugin's name.
+        plugin: String,
+    },
+    /// A plugin's `Err` answer (or an answer that was not JSON).
+    #[error("plugin {plugin:?} {method}: {err}")]
+    Plugin {
+        /// The plugin's name.
+        plugin: String,
+        /// The protocol method.
+        method: String,
+        /// What it said.
+        err: String,
+    },
     /// What the controller said.
     #[error("{method}: {source}")]
     Controller {
@@ -54,6 +74,8 @@ impl Error {
             Error::Io { .. } => ErrorKind::Io,
             Error::InvalidRequest { .. } => ErrorKind::InvalidRequest,
             Error::Controller { source, .. } => ErrorKind::Controller(source.kind()),
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::Plugin { .. } => ErrorKind::Plugin,
         }
     }
 
@@ -68,5 +90,20 @@ impl Error {
     /// Wraps a controller error with the method it failed.
     pub(crate) fn controller(method: &str) -> impl Fn(cnm_core::Error) -> Error + '_ {
         move |source| Error::Controller { method: method.to_string(), source }
+    }
+}
+
+/// For the driver and IPAM traits: a plugin that cannot be reached is
+/// unavailable; anything it refused keeps its words.
+impl From<Error> for cnm_core::Error {
+    fn from(e: Error) -> cnm_core::Error {
+        match e {
+            Error::NotFound { plugin } => cnm_core::Error::NotFound { what: "plugin", name: plugin },
+            Error::Io { op, source } => {
+                cnm_core::Error::Unavailable { op, service: "the plugin".into(), reason: source.to_string() }
+            }
+            Error::Controller { source, .. } => source,
+            other => cnm_core::Error::Kernel { op: "remote plugin".into(), source: Box::new(other) },
+        }
     }
 }

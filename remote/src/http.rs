@@ -3,7 +3,7 @@
 //! unix socket. Heads are parsed by `httparse`; bodies are framed by
 //! `Content-Length` or chunked. No I/O beyond the stream it is given.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 
 /// The most a head or a body may take: plugin messages are small.
 const MAX_HEAD: usize = 16 * 1024;
@@ -117,6 +117,33 @@ pub(crate) fn read_request(r: &mut impl BufRead) -> io::Result<Option<Request>> 
     let framing = body_framing(req.headers)?;
     let body = read_body(r, framing)?;
     Ok(Some(Request { method, path, body }))
+}
+
+/// Reads a response: its status and body (to the end of the connection
+/// when it has neither a length nor chunks).
+pub(crate) fn read_response(r: &mut dyn BufRead) -> io::Result<(u16, Vec<u8>)> {
+    let mut r = r;
+    let head = read_head(&mut r)?.ok_or_else(|| bad("connection closed before an answer"))?;
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(&head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(bad("incomplete response head")),
+        Err(e) => return Err(bad(format!("bad response head: {e}"))),
+    }
+    let status = resp.code.unwrap_or(0);
+    let framed = resp
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("content-length") || h.name.eq_ignore_ascii_case("transfer-encoding"));
+    let body = if framed {
+        read_body(&mut r, body_framing(resp.headers)?)?
+    } else {
+        let mut all = Vec::new();
+        std::io::Read::take(&mut r, MAX_BODY as u64).read_to_end(&mut all)?;
+        all
+    };
+    Ok((status, body))
 }
 
 /// Writes a response with a JSON body.

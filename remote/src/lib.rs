@@ -8,6 +8,9 @@
 //! [`PluginServer`] serves it on the unix socket dockerd looks for
 //! (`/run/docker/plugins/NAME.sock`). Synchronous: a thread per connection.
 //!
+//! The other way round, [`RemoteDriver`] makes any Docker network plugin a
+//! cnm network driver ([`PluginClient`] finds it as dockerd does).
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! # fn controller() -> cnm_core::Controller { unimplemented!() }
@@ -21,6 +24,8 @@
 
 #![warn(missing_docs)]
 
+mod client;
+mod driver;
 mod error;
 mod http;
 mod ipam;
@@ -31,6 +36,8 @@ mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use client::PluginClient;
+pub use driver::RemoteDriver;
 pub use error::{Error, ErrorKind, Result};
 pub use plugin::{docker_name, Plugin, PluginConfig, DOCKER_NETWORK_ID};
 pub use server::{default_socket, PluginServer};

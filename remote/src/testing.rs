@@ -5,11 +5,15 @@
 //! with a plain setns (`ip netns exec` would remount /sys and hide the
 //! cgroups), its data, sockets and cgroups its own, all removed on drop.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cnm_netns::NetNs;
+use serde_json::{json, Value};
 
 /// dockerd in a namespace, with its data in a directory of its own.
 pub struct Docker {
@@ -160,4 +164,81 @@ pub fn import_busybox(docker: &Docker, dir: &Path) {
     let tar = Command::new("tar").arg("-C").arg(&root).args(["-cf"]).arg(dir.join("rootfs.tar")).arg(".").status();
     assert!(tar.unwrap().success());
     docker.ok(&["import", "-c", "ENV PATH=/bin", &dir.join("rootfs.tar").display().to_string(), "bb:latest"]);
+}
+
+/// A Docker network plugin that answers its own way, on a thread: its links are
+/// `tpN`/`tpNc`, it picks the MAC, gives no gateway but a route to
+/// 10.99.0.0/16 through 10.1.5.1, prefixes names with `net`, and sends
+/// its answers chunked.
+pub struct TestPlugin {
+    calls: Arc<Mutex<Vec<String>>>,
+}
+
+fn chunked(out: &mut UnixStream, body: &[u8]) {
+    let mut msg = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for part in body.chunks(7) {
+        msg.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        msg.extend_from_slice(part);
+        msg.extend_from_slice(b"\r\n");
+    }
+    msg.extend_from_slice(b"0\r\n\r\n");
+    out.write_all(&msg).unwrap();
+}
+
+impl TestPlugin {
+    /// Serves on `listener` from a thread, making its links in `host`.
+    pub fn start(listener: UnixListener, host: NetNs) -> TestPlugin {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let log = calls.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut out) = conn else { return };
+                let mut r = BufReader::new(out.try_clone().unwrap());
+                let (mut line, mut len) = (String::new(), 0);
+                r.read_line(&mut line).unwrap();
+                let method = line.split_whitespace().nth(1).unwrap_or("").trim_start_matches('/').to_string();
+                loop {
+                    let mut h = String::new();
+                    r.read_line(&mut h).unwrap();
+                    if h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; len];
+                r.read_exact(&mut body).unwrap();
+                let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                log.lock().unwrap().push(method.clone());
+                let answer = match method.as_str() {
+                    "Plugin.Activate" => json!({"Implements": ["NetworkDriver"]}),
+                    "NetworkDriver.GetCapabilities" => json!({"Scope": "local"}),
+                    "NetworkDriver.CreateEndpoint" => json!({"Interface": {"MacAddress": "02:00:00:00:be:ef"}}),
+                    "NetworkDriver.Join" => {
+                        let n = &req["EndpointID"].as_str().unwrap()[..6];
+                        let peer = format!("tp{n}c");
+                        host.exec("ip", ["link", "add", &format!("tp{n}"), "type", "veth", "peer", "name", &peer])
+                            .unwrap();
+                        host.exec("ip", ["link", "set", &format!("tp{n}"), "up"]).unwrap();
+                        json!({"InterfaceName": {"SrcName": peer, "DstPrefix": "net"},
+                               "StaticRoutes": [{"Destination": "10.99.0.0/16", "RouteType": 0, "NextHop": "10.1.5.1"}]})
+                    }
+                    "NetworkDriver.Leave" => {
+                        let n = &req["EndpointID"].as_str().unwrap()[..6];
+                        let _ = host.exec("ip", ["link", "del", &format!("tp{n}")]);
+                        json!({})
+                    }
+                    _ => json!({}),
+                };
+                chunked(&mut out, answer.to_string().as_bytes());
+            }
+        });
+        TestPlugin { calls }
+    }
+
+    /// The methods called so far, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
 }

@@ -1,6 +1,12 @@
 //! Helpers shared by the `cnm` tool's test files.
 
+#![allow(dead_code)]
+
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use cnm_netns::testing::TestHost;
 
 /// Every file and directory below `d`, recursively (none if `d` is gone).
 pub fn walk(d: &Path) -> Vec<PathBuf> {
@@ -12,4 +18,53 @@ pub fn walk(d: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// `cnm plugin` in the background, against the test's state and host
+/// namespace.
+pub struct PluginProcess {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl PluginProcess {
+    pub fn start(host: &TestHost, state: &Path, name: &str) -> PluginProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cnm"))
+            .arg("--state-dir")
+            .arg(state.join("state"))
+            .arg("--run-dir")
+            .arg(state.join("run"))
+            .arg("--host-netns")
+            .arg(host.ns.proc_path())
+            .args(["plugin", "--name", name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting cnm plugin");
+        // Ready when it says where it listens; the rest of what it says
+        // is read to the end, so it never writes to a closed pipe.
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert!(line.starts_with("cnm plugin:"), "cnm plugin said {line:?}");
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        PluginProcess { child, socket: cnm_remote::default_socket(name) }
+    }
+
+    /// SIGTERM; it must exit 0 and take its socket with it.
+    pub fn stop(mut self) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::SIGTERM).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "cnm plugin exited with {status}");
+        assert!(!self.socket.exists(), "the socket went with the plugin");
+    }
+}
+
+impl Drop for PluginProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
 }
