@@ -110,6 +110,21 @@ impl BridgeDriver {
         Ok(o.name.unwrap_or_else(|| format!("br-{}", net.id.short())))
     }
 
+    /// Publishes the endpoint's ports (the network's default host address
+    /// where a mapping names none) and records the bindings.
+    fn publish(ctx: &DriverContext<'_>, net: &Network, o: &BridgeNetworkOptions, ep: &mut Endpoint) -> Result<()> {
+        let mut ports = ep.ports.clone();
+        if let Some(default_ip) = o.host_binding_ipv4 {
+            for p in ports.iter_mut().filter(|p| p.host_ip.is_none()) {
+                p.host_ip = Some(default_ip);
+            }
+        }
+        let addresses: Vec<IpAddr> = [ep.ipv4, ep.ipv6].into_iter().flatten().map(|a| a.addr()).collect();
+        let req = PortRequest { endpoint: ep.id.to_string(), network: net.id.to_string(), addresses, ports };
+        ep.bindings = ctx.firewall.add_ports(&req)?;
+        Ok(())
+    }
+
     /// The host-side veth name of an endpoint: `veth` and 7 hex digits.
     pub fn veth_name(ep: &Endpoint) -> String {
         ep.driver_data.get("veth").cloned().unwrap_or_else(|| format!("veth{}", &ep.id.as_str()[..7]))
@@ -326,18 +341,11 @@ impl NetworkDriver for BridgeDriver {
             return undo.fail(e);
         }
 
-        if !ep.ports.is_empty() {
-            let mut ports = ep.ports.clone();
-            if let Some(default_ip) = o.host_binding_ipv4 {
-                for p in ports.iter_mut().filter(|p| p.host_ip.is_none()) {
-                    p.host_ip = Some(default_ip);
-                }
-            }
-            let addresses: Vec<IpAddr> = [ep.ipv4, ep.ipv6].into_iter().flatten().map(|a| a.addr()).collect();
-            let req = PortRequest { endpoint: ep.id.to_string(), network: net.id.to_string(), addresses, ports };
-            match self.step("publish ports").and_then(|_| ctx.firewall.add_ports(&req)) {
-                Ok(b) => ep.bindings = b,
-                Err(e) => return undo.fail(e),
+        // A runtime that programs the sandbox itself asks for the ports
+        // separately (program_external).
+        if !ep.ports.is_empty() && !req.in_host {
+            if let Err(e) = self.step("publish ports").and_then(|_| Self::publish(ctx, net, &o, ep)) {
+                return undo.fail(e);
             }
         }
         ep.driver_data.insert("veth".into(), veth);
@@ -348,6 +356,18 @@ impl NetworkDriver for BridgeDriver {
             JoinInfo::in_sandbox(ep, link.peer_index)
         };
         Ok(info.mtu(o.mtu).gateway(net.gateway_v4().map(|g| g.addr())).gateway(net.gateway_v6().map(|g| g.addr())))
+    }
+
+    fn program_external(&self, ctx: &DriverContext<'_>, net: &Network, ep: &mut Endpoint) -> Result<()> {
+        if ep.ports.is_empty() || !ep.bindings.is_empty() {
+            return Ok(());
+        }
+        let o = BridgeNetworkOptions::from_docker(&net.options)?;
+        Self::publish(ctx, net, &o, ep)
+    }
+
+    fn revoke_external(&self, ctx: &DriverContext<'_>, _: &Network, ep: &Endpoint) -> Result<()> {
+        ctx.firewall.remove_ports(ep.id.as_str())
     }
 
     fn leave(&self, ctx: &DriverContext<'_>, _: &Network, ep: &Endpoint, _: Option<&NetNs>) -> Result<()> {

@@ -222,6 +222,10 @@ pub struct NetworkCreate {
     /// A label.
     #[arg(long, value_name = "KEY=VALUE")]
     pub label: Vec<String>,
+    /// The IPAM driver: `default` (cnm-ipam), or the name of a Docker IPAM
+    /// plugin.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub ipam_driver: String,
     /// The network's name.
     pub name: String,
 }

@@ -86,6 +86,7 @@ pub fn network_config(c: &NetworkCreate) -> Result<NetworkConfig> {
     cfg.internal = c.internal;
     cfg.attachable = c.attachable;
     cfg.enable_ipv6 = c.ipv6;
+    cfg.ipam.driver = c.ipam_driver.clone();
     for s in &c.subnet {
         if s.addr().is_ipv6() && !c.ipv6 {
             return Err(Error::invalid("--subnet", format!("{s} is an IPv6 subnet: add --ipv6")));

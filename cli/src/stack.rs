@@ -162,6 +162,9 @@ pub fn controller(
     for d in plugin_drivers(cli, &*store, overlay.is_some())? {
         b = b.driver(d);
     }
+    for (name, ipam) in plugin_ipams(cli, &*store)? {
+        b = b.ipam_driver(name, ipam);
+    }
     Ok((b.build()?, overlay))
 }
 
@@ -200,4 +203,33 @@ fn plugin_drivers(cli: &Cli, store: &dyn Store, overlay: bool) -> Result<Vec<Arc
         }
     }
     Ok(drivers)
+}
+
+/// Docker IPAM plugins: the one `network create --ipam-driver NAME` names,
+/// and those of the networks already made with one.
+fn plugin_ipams(cli: &Cli, store: &dyn Store) -> Result<Vec<(String, Arc<dyn cnm_core::IpamDriver>)>> {
+    let mut names = std::collections::BTreeSet::new();
+    for prefix in ["networks/", "global/networks/"] {
+        for e in store.list(prefix).unwrap_or_default() {
+            let net: Option<serde_json::Value> = serde_json::from_slice(&e.value).ok();
+            if let Some(d) = net.as_ref().and_then(|n| n["ipam"]["Driver"].as_str()).filter(|d| *d != "default") {
+                names.insert(d.to_string());
+            }
+        }
+    }
+    let mut ipams: Vec<(String, Arc<dyn cnm_core::IpamDriver>)> = Vec::new();
+    if let crate::args::Cmd::Network(crate::args::NetworkCmd::Create(c)) = &cli.cmd {
+        if c.ipam_driver != "default" && !names.contains(&c.ipam_driver) {
+            let i = cnm_remote::RemoteIpam::discover(&c.ipam_driver).map_err(|e| {
+                Error::invalid("--ipam-driver", format!("{:?} is not the default IPAM, and {e}", c.ipam_driver))
+            })?;
+            ipams.push((c.ipam_driver.clone(), Arc::new(i)));
+        }
+    }
+    for n in names {
+        if let Ok(i) = cnm_remote::RemoteIpam::discover(&n) {
+            ipams.push((n, Arc::new(i)));
+        }
+    }
+    Ok(ipams)
 }

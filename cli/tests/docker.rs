@@ -5,29 +5,20 @@
 //! restart of dockerd and of the plugin. Everything is removed at the end.
 //! The setup follows `../shared/clients/docker-remote.sh`.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cnm_netns::testing::TestHost;
 use cnm_remote::testing::{import_busybox, Docker, RemoveDir};
 
 mod common;
-use common::PluginProcess;
+use common::{cnm_ok, PluginProcess};
 
-fn cnm(host: &TestHost, state: &Path, args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_cnm"))
-        .arg("--state-dir")
-        .arg(state.join("state"))
-        .arg("--run-dir")
-        .arg(state.join("run"))
-        .arg("--host-netns")
-        .arg(host.ns.proc_path())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "cnm {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
+/// `docker run -d --stop-timeout 1 --name NAME ARGS` (busybox as PID 1
+/// ignores SIGTERM: without the short timeout every stop waits 10 s).
+fn run_detached(docker: &Docker, name: &str, args: &[&str]) {
+    let mut all = vec!["run", "-d", "--stop-timeout", "1", "--name", name];
+    all.extend_from_slice(args);
+    docker.ok(&all);
 }
 
 /// A container's address on a network.
@@ -50,29 +41,14 @@ fn dockerd_runs_containers_on_cnm_networks() {
     // A cnm network; dockerd's own IPAM gives the addresses.
     let id = docker.ok(&["network", "create", "-d", &name, "--subnet", "10.93.70.0/24", "web"]);
     let cnm_name = cnm_remote::docker_name(id.trim());
-    assert!(cnm(&host, &dir, &["network", "ls"]).contains(&cnm_name), "cnm sees dockerd's network");
+    assert!(cnm_ok(&host, &dir, &["network", "ls"]).contains(&cnm_name), "cnm sees dockerd's network");
     let inspect: serde_json::Value = serde_json::from_str(&docker.ok(&["network", "inspect", "web"])).unwrap();
     assert_eq!(inspect[0]["Driver"], name.as_str());
 
     // Two containers talk; a published port keeps the client's address.
-    docker.ok(&["run", "-d", "--stop-timeout", "1", "--name", "ca", "--network", "web", "bb", "sleep", "600"]);
+    run_detached(&docker, "ca", &["--network", "web", "bb", "sleep", "600"]);
     let serve = "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -vv -p 80 -h /www";
-    docker.ok(&[
-        "run",
-        "-d",
-        "--stop-timeout",
-        "1",
-        "--name",
-        "cb",
-        "--network",
-        "web",
-        "-p",
-        "8080:80",
-        "bb",
-        "sh",
-        "-c",
-        serve,
-    ]);
+    run_detached(&docker, "cb", &["--network", "web", "-p", "8080:80", "bb", "sh", "-c", serve]);
     let (ip_a, ip_b) = (address(&docker, "ca", "web"), address(&docker, "cb", "web"));
     assert!(ip_a.starts_with("10.93.70.") && ip_b.starts_with("10.93.70."), "{ip_a} {ip_b}");
     docker.ok(&["exec", "ca", "ping", "-c", "1", "-W", "5", &ip_b]);
@@ -105,21 +81,7 @@ fn dockerd_runs_containers_on_cnm_networks() {
 
     // dockerd restarts; a container with a restart policy comes back on
     // the cnm network, and talks.
-    docker.ok(&[
-        "run",
-        "-d",
-        "--stop-timeout",
-        "1",
-        "--name",
-        "cc",
-        "--restart",
-        "always",
-        "--network",
-        "web",
-        "bb",
-        "sleep",
-        "600",
-    ]);
+    run_detached(&docker, "cc", &["--restart", "always", "--network", "web", "bb", "sleep", "600"]);
     docker.stop();
     docker.launch(&host.ns);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -138,8 +100,8 @@ fn dockerd_runs_containers_on_cnm_networks() {
     // Everything goes; cnm keeps nothing of dockerd's.
     docker.ok(&["rm", "-f", "ca", "cb", "cc"]);
     docker.ok(&["network", "rm", "web", "back", "plain"]);
-    assert!(!cnm(&host, &dir, &["network", "ls"]).contains("docker-"));
-    assert!(!cnm(&host, &dir, &["sandbox", "ls"]).contains("docker-"), "no external sandbox is left");
+    assert!(!cnm_ok(&host, &dir, &["network", "ls"]).contains("docker-"));
+    assert!(!cnm_ok(&host, &dir, &["sandbox", "ls"]).contains("docker-"), "no external sandbox is left");
     let links = host.exec(&host.ns, "ip", &["-o", "link", "show"]);
     assert!(!links.contains("veth"), "no veth is left: {links}");
     docker.stop();

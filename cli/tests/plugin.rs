@@ -5,30 +5,11 @@
 //! cnm-core. (Another cnm cannot be the plugin here: two cnm instances
 //! refuse to manage one host namespace.)
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
 use cnm_netns::testing::TestHost;
 use cnm_remote::testing::TestPlugin;
-
-fn cnm(host: &TestHost, state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cnm"))
-        .arg("--state-dir")
-        .arg(state.join("state"))
-        .arg("--run-dir")
-        .arg(state.join("run"))
-        .arg("--host-netns")
-        .arg(host.ns.proc_path())
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(host: &TestHost, state: &Path, args: &[&str]) -> String {
-    let o = cnm(host, state, args);
-    assert!(o.status.success(), "cnm {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
+use common::{cnm_command, cnm_ok};
 
 /// Removes the plugin's socket at the end.
 struct Socket(std::path::PathBuf);
@@ -49,23 +30,23 @@ fn cnm_uses_a_docker_plugin_found_by_name() {
     let plugin = TestPlugin::start(listener, host.ns.try_clone().unwrap());
     let me = host.dir().join("client");
 
-    let o = cnm(&host, &me, &["network", "create", "-d", "nosuchplugin", "x"]);
+    let o = cnm_command(&host, &me).args(["network", "create", "-d", "nosuchplugin", "x"]).output().unwrap();
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("nosuchplugin") && e.contains("not found"), "{e}");
 
-    ok(&host, &me, &["network", "create", "-d", &name, "--subnet", "10.1.5.0/24", "web"]);
-    assert!(ok(&host, &me, &["network", "ls"]).contains(&name), "the network's driver is the plugin");
-    ok(&host, &me, &["sandbox", "create", "c1"]);
-    ok(&host, &me, &["connect", "--ip", "10.1.5.11", "web", "c1"]);
+    cnm_ok(&host, &me, &["network", "create", "-d", &name, "--subnet", "10.1.5.0/24", "web"]);
+    assert!(cnm_ok(&host, &me, &["network", "ls"]).contains(&name), "the network's driver is the plugin");
+    cnm_ok(&host, &me, &["sandbox", "create", "c1"]);
+    cnm_ok(&host, &me, &["connect", "--ip", "10.1.5.11", "web", "c1"]);
     // Another command (another controller) finds the plugin again from
     // the network's record.
-    let addr = ok(&host, &me, &["exec", "c1", "--", "ip", "-o", "-4", "addr", "show", "net0"]);
+    let addr = cnm_ok(&host, &me, &["exec", "c1", "--", "ip", "-o", "-4", "addr", "show", "net0"]);
     assert!(addr.contains("10.1.5.11/24"), "{addr}");
-    let routes = ok(&host, &me, &["exec", "c1", "--", "ip", "route"]);
+    let routes = cnm_ok(&host, &me, &["exec", "c1", "--", "ip", "route"]);
     assert!(routes.contains("10.99.0.0/16 via 10.1.5.1 dev net0"), "{routes}");
-    ok(&host, &me, &["disconnect", "web", "c1"]);
-    ok(&host, &me, &["sandbox", "rm", "c1"]);
-    ok(&host, &me, &["network", "rm", "web"]);
+    cnm_ok(&host, &me, &["disconnect", "web", "c1"]);
+    cnm_ok(&host, &me, &["sandbox", "rm", "c1"]);
+    cnm_ok(&host, &me, &["network", "rm", "web"]);
     let calls = plugin.calls();
     // Each command activates the plugin once, as dockerd does after a start.
     assert_eq!(calls.last().map(String::as_str), Some("NetworkDriver.DeleteNetwork"), "{calls:?}");

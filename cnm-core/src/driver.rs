@@ -120,6 +120,24 @@ pub trait NetworkDriver: Send + Sync {
         req: &JoinRequest<'_>,
     ) -> Result<JoinInfo>;
 
+    /// Publishes a joined endpoint's ports (Docker's
+    /// `ProgramExternalConnectivity`) where the join left that for later:
+    /// a join to an [external](crate::SandboxConfig::external) sandbox
+    /// publishes nothing until the runtime asks. Records the result in
+    /// `ep.bindings`. Idempotent.
+    fn program_external(&self, ctx: &DriverContext<'_>, net: &Network, ep: &mut Endpoint) -> Result<()> {
+        let _ = (ctx, net, ep);
+        Ok(())
+    }
+
+    /// Withdraws what [`NetworkDriver::program_external`] published
+    /// (Docker's `RevokeExternalConnectivity`); `ep.bindings` is cleared by
+    /// the controller. Idempotent.
+    fn revoke_external(&self, ctx: &DriverContext<'_>, net: &Network, ep: &Endpoint) -> Result<()> {
+        let _ = (ctx, net, ep);
+        Ok(())
+    }
+
     /// Takes the endpoint's link away (a moved interface is back in the
     /// host namespace under its source name by then). `netns` is `None`
     /// when the sandbox's namespace is already gone.

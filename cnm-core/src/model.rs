@@ -159,8 +159,8 @@ impl NetworkConfig {
         if self.driver.is_empty() {
             return Err(Error::invalid("driver", "empty driver name"));
         }
-        if self.ipam.driver != "default" {
-            return Err(Error::invalid("ipam.driver", format!("unknown IPAM driver {:?}", self.ipam.driver)));
+        if self.ipam.driver.is_empty() {
+            return Err(Error::invalid("ipam.driver", "empty IPAM driver name"));
         }
         for (i, p) in self.ipam.config.iter().enumerate() {
             let f = |x: &str| format!("ipam.config[{i}].{x}");

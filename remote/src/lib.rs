@@ -9,7 +9,8 @@
 //! (`/run/docker/plugins/NAME.sock`). Synchronous: a thread per connection.
 //!
 //! The other way round, [`RemoteDriver`] makes any Docker network plugin a
-//! cnm network driver ([`PluginClient`] finds it as dockerd does).
+//! cnm network driver, and [`RemoteIpam`] any Docker IPAM plugin a cnm IPAM
+//! driver ([`PluginClient`] finds them as dockerd does).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -29,6 +30,7 @@ mod driver;
 mod error;
 mod http;
 mod ipam;
+mod ipam_client;
 mod ipam_store;
 mod plugin;
 mod protocol;
@@ -39,5 +41,6 @@ pub mod testing;
 pub use client::PluginClient;
 pub use driver::RemoteDriver;
 pub use error::{Error, ErrorKind, Result};
+pub use ipam_client::RemoteIpam;
 pub use plugin::{docker_name, Plugin, PluginConfig, DOCKER_NETWORK_ID};
 pub use server::{default_socket, PluginServer};

@@ -290,12 +290,18 @@ impl Plugin {
         Ok(encode(json!({ "Value": value })))
     }
 
-    /// Published ports follow the endpoint's join (they come with
-    /// `CreateEndpoint` and are programmed by the driver's join); these
-    /// calls only check that the endpoint exists.
+    /// The published ports (from `CreateEndpoint`'s portmap) are programmed
+    /// by cnm-nat here, not at `Join`, and withdrawn at
+    /// `RevokeExternalConnectivity` (dockerd revokes when a container's
+    /// default route moves to another network, and programs again when it
+    /// comes back).
     fn external_connectivity(&self, m: &str, req: EndpointRequest) -> Result<Vec<u8>> {
         let (net, ep) = self.names(m, &req.network_id, &req.endpoint_id)?;
-        self.ctl.endpoint(&net, &ep).map_err(Error::controller(m))?;
+        if m.ends_with("ProgramExternalConnectivity") {
+            self.ctl.program_external_connectivity(&net, &ep).map_err(Error::controller(m))?;
+        } else {
+            self.ctl.revoke_external_connectivity(&net, &ep).map_err(Error::controller(m))?;
+        }
         Ok(b"{}".to_vec())
     }
 }

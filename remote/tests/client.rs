@@ -16,7 +16,8 @@ use cnm_ipam::Ipam;
 use cnm_netns::testing::TestHost;
 use cnm_netns::NetNs;
 use cnm_remote::testing::TestPlugin;
-use cnm_remote::{Plugin, PluginClient, PluginConfig, PluginServer, RemoteDriver};
+use cnm_remote::{Plugin, PluginClient, PluginConfig, PluginServer, RemoteDriver, RemoteIpam};
+use serde_json::json;
 
 /// A controller on `host` whose only driver is the plugin at `socket`.
 fn client_controller(host: &TestHost, name: &str, socket: &Path) -> Controller {
@@ -27,6 +28,7 @@ fn client_controller(host: &TestHost, name: &str, socket: &Path) -> Controller {
         .store(store.clone())
         .ipam(Arc::new(Ipam::new(store)))
         .driver(Arc::new(RemoteDriver::new(PluginClient::new(name, socket))))
+        .ipam_driver(name, Arc::new(RemoteIpam::new(PluginClient::new(name, socket))))
         .build()
         .unwrap()
 }
@@ -87,6 +89,26 @@ fn cnm_drives_cnms_own_plugin() {
     assert!(routes.contains("default via 10.1.3.1 dev eth0"), "{routes}");
     assert!(host.ping(&c1, ips[1]), "c1 reaches c2 through the plugin's bridge");
     assert!(host.ping(&c1, "10.1.3.1".parse().unwrap()), "and the gateway");
+
+    // A second network whose subnet and addresses come from the plugin's
+    // IPAM side (cnm-ipam behind the socket, apart from cnm's own).
+    let mut back = NetworkConfig::new("back", "plug");
+    back.ipam.driver = "plug".into();
+    let back = ctl.create_network(back).unwrap();
+    let subnet = back.pools[0].subnet;
+    let plugin_ipam = PluginClient::new("plug", &socket);
+    let again =
+        json!({"AddressSpace": "cnm-local", "Pool": subnet.to_string(), "SubPool": "", "Options": {}, "V6": false});
+    let held = plugin_ipam.call("IpamDriver.RequestPool", &again).unwrap_err().to_string();
+    assert!(held.contains(&subnet.to_string()), "the plugin holds the pool: {held}");
+    let ep = ctl.connect("back", "c1", EndpointConfig::default()).unwrap();
+    assert!(subnet.contains(&ep.ipv4.unwrap().addr()), "{ep:?} in {subnet}");
+    assert_ne!(ep.ipv4.unwrap().addr(), back.pools[0].gateway.unwrap().addr());
+    ctl.disconnect("back", "c1").unwrap();
+    ctl.delete_network("back").unwrap();
+    let v = plugin_ipam.call("IpamDriver.RequestPool", &again).unwrap();
+    assert_eq!(v["Pool"], subnet.to_string(), "released with the network");
+    plugin_ipam.call("IpamDriver.ReleasePool", &json!({"PoolID": v["PoolID"]})).unwrap();
 
     let veth = server_ctl.endpoints(None).unwrap()[0].driver_data["veth"].clone();
     ctl.delete_sandbox("c1").unwrap();

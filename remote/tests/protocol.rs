@@ -120,8 +120,8 @@ fn a_containers_life_as_dockerd_drives_it() {
     let link = r.host.ip_json(&r.host.ns, &["link", "show", src]);
     assert_eq!(link[0]["address"], mac.as_str());
     assert_eq!(link[0]["mtu"], 1400);
-    let nft = r.host.exec(&r.host.ns, "nft", &["list", "ruleset"]);
-    assert!(nft.contains("8002"), "the published port is programmed: {nft}");
+    let nft = || r.host.exec(&r.host.ns, "nft", &["list", "ruleset"]);
+    assert!(!nft().contains("8002"), "ports wait for ProgramExternalConnectivity: {}", nft());
     // A second join of the same endpoint is refused, and changes nothing.
     let before = r.links();
     let e = r.err(
@@ -133,8 +133,15 @@ fn a_containers_life_as_dockerd_drives_it() {
 
     let both = json!({"NetworkID": NET, "EndpointID": EP});
     r.ok("NetworkDriver.ProgramExternalConnectivity", both.clone());
+    assert!(nft().contains("8002"), "the published port is programmed: {}", nft());
     let info = r.ok("NetworkDriver.EndpointOperInfo", both.clone());
     assert!(info["Value"]["cnm.ports"][0].as_str().unwrap().contains("8002->80/tcp"), "{info}");
+    // dockerd revokes when the default route moves to another network,
+    // and programs again when it comes back.
+    r.ok("NetworkDriver.RevokeExternalConnectivity", both.clone());
+    assert!(!nft().contains("8002"), "revoked: {}", nft());
+    r.ok("NetworkDriver.ProgramExternalConnectivity", both.clone());
+    assert!(nft().contains("8002"), "programmed again: {}", nft());
     r.ok("NetworkDriver.RevokeExternalConnectivity", both.clone());
     r.ok("NetworkDriver.Leave", both.clone());
     // Down at once, deleted in the bridge driver's next batch.

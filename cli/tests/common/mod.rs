@@ -8,6 +8,22 @@ use std::process::{Child, Command, Stdio};
 
 use cnm_netns::testing::TestHost;
 
+/// `cnm` with the state and run directories under `state`, working in the
+/// test host's namespace.
+pub fn cnm_command(host: &TestHost, state: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cnm"));
+    c.arg("--state-dir").arg(state.join("state")).arg("--run-dir").arg(state.join("run"));
+    c.arg("--host-netns").arg(host.ns.proc_path());
+    c
+}
+
+/// `cnm ARGS` (see [`cnm_command`]), which must succeed; its output.
+pub fn cnm_ok(host: &TestHost, state: &Path, args: &[&str]) -> String {
+    let o = cnm_command(host, state).args(args).output().unwrap();
+    assert!(o.status.success(), "cnm {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
 /// Every file and directory below `d`, recursively (none if `d` is gone).
 pub fn walk(d: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -29,13 +45,7 @@ pub struct PluginProcess {
 
 impl PluginProcess {
     pub fn start(host: &TestHost, state: &Path, name: &str) -> PluginProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cnm"))
-            .arg("--state-dir")
-            .arg(state.join("state"))
-            .arg("--run-dir")
-            .arg(state.join("run"))
-            .arg("--host-netns")
-            .arg(host.ns.proc_path())
+        let mut child = cnm_command(host, state)
             .args(["plugin", "--name", name])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -108,7 +108,7 @@ impl Controller {
 
         for (pool, want) in pools {
             let Some(pool) = pool else { continue };
-            let ipam = self.ipam()?;
+            let ipam = self.ipam(&net.ipam.driver)?;
             let req = want.map(AddressRequest::Exact).unwrap_or(AddressRequest::Any);
             let addr = match ipam.request_address(&pool, req) {
                 Ok(a) => a,
@@ -164,7 +164,7 @@ impl Controller {
         }
         for (pool, addr) in [(&ep.ipv4_pool, ep.ipv4), (&ep.ipv6_pool, ep.ipv6)] {
             if let (Some(pool), Some(addr)) = (pool, addr) {
-                match self.ipam() {
+                match self.ipam(&net.ipam.driver) {
                     Ok(ipam) => errors.extend(gone_ok(ipam.release_address(pool, addr.addr())).err()),
                     Err(e) => errors.push(e),
                 }
@@ -328,6 +328,40 @@ impl Controller {
         undo.commit();
         tracing::info!(endpoint = %ep.name, "joined to an external sandbox");
         Ok(ep)
+    }
+
+    /// Publishes a joined endpoint's ports where its join left that to the
+    /// runtime (Docker's `ProgramExternalConnectivity`, for an external
+    /// sandbox); a no-op where the join published them. Returns the
+    /// endpoint with its bindings.
+    pub fn program_external_connectivity(&self, network: &str, endpoint: &str) -> Result<Endpoint> {
+        let _op = self.op()?;
+        let (net, _) = self.find_network(network)?;
+        let (mut ep, rev) = self.find_endpoint(&net, endpoint)?;
+        if ep.sandbox.is_none() || ep.join_state != JoinState::Joined {
+            return Err(Error::conflict(format!("endpoint {:?}", ep.name), "it is not joined to a sandbox"));
+        }
+        self.driver(&net.driver)?.program_external(&self.ctx(), &net, &mut ep)?;
+        if let Err(e) = self.store.put_json(&ep_key(&ep), &ep, Expect::Revision(rev)) {
+            let _ = self.driver(&net.driver)?.revoke_external(&self.ctx(), &net, &ep);
+            return Err(e);
+        }
+        Ok(ep)
+    }
+
+    /// Withdraws a joined endpoint's published ports (Docker's
+    /// `RevokeExternalConnectivity`); [`Controller::program_external_connectivity`]
+    /// brings them back. Idempotent.
+    pub fn revoke_external_connectivity(&self, network: &str, endpoint: &str) -> Result<()> {
+        let _op = self.op()?;
+        let (net, _) = self.find_network(network)?;
+        let (mut ep, rev) = self.find_endpoint(&net, endpoint)?;
+        self.driver(&net.driver)?.revoke_external(&self.ctx(), &net, &ep)?;
+        if !ep.bindings.is_empty() {
+            ep.bindings.clear();
+            self.store.put_json(&ep_key(&ep), &ep, Expect::Revision(rev))?;
+        }
+        Ok(())
     }
 
     /// Takes an endpoint out of its sandbox, best effort. When it provided

@@ -50,10 +50,13 @@ pub const VOLATILE_PREFIXES: &[&str] = &["endpoints/", "sandboxes/", "leases/", 
 /// them to the shared store (etcd) and keeps everything else on the host.
 pub const GLOBAL_PREFIXES: &[&str] = &["global/", "ipam/spaces/global", "leases/global-"];
 
+/// The name of the IPAM given to [`ControllerBuilder::ipam`].
+pub const DEFAULT_IPAM: &str = "default";
+
 /// Builds a [`Controller`].
 pub struct ControllerBuilder {
     drivers: Vec<Arc<dyn NetworkDriver>>,
-    ipam: Option<Arc<dyn IpamDriver>>,
+    ipams: BTreeMap<String, Arc<dyn IpamDriver>>,
     firewall: Arc<dyn Firewall>,
     store: Option<Arc<dyn Store>>,
     host: Option<NetNs>,
@@ -103,9 +106,19 @@ impl ControllerBuilder {
         self
     }
 
-    /// The IPAM to use (required when a driver needs addresses).
+    /// The IPAM to use (required when a driver needs addresses): the
+    /// `default` IPAM driver.
     pub fn ipam(mut self, ipam: Arc<dyn IpamDriver>) -> Self {
-        self.ipam = Some(ipam);
+        self.ipams.insert(DEFAULT_IPAM.to_string(), ipam);
+        self
+    }
+
+    /// Another IPAM driver, for networks that name it
+    /// (`NetworkConfig::ipam.driver`, Docker's `--ipam-driver`), e.g. a
+    /// Docker IPAM plugin. Reconcile repairs only the default IPAM's
+    /// pools and addresses: another driver keeps its own books.
+    pub fn ipam_driver(mut self, name: impl Into<String>, ipam: Arc<dyn IpamDriver>) -> Self {
+        self.ipams.insert(name.into(), ipam);
         self
     }
 
@@ -202,7 +215,7 @@ impl ControllerBuilder {
         Ok(Controller {
             claim,
             drivers,
-            ipam: self.ipam,
+            ipams: self.ipams,
             firewall: self.firewall,
             store: self.store.unwrap_or_else(|| Arc::new(MemStore::new())),
             host,
@@ -222,7 +235,7 @@ impl ControllerBuilder {
 /// threads; with a [`FileStore`](crate::FileStore) also between processes.
 pub struct Controller {
     drivers: BTreeMap<String, Arc<dyn NetworkDriver>>,
-    ipam: Option<Arc<dyn IpamDriver>>,
+    ipams: BTreeMap<String, Arc<dyn IpamDriver>>,
     firewall: Arc<dyn Firewall>,
     store: Arc<dyn Store>,
     host: NetNs,
@@ -253,7 +266,7 @@ impl Controller {
     pub fn builder() -> ControllerBuilder {
         ControllerBuilder {
             drivers: Vec::new(),
-            ipam: None,
+            ipams: BTreeMap::new(),
             firewall: Arc::new(NoFirewall),
             store: None,
             host: None,
@@ -292,8 +305,18 @@ impl Controller {
         })
     }
 
-    fn ipam(&self) -> Result<&Arc<dyn IpamDriver>> {
-        self.ipam.as_ref().ok_or_else(|| Error::Internal("this controller was built without an IPAM".into()))
+    /// The IPAM driver `name` (a network's `ipam.driver`).
+    fn ipam(&self, name: &str) -> Result<&Arc<dyn IpamDriver>> {
+        self.ipams.get(name).ok_or_else(|| match self.ipams.is_empty() {
+            true => Error::Internal("this controller was built without an IPAM".into()),
+            false => Error::invalid(
+                "ipam.driver",
+                format!(
+                    "unknown IPAM driver {name:?} (known: {})",
+                    self.ipams.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ),
+        })
     }
 
     // ----- lookups -------------------------------------------------------

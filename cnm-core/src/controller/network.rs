@@ -26,6 +26,9 @@ impl Controller {
         cfg.validate()?;
         let driver = self.driver(&cfg.driver)?.clone();
         let caps = driver.capabilities();
+        if caps.needs_addresses {
+            self.ipam(&cfg.ipam.driver)?;
+        }
         let mut net = Network {
             id: Id::random()?,
             name: cfg.name.clone(),
@@ -65,7 +68,7 @@ impl Controller {
         undo.push("delete network record", || delete_record(&*self.store, &key));
 
         for (req, requested) in requests {
-            let ipam = self.ipam()?;
+            let ipam = self.ipam(&net.ipam.driver)?;
             let pool = match ipam.request_pool(&req) {
                 Ok(p) => p,
                 Err(e) => return undo.fail(e),
@@ -177,7 +180,7 @@ impl Controller {
             Err(e) => errors.push(e),
         }
         if !net.pools.is_empty() {
-            let ipam = self.ipam()?;
+            let ipam = self.ipam(&net.ipam.driver)?;
             for p in &net.pools {
                 // The pool takes its gateway and reserved addresses with it.
                 if let Err(e) = gone_ok(ipam.release_pool(&p.pool_id)) {

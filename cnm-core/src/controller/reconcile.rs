@@ -82,7 +82,12 @@ impl Controller {
         let endpoints = self.endpoints(None)?;
         self.repair_kernel(&networks, &endpoints, &mut pass);
         self.repair_firewall(&networks, &endpoints, &mut pass);
-        if let Some(ipam) = &self.ipam {
+        if let Some(ipam) = self.ipams.get(super::DEFAULT_IPAM) {
+            // Another IPAM driver (a plugin) keeps its own books.
+            let networks: Vec<Network> =
+                networks.iter().filter(|n| n.ipam.driver == super::DEFAULT_IPAM).cloned().collect();
+            let endpoints: Vec<Endpoint> =
+                endpoints.iter().filter(|e| networks.iter().any(|n| n.id == e.network_id)).cloned().collect();
             Self::repair_ipam(&**ipam, &networks, &endpoints, &mut pass);
         }
         self.remove_orphaned_namespaces(&mut pass)?;
