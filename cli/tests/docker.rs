@@ -5,6 +5,7 @@
 //! restart of dockerd and of the plugin. Everything is removed at the end.
 //! The setup follows `../shared/clients/docker-remote.sh`.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cnm_netns::testing::TestHost;
@@ -12,6 +13,16 @@ use cnm_remote::testing::{import_busybox, Docker, RemoveDir};
 
 mod common;
 use common::{cnm_ok, PluginProcess};
+
+/// Removes a file at the end, and its directory if that is left empty.
+struct RemoveFile(std::path::PathBuf);
+
+impl Drop for RemoveFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = self.0.parent().map(std::fs::remove_dir);
+    }
+}
 
 /// `docker run -d --stop-timeout 1 --name NAME ARGS` (busybox as PID 1
 /// ignores SIGTERM: without the short timeout every stop waits 10 s).
@@ -33,7 +44,13 @@ fn dockerd_runs_containers_on_cnm_networks() {
     let dir = std::env::temp_dir().join(format!("cnm-docker-{}-{}", std::process::id(), host.prefix()));
     let _remove = RemoveDir(dir.clone());
     let name = format!("cnm{}", host.prefix());
-    let mut plugin = Some(PluginProcess::start(&host, &dir, &name));
+    // dockerd finds the plugin through a spec file naming its socket.
+    let socket = dir.join("plugin.sock");
+    let spec = Path::new("/etc/docker/plugins").join(format!("{name}.spec"));
+    std::fs::create_dir_all(spec.parent().unwrap()).unwrap();
+    std::fs::write(&spec, format!("unix://{}\n", socket.display())).unwrap();
+    let _spec = RemoveFile(spec);
+    let mut plugin = Some(PluginProcess::start(&host, &dir, &name, Some(&socket)));
     let mut docker = Docker::start(&host.ns, &dir.join("docker"), host.prefix());
     import_busybox(&docker, &dir);
     let outside = host.outside().unwrap();
@@ -93,7 +110,7 @@ fn dockerd_runs_containers_on_cnm_networks() {
 
     // The plugin restarts; what it made keeps working, new containers too.
     plugin.take().unwrap().stop();
-    plugin = Some(PluginProcess::start(&host, &dir, &name));
+    plugin = Some(PluginProcess::start(&host, &dir, &name, Some(&socket)));
     docker.ok(&["exec", "cc", "ping", "-c", "1", "-W", "5", "10.93.70.1"]);
     docker.ok(&["run", "--rm", "--network", "web", "bb", "ping", "-c", "1", "-W", "5", "10.93.70.1"]);
 

@@ -246,3 +246,38 @@ fn bad_requests_get_errors_and_change_nothing() {
     assert!(r.ctl.networks().unwrap().is_empty());
     assert!(!r.links().contains("br-"), "{}", r.links());
 }
+
+#[test]
+fn calls_are_served_concurrently() {
+    let Some(r) = rig("remote_concurrent") else { return };
+    r.ok(
+        "NetworkDriver.CreateNetwork",
+        json!({"NetworkID": NET, "Options": {}, "IPv4Data": [{"AddressSpace": "LocalDefault", "Gateway": "10.1.6.1/24", "Pool": "10.1.6.0/24"}]}),
+    );
+    // Eight clients at once, each on its own connection, each asking for
+    // an endpoint whose address cnm picks.
+    let answers: Vec<Value> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..8)
+            .map(|i| {
+                let r = &r;
+                s.spawn(move || {
+                    let ep = format!("{i:02x}{}", "a".repeat(62));
+                    r.ok("NetworkDriver.CreateEndpoint", json!({"NetworkID": NET, "EndpointID": ep, "Interface": {}}))
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let mut addrs: Vec<&str> = answers.iter().map(|a| a["Interface"]["Address"].as_str().unwrap()).collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 8, "eight distinct addresses: {answers:?}");
+    for i in 0..8 {
+        r.ok(
+            "NetworkDriver.DeleteEndpoint",
+            json!({"NetworkID": NET, "EndpointID": format!("{i:02x}{}", "a".repeat(62))}),
+        );
+    }
+    r.ok("NetworkDriver.DeleteNetwork", json!({"NetworkID": NET}));
+    assert!(r.ctl.networks().unwrap().is_empty());
+}

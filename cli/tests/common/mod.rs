@@ -44,9 +44,14 @@ pub struct PluginProcess {
 }
 
 impl PluginProcess {
-    pub fn start(host: &TestHost, state: &Path, name: &str) -> PluginProcess {
-        let mut child = cnm_command(host, state)
-            .args(["plugin", "--name", name])
+    /// `cnm plugin --name NAME` on its default socket, or on `socket`.
+    pub fn start(host: &TestHost, state: &Path, name: &str, socket: Option<&Path>) -> PluginProcess {
+        let mut cmd = cnm_command(host, state);
+        cmd.args(["plugin", "--name", name]);
+        if let Some(s) = socket {
+            cmd.arg("--socket").arg(s);
+        }
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -59,7 +64,8 @@ impl PluginProcess {
         out.read_line(&mut line).unwrap();
         assert!(line.starts_with("cnm plugin:"), "cnm plugin said {line:?}");
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        PluginProcess { child, socket: cnm_remote::default_socket(name) }
+        let socket = socket.map(Path::to_path_buf).unwrap_or_else(|| cnm_remote::default_socket(name));
+        PluginProcess { child, socket }
     }
 
     /// SIGTERM; it must exit 0 and take its socket with it.
