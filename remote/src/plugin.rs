@@ -202,7 +202,11 @@ impl Plugin {
         };
         let sandbox = format!("docker-{base}");
         let created = match self.ctl.sandbox(&sandbox) {
-            Ok(_) => false,
+            Ok(sb) if sb.external => false,
+            Ok(_) => {
+                let why = format!("cnm has a sandbox {sandbox:?} of its own, not dockerd's");
+                return Err(Error::invalid(m, why));
+            }
             Err(e) if e.kind() == CoreKind::NotFound => {
                 let cfg = SandboxConfig {
                     name: sandbox.clone(),

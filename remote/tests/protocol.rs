@@ -245,6 +245,22 @@ fn bad_requests_get_errors_and_change_nothing() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(r.ctl.networks().unwrap().is_empty());
     assert!(!r.links().contains("br-"), "{}", r.links());
+
+    // A sandbox of cnm's own under the name dockerd's would get is not
+    // taken over.
+    r.ok(
+        "NetworkDriver.CreateNetwork",
+        json!({"NetworkID": NET, "IPv4Data": [{"Pool": "10.1.3.0/24", "Gateway": "10.1.3.1/24"}]}),
+    );
+    r.ok("NetworkDriver.CreateEndpoint", endpoint_body());
+    r.ctl.create_sandbox(cnm_core::SandboxConfig { name: "docker-deadbeef0000".into(), ..Default::default() }).unwrap();
+    let join = json!({"NetworkID": NET, "EndpointID": EP, "SandboxKey": "/var/run/docker/netns/deadbeef0000"});
+    let e = r.err("NetworkDriver.Join", &join.to_string());
+    assert!(e.contains("not dockerd's"), "{e}");
+    assert!(r.ctl.endpoint("docker-05d9621da7c0", "docker-91c7d5339d31").unwrap().sandbox.is_none());
+    r.ctl.delete_sandbox("docker-deadbeef0000").unwrap();
+    r.ok("NetworkDriver.DeleteEndpoint", json!({"NetworkID": NET, "EndpointID": EP}));
+    r.ok("NetworkDriver.DeleteNetwork", json!({"NetworkID": NET}));
 }
 
 #[test]
