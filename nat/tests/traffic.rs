@@ -106,12 +106,17 @@ fn echo_peer(host: &TestHost, ns: &TestNs, proto: &str, port: u16) -> Background
         _ => unreachable!(),
     };
     let bg = host.spawn(&ns.ns, "socat", &[&listen, "SYSTEM:echo $SOCAT_PEERADDR"]);
-    // Wait until it listens.
-    for _ in 0..100 {
+    // Wait until it listens: under CPU hogs socat can take seconds to
+    // start, and a connection before that is refused at once (no retry
+    // would help). The deadline only turns a server that never starts
+    // into a clear failure.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
         let out = ns.ns.exec("ss", ["-lntu"]).unwrap_or_default();
         if out.contains(&format!(":{port} ")) {
             break;
         }
+        assert!(std::time::Instant::now() < deadline, "socat never listened on {proto} port {port}");
         std::thread::sleep(Duration::from_millis(20));
     }
     bg
