@@ -22,15 +22,6 @@ pub(crate) struct IpamSide {
     global_space: String,
 }
 
-fn decode<T: serde::de::DeserializeOwned>(m: &str, body: &[u8]) -> Result<T> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) { &b"{}"[..] } else { body };
-    serde_json::from_slice(body).map_err(|e| Error::invalid(m, format!("malformed request: {e}")))
-}
-
-fn encode(v: impl serde::Serialize) -> Vec<u8> {
-    serde_json::to_vec(&v).unwrap_or_else(|_| b"{}".to_vec())
-}
-
 fn ipam_error(m: &str) -> impl Fn(cnm_core::Error) -> Error + '_ {
     Error::controller(m)
 }

@@ -67,15 +67,6 @@ fn check_id(method: &str, field: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
-fn decode<T: serde::de::DeserializeOwned>(method: &str, body: &[u8]) -> Result<T> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) { &b"{}"[..] } else { body };
-    serde_json::from_slice(body).map_err(|e| Error::invalid(method, format!("malformed request: {e}")))
-}
-
-fn encode(v: impl serde::Serialize) -> Vec<u8> {
-    serde_json::to_vec(&v).unwrap_or_else(|_| b"{}".to_vec())
-}
-
 /// A JSON option value as the string cnm's typed options parse.
 fn option_string(v: &Value) -> String {
     match v {

@@ -236,3 +236,14 @@ pub(crate) struct ReleaseAddressRequest {
 pub(crate) struct ErrorResponse {
     pub err: String,
 }
+
+/// A request body as `T`; an empty body is `{}`.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(method: &str, body: &[u8]) -> crate::Result<T> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) { &b"{}"[..] } else { body };
+    serde_json::from_slice(body).map_err(|e| crate::Error::invalid(method, format!("malformed request: {e}")))
+}
+
+/// An answer body.
+pub(crate) fn encode(v: impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(&v).unwrap_or_else(|_| b"{}".to_vec())
+}
