@@ -123,7 +123,9 @@ pub enum Cmd {
     /// Serves Docker's remote network and IPAM plugin protocols for dockerd
     /// (`docker network create -d cnm`, `--ipam-driver cnm`) until SIGINT
     /// or SIGTERM; dockerd's networks and containers become cnm's.
-    #[command(after_help = "Example:\n  cnm plugin\n  docker network create -d cnm --subnet 10.1.3.0/24 web")]
+    #[command(
+        after_help = "Example:\n  cnm plugin\n  docker network create -d cnm --subnet 10.1.3.0/24 web\n\nAcross hosts (dockerd with --cluster-store):\n  cnm --store etcd://10.0.0.5:2379 --advertise-addr 10.0.0.1 plugin"
+    )]
     Plugin {
         /// The plugin's name: dockerd's `-d NAME` and `--ipam-driver NAME`.
         #[arg(long, default_value = "cnm")]
@@ -132,6 +134,11 @@ pub enum Cmd {
         /// where dockerd looks).
         #[arg(long, value_name = "PATH")]
         socket: Option<std::path::PathBuf>,
+        /// Seconds this host's overlay endpoints outlive the plugin (with
+        /// `--store etcd://…` and `--advertise-addr`, where dockerd's
+        /// networks are overlays of global scope).
+        #[arg(long, default_value_t = 10)]
+        lease_ttl: u64,
     },
     /// The README's main demonstration, inside namespaces it creates.
     #[command(after_help = "Example:\n  cnm demo\n  cnm demo --firewall iptables")]

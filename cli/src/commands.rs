@@ -66,7 +66,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
         Cmd::Agent { interval, lease_ttl, .. } => {
             agent(&ctl, &paths, overlay.as_ref(), dns.as_ref(), *interval, *lease_ttl)
         }
-        Cmd::Plugin { name, socket } => plugin(&ctl, name, socket.as_deref()),
+        Cmd::Plugin { name, socket, lease_ttl } => plugin(&ctl, overlay.as_ref(), name, socket.as_deref(), *lease_ttl),
         Cmd::Demo | Cmd::Completions { .. } => unreachable!("handled in main"),
     }
 }
@@ -391,13 +391,23 @@ fn stop_on_signals(what: &str) -> Result<()> {
 }
 
 /// `cnm plugin`: Docker's plugin protocols until SIGINT or SIGTERM.
-fn plugin(ctl: &Arc<Controller>, name: &str, socket: Option<&std::path::Path>) -> Result<i32> {
+fn plugin(
+    ctl: &Arc<Controller>,
+    overlay: Option<&Arc<cnm_vxlan::overlay::OverlayDriver>>,
+    name: &str,
+    socket: Option<&std::path::Path>,
+    lease_ttl: u64,
+) -> Result<i32> {
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
         return Err(Error::invalid("--name", format!("{name:?}: letters, digits, dot, dash and underscore only")));
     }
     stop_on_signals("plugin")?;
     ctl.restore()?;
-    let cfg = cnm_remote::PluginConfig { name: name.to_string(), ..Default::default() };
+    // With a cluster store and an overlay, dockerd's networks are overlays
+    // of global scope (dockerd with --cluster-store shares them).
+    let driver = if overlay.is_some() { "overlay" } else { "bridge" };
+    let cfg = cnm_remote::PluginConfig { name: name.to_string(), driver: driver.into() };
+    let overlay_thread = overlay.map(|d| overlay_agent(ctl, d, None, lease_ttl));
     let path = socket.map(|p| p.to_path_buf()).unwrap_or_else(|| cnm_remote::default_socket(name));
     let plugin = Arc::new(cnm_remote::Plugin::new(ctl.clone(), cfg));
     let mut server =
@@ -407,9 +417,46 @@ fn plugin(ctl: &Arc<Controller>, name: &str, socket: Option<&std::path::Path>) -
         std::thread::sleep(Duration::from_millis(100));
     }
     server.stop();
+    if let Some(t) = overlay_thread {
+        let _ = t.join();
+    }
     // Whoever started it may have stopped reading.
     let _ = writeln!(std::io::stdout(), "cnm plugin: stopped");
     Ok(0)
+}
+
+/// The overlay's agent (its lease, and other hosts' peers as they arrive
+/// through the cluster store's watch), on a thread until STOP.
+fn overlay_agent(
+    ctl: &Controller,
+    d: &Arc<cnm_vxlan::overlay::OverlayDriver>,
+    dns: Option<&Arc<cnm_dns::DnsServer>>,
+    lease_ttl: u64,
+) -> std::thread::JoinHandle<()> {
+    let opts = cnm_vxlan::overlay::AgentOptions { ttl: Duration::from_secs(lease_ttl.max(1)), ..Default::default() };
+    let mut agent = cnm_vxlan::overlay::Agent::new(d.clone(), opts);
+    match ctl.host_netns().try_clone() {
+        Ok(host) => agent = agent.with_vtep_filter(host),
+        Err(e) => eprintln!("cnm: warning: no VXLAN source filter: {e}"),
+    }
+    // Other hosts' overlay endpoints resolve here too, as their
+    // records arrive through the watch.
+    if let Some(dns) = dns {
+        let dns = dns.clone();
+        agent = agent.with_peers_hook(Arc::new(move |r: &cnm_vxlan::overlay::RemoteNames| {
+            let names: Vec<cnm_dns::RemoteName> = r
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let ptr = format!("{}.{}", e.sandbox, r.network_name);
+                    cnm_dns::RemoteName::new(e.names.clone(), e.address, ptr)
+                })
+                .collect();
+            dns.set_remote(&r.network_id, &r.network_name, &names);
+        }));
+    }
+    println!("cnm: overlay host {:?} at {}", d.config().host_name, d.config().advertise_addr);
+    std::thread::spawn(move || agent.run(&STOP))
 }
 
 fn agent(
@@ -433,33 +480,7 @@ fn agent(
         }
         None => None,
     };
-    let overlay_thread = overlay.map(|d| {
-        let opts =
-            cnm_vxlan::overlay::AgentOptions { ttl: Duration::from_secs(lease_ttl.max(1)), ..Default::default() };
-        let mut agent = cnm_vxlan::overlay::Agent::new(d.clone(), opts);
-        match ctl.host_netns().try_clone() {
-            Ok(host) => agent = agent.with_vtep_filter(host),
-            Err(e) => eprintln!("cnm: warning: no VXLAN source filter: {e}"),
-        }
-        // Other hosts' overlay endpoints resolve here too, as their
-        // records arrive through the watch.
-        if let Some(dns) = dns {
-            let dns = dns.clone();
-            agent = agent.with_peers_hook(Arc::new(move |r: &cnm_vxlan::overlay::RemoteNames| {
-                let names: Vec<cnm_dns::RemoteName> = r
-                    .endpoints
-                    .iter()
-                    .map(|e| {
-                        let ptr = format!("{}.{}", e.sandbox, r.network_name);
-                        cnm_dns::RemoteName::new(e.names.clone(), e.address, ptr)
-                    })
-                    .collect();
-                dns.set_remote(&r.network_id, &r.network_name, &names);
-            }));
-        }
-        println!("cnm agent: overlay host {:?} at {}", d.config().host_name, d.config().advertise_addr);
-        std::thread::spawn(move || agent.run(&STOP))
-    });
+    let overlay_thread = overlay.map(|d| overlay_agent(ctl, d, dns, lease_ttl));
     println!("cnm agent: reconciling every {interval} s; SIGINT or SIGTERM stops it");
     let mut counters: BTreeMap<&str, usize> = BTreeMap::new();
     while !STOP.load(Ordering::SeqCst) {

@@ -8,11 +8,15 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cnm_netns::testing::TestHost;
-use cnm_remote::testing::{import_busybox, Docker, RemoveDir};
+use cnm_core::Store;
+use cnm_netns::testing::{TestHost, TestNs};
+use cnm_netns::LinkAdd;
+use cnm_remote::testing::{import_busybox, Docker, DockerCluster, RemoveDir};
+use cnm_store_etcd::testing::EtcdServer;
+use cnm_store_etcd::EtcdStore;
 
 mod common;
-use common::{cnm_ok, PluginProcess};
+use common::{cnm_ok, underlay_ns, PluginProcess};
 
 /// Removes a file at the end, and its directory if that is left empty.
 struct RemoveFile(std::path::PathBuf);
@@ -123,4 +127,112 @@ fn dockerd_runs_containers_on_cnm_networks() {
     assert!(!links.contains("veth"), "no veth is left: {links}");
     docker.stop();
     plugin.take().unwrap().stop();
+}
+
+const ETCD: &str = "192.0.2.100";
+
+/// One host of a dockerd cluster: dockerd and `cnm plugin` in its
+/// namespace, both on the shared etcd. Fields drop in order: dockerd (it
+/// leaves its endpoints through the plugin), the plugin, the namespace.
+struct ClusterHost {
+    docker: Docker,
+    _plugin: PluginProcess,
+    n: usize,
+    dir: std::path::PathBuf,
+    ns: TestNs,
+}
+
+impl ClusterHost {
+    fn start(tb: &TestHost, n: usize, name: &str) -> ClusterHost {
+        let ns = underlay_ns(tb, &format!("h{n}"), &format!("192.0.2.{n}"));
+        let dir = tb.dir().join(format!("h{n}"));
+        let socket = dir.join("plugin.sock");
+        // This host's dockerd finds this host's plugin by the shared name.
+        let etc = dir.join("etc");
+        std::fs::create_dir_all(etc.join("plugins")).unwrap();
+        std::fs::write(etc.join("plugins").join(format!("{name}.spec")), format!("unix://{}\n", socket.display()))
+            .unwrap();
+        let mut cmd = ClusterHost::cnm(&ns, &dir, n);
+        cmd.args(["plugin", "--name", name, "--lease-ttl", "3", "--socket"]).arg(&socket);
+        let plugin = PluginProcess::spawn(cmd, socket);
+        let cluster = DockerCluster {
+            store: format!("etcd://{ETCD}:2379"),
+            advertise: format!("192.0.2.{n}:2376"),
+            hostname: format!("{}-h{n}", tb.prefix()),
+            etc,
+        };
+        let docker = Docker::start_in_cluster(&ns.ns, &dir.join("docker"), &format!("{}-h{n}", tb.prefix()), cluster);
+        ClusterHost { docker, _plugin: plugin, n, dir, ns }
+    }
+
+    /// `cnm` on this host: its state, the shared store, its overlay address.
+    fn cnm(ns: &TestNs, dir: &Path, n: usize) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_cnm"));
+        c.arg("--state-dir").arg(dir.join("state")).arg("--run-dir").arg(dir.join("run"));
+        c.arg("--host-netns").arg(ns.ns.proc_path());
+        c.args(["--store", &format!("etcd://{ETCD}:2379"), "--host-name", &format!("h{n}")]);
+        c.args(["--advertise-addr", &format!("192.0.2.{n}")]);
+        c
+    }
+
+    fn cnm_ok(&self, args: &[&str]) -> String {
+        let o = ClusterHost::cnm(&self.ns, &self.dir, self.n).args(args).output().unwrap();
+        assert!(o.status.success(), "h{}: cnm {args:?}: {}", self.n, String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    }
+}
+
+/// Two hosts of a classic Docker cluster (dockerd 20.10 with
+/// `--cluster-store` on etcd's v2 API), each with its own `cnm plugin` on
+/// the same etcd (v3): the plugin's networks are of global scope, so both
+/// dockerds see one network; containers on the two hosts talk through
+/// cnm's VXLAN overlay; cnm's IPAM gives addresses from a global space
+/// both hosts share; and nothing is left in etcd at the end.
+#[test]
+fn dockerd_cluster_runs_containers_on_a_cnm_overlay() {
+    let Some(tb) = TestHost::new("docker_overlay") else { return };
+    tb.handle.link_add(&LinkAdd::bridge("ul0").up()).unwrap();
+    let etcd_ns = underlay_ns(&tb, "etcd", ETCD);
+    let etcd = EtcdServer::start_with_v2(&etcd_ns.ns, ETCD.parse().unwrap(), tb.dir().join("etcd"));
+    let name = format!("cnm{}", tb.prefix());
+    let hosts: Vec<ClusterHost> = (1..=2).map(|n| ClusterHost::start(&tb, n, &name)).collect();
+    let (d1, d2) = (&hosts[0].docker, &hosts[1].docker);
+    import_busybox(d1, &hosts[0].dir);
+    import_busybox(d2, &hosts[1].dir);
+
+    // Made on host 1, a global network both dockerds know.
+    let id = d1.ok(&["network", "create", "-d", &name, "--subnet", "10.93.80.0/24", "ov"]);
+    assert_eq!(d2.ok(&["network", "inspect", "-f", "{{.Scope}} {{.Driver}}", "ov"]).trim(), format!("global {name}"));
+    let cnm_name = cnm_remote::docker_name(id.trim());
+
+    // A container on each host; they talk across the underlay.
+    run_detached(d1, "ca", &["--network", "ov", "bb", "sleep", "600"]);
+    run_detached(d2, "cb", &["--network", "ov", "bb", "sleep", "600"]);
+    let (ip_a, ip_b) = (address(d1, "ca", "ov"), address(d2, "cb", "ov"));
+    assert!(ip_a.starts_with("10.93.80.") && ip_b.starts_with("10.93.80.") && ip_a != ip_b, "{ip_a} {ip_b}");
+    d1.ok(&["exec", "ca", "ping", "-c", "1", "-W", "5", &ip_b]);
+    d2.ok(&["exec", "cb", "ping", "-c", "1", "-W", "5", &ip_a]);
+    // cnm on host 2 sees the overlay host 1's dockerd made.
+    let ls = hosts[1].cnm_ok(&["network", "ls"]);
+    assert!(ls.lines().any(|l| l.contains(&cnm_name) && l.contains("overlay") && l.contains("global")), "{ls}");
+
+    // cnm's IPAM, global space: one pool, distinct addresses on both hosts.
+    d2.ok(&["network", "create", "-d", &name, "--ipam-driver", &name, "ov2"]);
+    d1.ok(&["network", "connect", "ov2", "ca"]);
+    d2.ok(&["network", "connect", "ov2", "cb"]);
+    let (ip_a2, ip_b2) = (address(d1, "ca", "ov2"), address(d2, "cb", "ov2"));
+    assert!(!ip_a2.is_empty() && ip_a2 != ip_b2, "{ip_a2} {ip_b2}");
+    d2.ok(&["exec", "cb", "ping", "-c", "1", "-W", "5", &ip_a2]);
+
+    // Everything goes, from either host; etcd keeps only the hosts' leases.
+    d1.ok(&["rm", "-f", "ca"]);
+    d2.ok(&["rm", "-f", "cb"]);
+    d1.ok(&["network", "rm", "ov", "ov2"]);
+    for h in &hosts {
+        assert!(!h.cnm_ok(&["network", "ls"]).contains("docker-"), "h{}", h.n);
+    }
+    let store = EtcdStore::connect_in(&etcd.url, Some(&etcd_ns.ns)).unwrap();
+    let left: Vec<String> =
+        store.list_keys("").unwrap().into_iter().filter(|k| !k.contains("overlay/hosts/")).collect();
+    assert!(left.is_empty(), "left in etcd: {left:?}");
 }

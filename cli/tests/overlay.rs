@@ -15,6 +15,9 @@ use cnm_netns::{AddrFlags, LinkAdd, NetNs, VethPeer};
 use cnm_store_etcd::testing::EtcdServer;
 use cnm_store_etcd::EtcdStore;
 
+mod common;
+use common::underlay_ns;
+
 const ETCD_IP: &str = "192.0.2.100";
 const LEASE_TTL_S: u64 = 2;
 
@@ -99,20 +102,6 @@ struct Cluster {
     etcd: EtcdServer,
     _etcd_ns: TestNs,
     tb: TestHost,
-}
-
-/// The underlay: a bridge in the test host's namespace, and each of three
-/// hosts and etcd on it through a veth.
-/// A namespace on the underlay bridge `ul0` with address `ip`/24.
-fn underlay_ns(tb: &TestHost, name: &str, ip: &str) -> TestNs {
-    let ul = tb.handle.link_get("ul0").unwrap().index;
-    let ns = tb.container(name).unwrap();
-    let port = format!("ul-{name}");
-    tb.handle.link_add(&LinkAdd::veth(port.as_str(), VethPeer::new("eth0").netns(&ns.ns)).master(ul).up()).unwrap();
-    let eth0 = ns.index("eth0");
-    ns.handle.link_set_up(eth0).unwrap();
-    ns.handle.addr_add(eth0, format!("{ip}/24").parse().unwrap(), AddrFlags::empty()).unwrap();
-    ns
 }
 
 /// A VXLAN payload (header and inner frame) carrying one UDP datagram with

@@ -234,10 +234,16 @@ impl Plugin {
                 next_hop: text(r.next_hop),
             })
             .collect();
+        // An overlay's gateway leads only to the network's other subnets
+        // (its static routes): without one in the answer, dockerd connects
+        // the container to its gateway bridge (docker_gwbridge) for the
+        // outside, as it does for Docker's own overlay.
+        let overlay = self.ctl.network(&net).is_ok_and(|n| n.driver == "overlay");
+        let gateway = |a: Option<IpAddr>| if overlay { String::new() } else { text(a) };
         Ok(encode(JoinResponse {
             interface_name: InterfaceName { src_name, dst_prefix },
-            gateway: text(info.gateway_v4),
-            gateway_ipv6: text(info.gateway_v6),
+            gateway: gateway(info.gateway_v4),
+            gateway_ipv6: gateway(info.gateway_v6),
             static_routes: routes,
             disable_gateway_service: !info.default_route,
         }))

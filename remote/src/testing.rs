@@ -21,22 +21,70 @@ pub struct Docker {
     cgroup: String,
     dockerd: Option<Child>,
     key_json_was_there: bool,
+    cluster: Option<DockerCluster>,
+}
+
+/// A dockerd that is one host of a classic (pre-swarm) cluster: networks
+/// of global scope live in `store`, shared by every dockerd that names it.
+#[derive(Debug, Clone)]
+pub struct DockerCluster {
+    /// `--cluster-store`: `etcd://HOST:PORT` (etcd's v2 API, which dockerd
+    /// 20.10's libkv speaks; etcd 3.4 needs `--enable-v2`).
+    pub store: String,
+    /// `--cluster-advertise`: `IP:PORT` of this host.
+    pub advertise: String,
+    /// The host's name (dockerd's node name in the cluster; each must be
+    /// different).
+    pub hostname: String,
+    /// A directory of this dockerd's own for `/etc/docker` (its plugin spec
+    /// files under `plugins/`): every dockerd of the cluster finds the
+    /// plugin of one name, each its own host's.
+    pub etc: PathBuf,
 }
 
 impl Docker {
     /// Starts dockerd in `netns` with everything under `dir`; `tag` names
     /// its cgroup parent (unique per test).
     pub fn start(netns: &NetNs, dir: &Path, tag: &str) -> Docker {
+        Docker::start_with(netns, dir, tag, None)
+    }
+
+    /// [`Docker::start`], as one host of a cluster: dockerd runs in a mount
+    /// and UTS namespace of its own (a slave of the test's: the test's
+    /// unmounts reach it, its mounts stay its own) with `cluster.etc` over
+    /// `/etc/docker`, and its host name.
+    pub fn start_in_cluster(netns: &NetNs, dir: &Path, tag: &str, cluster: DockerCluster) -> Docker {
+        Docker::start_with(netns, dir, tag, Some(cluster))
+    }
+
+    fn start_with(netns: &NetNs, dir: &Path, tag: &str, cluster: Option<DockerCluster>) -> Docker {
         std::fs::create_dir_all(dir.join("cli")).unwrap();
-        std::fs::write(dir.join("daemon.json"), "{}").unwrap();
+        let config = match &cluster {
+            Some(c) => json!({"cluster-store": c.store, "cluster-advertise": c.advertise}),
+            None => json!({}),
+        };
+        std::fs::write(dir.join("daemon.json"), config.to_string()).unwrap();
         let mut d = Docker {
             dir: dir.to_path_buf(),
             cgroup: format!("cnm-{tag}"),
             dockerd: None,
             key_json_was_there: Path::new("/etc/docker/key.json").exists(),
+            cluster,
         };
         d.launch(netns);
         d
+    }
+
+    /// dockerd's command: itself, or inside its own mount and UTS
+    /// namespaces for a cluster host.
+    fn dockerd_command(&self, netns: &NetNs) -> Command {
+        let Some(c) = &self.cluster else { return netns.command("dockerd") };
+        std::fs::create_dir_all("/etc/docker").unwrap();
+        let mut cmd = netns.command("unshare");
+        cmd.args(["--mount", "--uts", "--propagation", "slave", "sh", "-ec"]);
+        cmd.arg(r#"mount --bind "$0" /etc/docker; hostname "$1"; shift; exec dockerd "$@""#);
+        cmd.arg(&c.etc).arg(&c.hostname);
+        cmd
     }
 
     /// Starts dockerd (with `nsenter`'s plain setns, as `NetNs::command`
@@ -45,8 +93,8 @@ impl Docker {
     pub fn launch(&mut self, netns: &NetNs) {
         let dir = &self.dir;
         let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
-        let child = netns
-            .command("dockerd")
+        let child = self
+            .dockerd_command(netns)
             .arg("--config-file")
             .arg(dir.join("daemon.json"))
             .arg("--data-root")
@@ -136,7 +184,8 @@ impl Drop for Docker {
             }
             let _ = std::fs::remove_dir(&ours);
         }
-        if !self.key_json_was_there {
+        // A cluster host's dockerd wrote its key under its own /etc/docker.
+        if !self.key_json_was_there && self.cluster.is_none() {
             let _ = std::fs::remove_file("/etc/docker/key.json");
         }
     }

@@ -14,6 +14,7 @@ pub struct EtcdServer {
     child: Option<Child>,
     ns: NetNs,
     dir: PathBuf,
+    v2: bool,
     /// `http://ip:2379`.
     pub url: String,
 }
@@ -22,14 +23,23 @@ impl EtcdServer {
     /// Starts etcd in `ns`, serving clients on `ip:2379`, with its data
     /// under `dir` (created; removed on drop), and waits until it answers.
     pub fn start(ns: &NetNs, ip: IpAddr, dir: impl Into<PathBuf>) -> EtcdServer {
-        let dir = dir.into();
+        EtcdServer::start_with(ns, ip, dir.into(), false)
+    }
+
+    /// [`EtcdServer::start`], serving etcd's v2 API as well (`--enable-v2`:
+    /// dockerd 20.10's `--cluster-store` speaks only that).
+    pub fn start_with_v2(ns: &NetNs, ip: IpAddr, dir: impl Into<PathBuf>) -> EtcdServer {
+        EtcdServer::start_with(ns, ip, dir.into(), true)
+    }
+
+    fn start_with(ns: &NetNs, ip: IpAddr, dir: PathBuf, v2: bool) -> EtcdServer {
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         let host = match ip {
             IpAddr::V6(v6) => format!("[{v6}]"),
             v4 => v4.to_string(),
         };
         let ns = ns.try_clone().expect("clone namespace");
-        let mut server = EtcdServer { child: None, ns, dir, url: format!("http://{host}:2379") };
+        let mut server = EtcdServer { child: None, ns, dir, v2, url: format!("http://{host}:2379") };
         server.restart();
         server
     }
@@ -49,6 +59,7 @@ impl EtcdServer {
             .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
             .args(["--initial-cluster", "cnm-test=http://127.0.0.1:2380"])
             .args(["--log-level", "error", "--logger", "zap"])
+            .args(self.v2.then_some("--enable-v2=true"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.join("etcd.log")).expect("etcd log"))

@@ -6,7 +6,8 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use cnm_netns::testing::TestHost;
+use cnm_netns::testing::{TestHost, TestNs};
+use cnm_netns::{AddrFlags, LinkAdd, VethPeer};
 
 /// `cnm` with the state and run directories under `state`, working in the
 /// test host's namespace.
@@ -22,6 +23,19 @@ pub fn cnm_ok(host: &TestHost, state: &Path, args: &[&str]) -> String {
     let o = cnm_command(host, state).args(args).output().unwrap();
     assert!(o.status.success(), "cnm {args:?}: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout).unwrap()
+}
+
+/// A namespace of the test host on its underlay bridge `ul0`, with
+/// address `ip`/24 on its `eth0`.
+pub fn underlay_ns(tb: &TestHost, name: &str, ip: &str) -> TestNs {
+    let ul = tb.handle.link_get("ul0").unwrap().index;
+    let ns = tb.container(name).unwrap();
+    let port = format!("ul-{name}");
+    tb.handle.link_add(&LinkAdd::veth(port.as_str(), VethPeer::new("eth0").netns(&ns.ns)).master(ul).up()).unwrap();
+    let eth0 = ns.index("eth0");
+    ns.handle.link_set_up(eth0).unwrap();
+    ns.handle.addr_add(eth0, format!("{ip}/24").parse().unwrap(), AddrFlags::empty()).unwrap();
+    ns
 }
 
 /// Every file and directory below `d`, recursively (none if `d` is gone).
@@ -51,6 +65,13 @@ impl PluginProcess {
         if let Some(s) = socket {
             cmd.arg("--socket").arg(s);
         }
+        let socket = socket.map(Path::to_path_buf).unwrap_or_else(|| cnm_remote::default_socket(name));
+        PluginProcess::spawn(cmd, socket)
+    }
+
+    /// `cmd` (a `cnm … plugin` command serving on `socket`), once it says
+    /// where it listens.
+    pub fn spawn(mut cmd: Command, socket: PathBuf) -> PluginProcess {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -60,11 +81,18 @@ impl PluginProcess {
         // Ready when it says where it listens; the rest of what it says
         // is read to the end, so it never writes to a closed pipe.
         let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        assert!(line.starts_with("cnm plugin:"), "cnm plugin said {line:?}");
+        let mut said = String::new();
+        loop {
+            let mut line = String::new();
+            if out.read_line(&mut line).unwrap() == 0 {
+                panic!("cnm plugin exited before it listened; it said {said:?}");
+            }
+            said.push_str(&line);
+            if line.starts_with("cnm plugin:") {
+                break;
+            }
+        }
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let socket = socket.map(Path::to_path_buf).unwrap_or_else(|| cnm_remote::default_socket(name));
         PluginProcess { child, socket }
     }
 

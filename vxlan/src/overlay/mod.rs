@@ -215,8 +215,8 @@ impl OverlayDriver {
 
     /// The sandbox side: per address, its subnet's gateway, and routes to
     /// the network's other subnets of that family through it.
-    fn sandbox_side(ep: &Endpoint, plan: &[SubnetPlan], peer_index: Option<u32>, mtu: u32) -> JoinInfo {
-        let mut info = JoinInfo::in_sandbox(ep, peer_index).mtu(Some(mtu));
+    fn sandbox_side(mut info: JoinInfo, ep: &Endpoint, plan: &[SubnetPlan], mtu: u32) -> JoinInfo {
+        info = info.mtu(Some(mtu));
         for addr in [ep.ipv4, ep.ipv6].into_iter().flatten() {
             let Some(own) = plan.iter().find(|s| s.subnet.contains(&addr.addr())) else { continue };
             info = info.gateway(Some(own.gateway.addr()));
@@ -402,10 +402,14 @@ impl NetworkDriver for OverlayDriver {
         };
 
         let veth = Self::veth_name(ep);
-        let add = LinkAdd::veth(veth.as_str(), VethPeer::new(req.ifname).netns(req.netns).mac(mac).mtu(mtu))
-            .mtu(mtu)
-            .master(br)
-            .up();
+        // The sandbox end goes straight into the sandbox, or, for a runtime
+        // that moves it itself (dockerd), into the host namespace.
+        let src_name = format!("{veth}c");
+        let peer = match req.in_host {
+            true => VethPeer::new(src_name.as_str()).netns(ctx.host),
+            false => VethPeer::new(req.ifname).netns(req.netns),
+        };
+        let add = LinkAdd::veth(veth.as_str(), peer.mac(mac).mtu(mtu)).mtu(mtu).master(br).up();
         let link = match o.handle.link_add(&add) {
             Ok(l) => l,
             Err(e) => return undo.fail(Error::from_netns(format!("create veth {veth:?}"))(e)),
@@ -467,7 +471,11 @@ impl NetworkDriver for OverlayDriver {
         ep.driver_data.insert("vni".into(), home.vni.to_string());
         undo.commit();
         tracing::debug!(endpoint = %ep.name, network = %net.name, %ip, vni = home.vni, "overlay endpoint joined");
-        Ok(Self::sandbox_side(ep, &plan, link.peer_index, mtu))
+        let side = match req.in_host {
+            true => JoinInfo::in_host(ep, src_name, "eth"),
+            false => JoinInfo::in_sandbox(ep, link.peer_index),
+        };
+        Ok(Self::sandbox_side(side, ep, &plan, mtu))
     }
 
     fn leave(&self, _: &DriverContext<'_>, net: &Network, ep: &Endpoint, _: Option<&NetNs>) -> Result<()> {
