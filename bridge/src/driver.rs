@@ -295,12 +295,12 @@ impl NetworkDriver for BridgeDriver {
             peer = peer.mtu(m);
         }
         // Created down: the host end gets IPv6 turned off before it comes up.
-        let mut add = LinkAdd::veth(veth.as_str(), peer)
-            .master(br.index)
-            .alias(format!("{MARKER}{}", ep.id))
+        let mut add = LinkAdd::veth(veth.as_str(), peer).master(br.index).alias(format!("{MARKER}{}", ep.id));
+        if o.hairpin {
             // A container reaching its own published port gets the DNAT'ed
             // frame back through its own port.
-            .hairpin();
+            add = add.hairpin();
+        }
         if let Some(m) = o.mtu {
             add = add.mtu(m);
         }
@@ -444,7 +444,9 @@ impl NetworkDriver for BridgeDriver {
             if link.master != Some(br.index) {
                 h.link_set_master(link.index, br.index)
                     .map_err(Error::from_netns(format!("attach {veth:?} to {name:?}")))?;
-                h.link_set_hairpin(link.index, true).map_err(Error::from_netns(format!("hairpin on {veth:?}")))?;
+                if o.hairpin {
+                    h.link_set_hairpin(link.index, true).map_err(Error::from_netns(format!("hairpin on {veth:?}")))?;
+                }
                 repairs.push(format!("attached {veth} of endpoint {:?} to bridge {name} again", ep.name));
             }
             if !link.up {

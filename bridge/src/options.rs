@@ -18,6 +18,8 @@ pub const HOST_BINDING_IPV4: &str = "com.docker.network.bridge.host_binding_ipv4
 pub const MTU: &str = "com.docker.network.driver.mtu";
 /// `cnm.bridge.multicast_snooping` (ours; Docker has no such key).
 pub const MULTICAST_SNOOPING: &str = "cnm.bridge.multicast_snooping";
+/// `cnm.bridge.hairpin` (ours; Docker always turns hairpin mode on).
+pub const HAIRPIN: &str = "cnm.bridge.hairpin";
 
 /// Options of a bridge network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +40,9 @@ pub struct BridgeNetworkOptions {
     /// of every port whenever any port comes up, so attaches get slower as
     /// the bridge fills (0.2 ms more per attach at 1000 ports here).
     pub multicast_snooping: bool,
+    /// Hairpin mode on every port (default on, as Docker and CNI's bridge
+    /// plugin set it): a container reaches its own published port.
+    pub hairpin: bool,
 }
 
 impl Default for BridgeNetworkOptions {
@@ -49,6 +54,7 @@ impl Default for BridgeNetworkOptions {
             host_binding_ipv4: None,
             mtu: None,
             multicast_snooping: false,
+            hairpin: true,
         }
     }
 }
@@ -101,10 +107,11 @@ impl BridgeNetworkOptions {
                     o.mtu = Some(m);
                 }
                 MULTICAST_SNOOPING => o.multicast_snooping = boolean(k, v)?,
+                HAIRPIN => o.hairpin = boolean(k, v)?,
                 other => {
                     return Err(Error::invalid(
                         format!("option {other}"),
-                        format!("unknown option of the bridge driver (known: {NAME}, {ENABLE_ICC}, {ENABLE_IP_MASQUERADE}, {HOST_BINDING_IPV4}, {MTU}, {MULTICAST_SNOOPING})"),
+                        format!("unknown option of the bridge driver (known: {NAME}, {ENABLE_ICC}, {ENABLE_IP_MASQUERADE}, {HOST_BINDING_IPV4}, {MTU}, {MULTICAST_SNOOPING}, {HAIRPIN})"),
                     ))
                 }
             }

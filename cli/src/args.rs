@@ -298,6 +298,9 @@ pub struct ConnectArgs {
     /// A static MAC address.
     #[arg(long, value_name = "MAC")]
     pub mac: Option<cnm_netns::MacAddr>,
+    /// The interface's name in the sandbox (default: the first free ethN).
+    #[arg(long, value_name = "NAME")]
+    pub ifname: Option<String>,
     /// A DNS alias of the endpoint.
     #[arg(long, value_name = "NAME")]
     pub alias: Vec<String>,

@@ -332,6 +332,7 @@ fn connect(ctl: &Controller, c: &ConnectArgs) -> Result<i32> {
         mac: c.mac,
         aliases: c.alias.clone(),
         ports: c.publish.clone(),
+        ifname: c.ifname.clone(),
     };
     let ep = ctl.connect(&c.network, &c.sandbox, cfg)?;
     let mut line = format!("{} {}", c.sandbox, ep.ifname.as_deref().unwrap_or("-"));

@@ -534,6 +534,24 @@ pub struct EndpointConfig {
     pub aliases: Vec<String>,
     /// Published ports.
     pub ports: Vec<PortMapping>,
+    /// The interface's name in the sandbox (CNI's `CNI_IFNAME`); by default
+    /// the first `ethN` no other endpoint of the sandbox uses.
+    pub ifname: Option<String>,
+}
+
+/// Checks a Linux interface name: 1 to 15 bytes, no `/`, `:` or white
+/// space, not `.` or `..`.
+pub fn validate_ifname(field: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|c| c.is_ascii_graphic() && c != b'/' && c != b':');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, format!("{name:?} is not an interface name (1 to 15 bytes, no '/', ':' or space)")))
+    }
 }
 
 impl EndpointConfig {
@@ -555,6 +573,9 @@ impl EndpointConfig {
         }
         for a in &self.aliases {
             validate_name("alias", a)?;
+        }
+        if let Some(n) = &self.ifname {
+            validate_ifname("ifname", n)?;
         }
         for (i, p) in self.ports.iter().enumerate() {
             p.validate()?;
@@ -612,6 +633,10 @@ pub struct Endpoint {
     pub sandbox: Option<Id>,
     /// Interface name inside the sandbox (`eth0` …).
     pub ifname: Option<String>,
+    /// The interface name asked for at creation
+    /// ([`EndpointConfig::ifname`]), which every join uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_ifname: Option<String>,
     /// Whether it provides the sandbox's default route.
     pub gateway: bool,
     /// Join progress.

@@ -84,6 +84,7 @@ impl Controller {
             aliases: cfg.aliases.clone(),
             sandbox: None,
             ifname: None,
+            requested_ifname: cfg.ifname.clone(),
             gateway: false,
             join_state: JoinState::Detached,
             driver_data: BTreeMap::new(),
@@ -229,7 +230,16 @@ impl Controller {
         // An external sandbox's namespace is the runtime's business: the
         // driver works in the host namespace only.
         let netns = if sb.external { self.host_netns().try_clone()? } else { NetNs::open(&sb.netns)? };
-        let ifname = next_ifname(&members);
+        let ifname = match &ep.requested_ifname {
+            Some(n) if members.iter().any(|m| m.ifname.as_deref() == Some(n.as_str())) => {
+                return Err(Error::Conflict {
+                    what: format!("interface {n:?} in sandbox {:?}", sb.name),
+                    reason: "another endpoint of the sandbox has that name".into(),
+                })
+            }
+            Some(n) => n.clone(),
+            None => next_ifname(&members),
+        };
         let gateway = self.provides_gateway(&net) && !members.iter().any(|m| m.gateway);
         let before = ep.clone();
         ep.sandbox = Some(sb.id.clone());
@@ -266,7 +276,10 @@ impl Controller {
                 reason: format!("the {} driver cannot leave the interface for the runtime to move", net.driver),
             });
         }
-        ep.ifname = Some(Self::sandbox_ifname(&info, &ifname, &members));
+        ep.ifname = match ep.requested_ifname.is_some() {
+            true => Some(ifname.clone()),
+            false => Some(Self::sandbox_ifname(&info, &ifname, &members)),
+        };
         ep.gateway = gateway && info.default_route && info.usable_gateways().next().is_some();
         if sb.external {
             return self.commit_external_join(ep, info, &key, rev, undo);

@@ -45,6 +45,7 @@ pub(crate) mod support {
             aliases: aliases.iter().map(|s| s.to_string()).collect(),
             sandbox: None,
             ifname: None,
+            requested_ifname: None,
             gateway: false,
             join_state: cnm_core::JoinState::Joined,
             driver_data: Default::default(),
