@@ -252,7 +252,7 @@ impl NetConf {
     pub fn runtime(&self) -> Result<RuntimeArgs> {
         match &self.runtime_config {
             None | Some(Value::Null) => Ok(RuntimeArgs::default()),
-            Some(Value::Object(_)) => RuntimeArgs::parse(self.runtime_config.as_ref().unwrap()),
+            Some(rc @ Value::Object(_)) => RuntimeArgs::parse(rc, &self.name),
             Some(_) => Err(Error::config("runtimeConfig", "not an object")),
         }
     }
@@ -280,7 +280,7 @@ fn get_ci<'a>(obj: &'a Value, key: &str) -> Option<&'a Value> {
 }
 
 impl RuntimeArgs {
-    fn parse(rc: &Value) -> Result<RuntimeArgs> {
+    fn parse(rc: &Value, network: &str) -> Result<RuntimeArgs> {
         let mut out = RuntimeArgs::default();
         let field = |f: &str| format!("runtimeConfig.{f}");
         if let Some(list) = get_ci(rc, "portMappings").filter(|v| !v.is_null()) {
@@ -302,9 +302,13 @@ impl RuntimeArgs {
             let s = v.as_str().unwrap_or_default();
             out.mac = Some(s.parse().map_err(|_| Error::config(field("mac"), format!("{v} is not a MAC address")))?);
         }
-        if let Some(list) = get_ci(rc, "aliases").filter(|v| !v.is_null()) {
-            let list = list.as_array().ok_or_else(|| Error::config(field("aliases"), "not a list"))?;
-            for v in list {
+        if let Some(v) = get_ci(rc, "aliases").filter(|v| !v.is_null()) {
+            // A list, or (as Podman sends it) a list per network name.
+            let list = match v {
+                Value::Object(per_network) => per_network.get(network).and_then(Value::as_array),
+                other => Some(other.as_array().ok_or_else(|| Error::config(field("aliases"), "not a list"))?),
+            };
+            for v in list.into_iter().flatten() {
                 let a = v.as_str().ok_or_else(|| Error::config(field("aliases"), format!("{v} is not a name")))?;
                 out.aliases.push(a.to_string());
             }
@@ -401,7 +405,7 @@ mod tests {
             br#"{"cniVersion":"1.0.0","name":"n","type":"cnm","runtimeConfig":{
                 "portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"},
                                 {"HostPort":5353,"ContainerPort":53,"Protocol":"UDP","HostIP":"127.0.0.1"}],
-                "IPs":["10.1.0.5/24"],"mac":"02:00:00:00:00:07","aliases":["web"]}}"#,
+                "IPs":["10.1.0.5/24"],"mac":"02:00:00:00:00:07","aliases":{"n":["web"],"other":["x"]}}}"#,
         )
         .unwrap();
         let r = c.runtime().unwrap();

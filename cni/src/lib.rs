@@ -16,6 +16,8 @@ pub mod env;
 pub mod error;
 pub mod result;
 pub mod stack;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::{NetConf, RuntimeArgs, SUPPORTED_VERSIONS};
 pub use env::{CniEnv, Command};
