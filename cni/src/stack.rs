@@ -63,17 +63,48 @@ fn source_address(host: &NetNs, url: &str) -> Result<IpAddr> {
     }
 }
 
-/// A controller for `conf`, working in `host`.
-pub fn controller(conf: &NetConf, host: &NetNs) -> Result<Controller> {
-    let (data, run) = (conf.data_dir(), conf.run_dir());
-    let local: Arc<dyn Store> = Arc::new(SplitStore::open_state_dirs(&data, &run).map_err(store_error)?);
-    let store: Arc<dyn Store> = match &conf.store {
+/// The store `conf` names: cnm's state directories, and etcd for what
+/// the hosts of a cluster share.
+fn store(conf: &NetConf, host: &NetNs) -> Result<Arc<dyn Store>> {
+    let local: Arc<dyn Store> =
+        Arc::new(SplitStore::open_state_dirs(&conf.data_dir(), &conf.run_dir()).map_err(store_error)?);
+    Ok(match &conf.store {
         Some(url) => {
             let etcd = cnm_store_etcd::EtcdStore::connect_in(url, Some(host)).map_err(|e| store_error(e.into()))?;
             Arc::new(SplitStore::cluster(local, Arc::new(etcd)))
         }
         None => local,
+    })
+}
+
+/// The overlay driver of an overlay configuration (`None` for a bridge):
+/// this host's name, its underlay address (`advertiseAddr`, or the address
+/// it reaches the store from) and its node id. The host's `cnm agent`
+/// (given the same directories, store and address) keeps its lease and
+/// programs the other hosts' endpoints; embedders run
+/// `cnm_vxlan::overlay::Agent` on this driver instead.
+pub fn overlay_driver(conf: &NetConf, host: &NetNs) -> Result<Option<Arc<OverlayDriver>>> {
+    overlay_on(conf, host, &store(conf, host)?)
+}
+
+fn overlay_on(conf: &NetConf, host: &NetNs, store: &Arc<dyn Store>) -> Result<Option<Arc<OverlayDriver>>> {
+    let (Some(url), "overlay") = (&conf.store, conf.driver()) else { return Ok(None) };
+    let addr = match conf.advertise_addr {
+        Some(a) => a,
+        None => source_address(host, url)?,
     };
+    let name = conf.host_name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+    });
+    let id = cnm_vxlan::overlay::node_id(&conf.data_dir())?;
+    let cfg = OverlayConfig::new(name, addr, conf.run_dir().join("overlay")).with_node_id(id);
+    Ok(Some(Arc::new(OverlayDriver::new(cfg, store.clone())?)))
+}
+
+/// A controller for `conf`, working in `host`.
+pub fn controller(conf: &NetConf, host: &NetNs) -> Result<Controller> {
+    let run = conf.run_dir();
+    let store = store(conf, host)?;
     let mut b = Controller::builder()
         .store(store.clone())
         .run_dir(&run)
@@ -93,17 +124,8 @@ pub fn controller(conf: &NetConf, host: &NetNs) -> Result<Controller> {
     if let Some(backend) = backend {
         b = b.firewall(Arc::new(NatFirewall::new(backend, host.try_clone()?, store.clone())));
     }
-    if let (Some(url), "overlay") = (&conf.store, conf.driver()) {
-        let addr = match conf.advertise_addr {
-            Some(a) => a,
-            None => source_address(host, url)?,
-        };
-        let name = conf.host_name.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
-        });
-        let id = cnm_vxlan::overlay::node_id(&data)?;
-        let cfg = OverlayConfig::new(name, addr, run.join("overlay")).with_node_id(id);
-        b = b.driver(Arc::new(OverlayDriver::new(cfg, store.clone())?)).gateway_bridge(gateway_bridge());
+    if let Some(d) = overlay_on(conf, host, &store)? {
+        b = b.driver(d).gateway_bridge(gateway_bridge());
     }
     Ok(b.build()?)
 }

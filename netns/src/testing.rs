@@ -208,6 +208,23 @@ impl TestHost {
         Ok(outside)
     }
 
+    /// A namespace on the bridge `bridge` of the host (an underlay),
+    /// through a veth whose host end is `ul-NAME`: its `eth0` is up with
+    /// address `ip`/24.
+    pub fn on_bridge(&self, bridge: &str, name: &str, ip: &str) -> crate::Result<TestNs> {
+        use crate::{AddrFlags, LinkAdd, VethPeer};
+        let br = self.handle.link_get(bridge)?.index;
+        let ns = self.container(name)?;
+        let port = format!("ul-{name}");
+        self.handle.link_add(&LinkAdd::veth(port.as_str(), VethPeer::new("eth0").netns(&ns.ns)).master(br).up())?;
+        let eth0 = ns.handle.link_get("eth0")?.index;
+        ns.handle.link_set_up(eth0)?;
+        let ip =
+            format!("{ip}/24").parse().map_err(|_| crate::Error::invalid("on_bridge", ip, "not an IPv4 address"))?;
+        ns.handle.addr_add(eth0, ip, AddrFlags::empty())?;
+        Ok(ns)
+    }
+
     /// A fresh namespace bound in this test's private directory (like
     /// `ip netns add`), removed when the host is dropped.
     pub fn named_container(&self, name: &str) -> crate::Result<TestNs> {

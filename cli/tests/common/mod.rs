@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use cnm_netns::testing::{TestHost, TestNs};
-use cnm_netns::{AddrFlags, LinkAdd, VethPeer};
 
 /// `cnm` with the state and run directories under `state`, working in the
 /// test host's namespace.
@@ -28,14 +27,7 @@ pub fn cnm_ok(host: &TestHost, state: &Path, args: &[&str]) -> String {
 /// A namespace of the test host on its underlay bridge `ul0`, with
 /// address `ip`/24 on its `eth0`.
 pub fn underlay_ns(tb: &TestHost, name: &str, ip: &str) -> TestNs {
-    let ul = tb.handle.link_get("ul0").unwrap().index;
-    let ns = tb.container(name).unwrap();
-    let port = format!("ul-{name}");
-    tb.handle.link_add(&LinkAdd::veth(port.as_str(), VethPeer::new("eth0").netns(&ns.ns)).master(ul).up()).unwrap();
-    let eth0 = ns.index("eth0");
-    ns.handle.link_set_up(eth0).unwrap();
-    ns.handle.addr_add(eth0, format!("{ip}/24").parse().unwrap(), AddrFlags::empty()).unwrap();
-    ns
+    tb.on_bridge("ul0", name, ip).unwrap()
 }
 
 /// Every file and directory below `d`, recursively (none if `d` is gone).
