@@ -7,6 +7,7 @@
 //!
 //! Run as root: `cargo run --release -p cnm-bench -- [--quick] [--out DIR]`.
 
+mod cni;
 mod dns;
 mod docker;
 mod docs;
@@ -51,6 +52,10 @@ struct Args {
     /// Docker's bridge).
     #[arg(long)]
     docker_only: bool,
+    /// Only the CNI workload (`cnm-cni` against the reference plugins, and
+    /// `podman run` with each).
+    #[arg(long)]
+    cni_only: bool,
 }
 
 fn build(name: &str, n: usize) -> Box<dyn System> {
@@ -289,6 +294,12 @@ fn main() {
         eprintln!("cnm-bench: run it as root");
         std::process::exit(1);
     }
+    if args.cni_only {
+        let cni = cni::run_all(args.quick);
+        std::fs::create_dir_all(&args.out).unwrap();
+        std::fs::write(args.out.join("cni.json"), serde_json::to_string_pretty(&cni).unwrap()).unwrap();
+        return;
+    }
     if args.docker_only {
         let docker = docker::run_all(args.quick);
         std::fs::create_dir_all(&args.out).unwrap();
@@ -322,6 +333,7 @@ fn main() {
     let by_ports = port_scale(&names, args.quick, &mut samples);
     let dns = dns::run_all(args.quick, &args.out);
     let docker = docker::run_all(args.quick);
+    let cni = cni::run_all(args.quick);
     let records: Vec<Record> = samples.iter().map(|((w, s), v)| Record::new(w, s, v)).collect();
     print!("{}", stats::table(&records));
     std::fs::create_dir_all(&args.out).expect("creating the output directory");
@@ -340,9 +352,11 @@ fn main() {
     std::fs::write(args.out.join("datapath.json"), serde_json::to_string_pretty(&dp).unwrap()).unwrap();
     std::fs::write(args.out.join("dns.json"), serde_json::to_string_pretty(&dns).unwrap()).unwrap();
     std::fs::write(args.out.join("docker.json"), serde_json::to_string_pretty(&docker).unwrap()).unwrap();
-    let mut written: Vec<String> = ["summary.json", "samples.json", "datapath.json", "dns.json", "docker.json"]
-        .map(|f| args.out.join(f).display().to_string())
-        .into();
+    std::fs::write(args.out.join("cni.json"), serde_json::to_string_pretty(&cni).unwrap()).unwrap();
+    let mut written: Vec<String> =
+        ["summary.json", "samples.json", "datapath.json", "dns.json", "docker.json", "cni.json"]
+            .map(|f| args.out.join(f).display().to_string())
+            .into();
     let single: Vec<Record> = records
         .iter()
         .filter(|r| r.workload.starts_with("attach-") || r.workload.starts_with("detach-"))

@@ -21,6 +21,8 @@ pub struct Run {
     dns: Vec<Value>,
     /// The dockerd workload (`docker.json`), when the run had it.
     docker: Vec<Value>,
+    /// The CNI workload (`cni.json`), when the run had it.
+    cni: Vec<Value>,
 }
 
 fn read(dir: &Path, name: &str) -> Result<Vec<Value>, String> {
@@ -64,6 +66,7 @@ impl Run {
             datapath: read(dir, "datapath.json")?,
             dns: if dir.join("dns.json").exists() { read(dir, "dns.json")? } else { Vec::new() },
             docker: if dir.join("docker.json").exists() { read(dir, "docker.json")? } else { Vec::new() },
+            cni: if dir.join("cni.json").exists() { read(dir, "cni.json")? } else { Vec::new() },
         })
     }
 
@@ -148,6 +151,34 @@ impl Run {
         }
         if let Some(p) = of("cnm", "plugin_ms") {
             t += &format!("| the plugin answering dockerd's calls, during a cnm run | {} | |\n", ms(p));
+        }
+        t
+    }
+
+    /// The CNI workload: ADD and DEL with 10 ports, `cnm-cni` against the
+    /// reference chain, and `podman run --rm` with each.
+    pub fn cni(&self) -> String {
+        let of = |system: &str, op: &str| {
+            median(
+                self.cni
+                    .iter()
+                    .filter(|r| r["system"] == system && r["op"] == op)
+                    .filter_map(|r| r["ms"].as_f64())
+                    .collect(),
+            )
+        };
+        let runs = self.cni.iter().filter(|r| r["system"] == "cnm" && r["op"] == "add").count();
+        let mut t = format!(
+            "| one container, 10 published ports, each plugin a process, median of {runs} | `cnm-cni` | `bridge` + `host-local` + `portmap` | ratio |\n| --- | --- | --- | --- |\n"
+        );
+        for (op, title) in [("add", "`ADD`"), ("del", "`DEL`")] {
+            if let (Some(c), Some(r)) = (of("cnm", op), of("reference", op)) {
+                t += &format!("| {title} | {} | {} | {} |\n", ms(c), ms(r), ratio(r / c));
+            }
+        }
+        if let (Some(c), Some(r)) = (of("cnm", "podman-run"), of("reference", "podman-run")) {
+            let none = of("none", "podman-run").map(|n| format!(" (`--network none`: {})", ms(n))).unwrap_or_default();
+            t += &format!("| `podman run --rm … true`{none} | {} | {} | {} |\n", ms(c), ms(r), ratio(r / c));
         }
         t
     }
@@ -258,6 +289,7 @@ impl Run {
             "full" => Some(self.full()),
             "dns" if !self.dns.is_empty() => Some(self.dns()),
             "docker" if !self.docker.is_empty() => Some(self.docker()),
+            "cni" if !self.cni.is_empty() => Some(self.cni()),
             _ => None,
         }
     }

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cnm_core::driver::{DriverContext, NetworkDriver};
@@ -23,9 +24,21 @@ pub const MARKER: &str = "cnm:";
 pub struct BridgeDriver {
     /// One handle per host namespace (by inode), opened once.
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
-    /// `None`: leave deletes each veth itself (see [`BridgeDriver::one_shot`]).
-    reaper: Option<Reaper>,
+    /// How leave gets rid of a veth.
+    removal: Removal,
+    /// Whether a leave parked a veth ([`BridgeDriver::parking`]).
+    parked: AtomicBool,
     fault: Option<FaultHook>,
+}
+
+/// How leave gets rid of a veth.
+enum Removal {
+    /// Deleted at once, in one request ([`BridgeDriver::one_shot`]).
+    Now,
+    /// Parked, and deleted by the batching thread ([`BridgeDriver::new`]).
+    Batched(Reaper),
+    /// Parked, for the caller to delete ([`BridgeDriver::parking`]).
+    Parked,
 }
 
 /// Called with the name of every host-side kernel step just before it runs.
@@ -41,6 +54,28 @@ impl Default for BridgeDriver {
 fn forwarding_keys(net: &Network) -> impl Iterator<Item = &'static str> {
     let ipv6 = net.enable_ipv6;
     ["net.ipv4.ip_forward"].into_iter().chain(ipv6.then_some("net.ipv6.conf.all.forwarding"))
+}
+
+/// Takes a parked veth's sandbox end down and renames it (`cnmp` and the
+/// endpoint id's first 11 digits), so that its name is free for the next
+/// join before the veth is deleted. Best effort: a sandbox that is gone
+/// took the veth's end with it.
+fn free_name(sandbox: &NetNs, ifname: &str, ep: &Endpoint) {
+    let renamed = Handle::open(sandbox).and_then(|c| {
+        let link = c.link_get(ifname)?;
+        c.link_set_down(link.index)?;
+        c.link_set_name(link.index, &format!("cnmp{}", &ep.id.as_str()[..11]))
+    });
+    if let Err(e) = renamed {
+        tracing::debug!(endpoint = %ep.name, "parked veth keeps its name: {e}");
+    }
+}
+
+/// Deletes the veths that [`BridgeDriver::parking`] drivers parked in
+/// `host` (one request, one RCU grace period for all of them).
+pub fn delete_parked(host: &NetNs) -> cnm_core::Result<()> {
+    let h = Handle::open(host).map_err(Error::from_netns("open host namespace"))?;
+    gone_ok(h.link_del_group(crate::reaper::GROUP)).map_err(Error::from_netns("delete parked veths"))
 }
 
 /// Treats "already gone" as done.
@@ -68,7 +103,7 @@ impl BridgeDriver {
     pub fn try_new() -> Result<BridgeDriver> {
         let reaper =
             Reaper::start().map_err(|e| Error::Internal(format!("starting the bridge driver's reaper thread: {e}")))?;
-        Ok(BridgeDriver { handles: Mutex::new(HashMap::new()), reaper: Some(reaper), fault: None })
+        Ok(BridgeDriver::with_removal(Removal::Batched(reaper)))
     }
 
     /// A driver for a process that does one operation and exits (a command
@@ -76,7 +111,28 @@ impl BridgeDriver {
     /// taking it down and handing it to the batching thread, which would
     /// only delete it when the process ends.
     pub fn one_shot() -> BridgeDriver {
-        BridgeDriver { handles: Mutex::new(HashMap::new()), reaper: None, fault: None }
+        BridgeDriver::with_removal(Removal::Now)
+    }
+
+    /// A driver for a process that must not wait for the kernel to delete a
+    /// veth (a CNI plugin's `DEL`: one deletion costs an RCU grace period,
+    /// about 20 ms): leave takes the veth down, renames its sandbox end out
+    /// of the way (so the interface name is free at once) and parks it in
+    /// [`REAPER_GROUP`](crate::REAPER_GROUP); the caller deletes the group
+    /// afterwards, off its path ([`delete_parked`]), when
+    /// [`BridgeDriver::parked`] says a leave parked one.
+    pub fn parking() -> BridgeDriver {
+        BridgeDriver::with_removal(Removal::Parked)
+    }
+
+    /// Whether a leave of this driver parked a veth that is not deleted yet
+    /// ([`BridgeDriver::parking`]).
+    pub fn parked(&self) -> bool {
+        self.parked.load(Ordering::SeqCst)
+    }
+
+    fn with_removal(removal: Removal) -> BridgeDriver {
+        BridgeDriver { handles: Mutex::new(HashMap::new()), removal, parked: AtomicBool::new(false), fault: None }
     }
 
     /// A driver that calls `hook` before every kernel step (for tests that
@@ -370,7 +426,7 @@ impl NetworkDriver for BridgeDriver {
         ctx.firewall.remove_ports(ep.id.as_str())
     }
 
-    fn leave(&self, ctx: &DriverContext<'_>, _: &Network, ep: &Endpoint, _: Option<&NetNs>) -> Result<()> {
+    fn leave(&self, ctx: &DriverContext<'_>, _: &Network, ep: &Endpoint, sandbox: Option<&NetNs>) -> Result<()> {
         let mut errors = Vec::new();
         if !ep.ports.is_empty() || !ep.bindings.is_empty() {
             errors.extend(self.step("unpublish ports").and_then(|_| ctx.firewall.remove_ports(ep.id.as_str())).err());
@@ -383,9 +439,19 @@ impl NetworkDriver for BridgeDriver {
         if let Err(e) = self.step("remove veth") {
             errors.push(e);
         } else {
-            let removed = match &self.reaper {
-                Some(r) => h.link_park(veth.as_str(), crate::reaper::GROUP).map(|()| r.schedule(h.clone())),
-                None => h.link_del(veth.as_str()),
+            let removed = match &self.removal {
+                Removal::Batched(r) => h.link_park(veth.as_str(), crate::reaper::GROUP).map(|()| r.schedule(h.clone())),
+                Removal::Parked => {
+                    let parked = h.link_park(veth.as_str(), crate::reaper::GROUP);
+                    if parked.is_ok() {
+                        self.parked.store(true, Ordering::SeqCst);
+                        if let (Some(ns), Some(ifname)) = (sandbox, ep.ifname.as_deref()) {
+                            free_name(ns, ifname, ep);
+                        }
+                    }
+                    parked
+                }
+                Removal::Now => h.link_del(veth.as_str()),
             };
             match removed {
                 Ok(()) => {}

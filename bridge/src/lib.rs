@@ -5,6 +5,6 @@ mod driver;
 pub mod options;
 mod reaper;
 
-pub use driver::{BridgeDriver, MARKER};
+pub use driver::{delete_parked, BridgeDriver, MARKER};
 pub use options::BridgeNetworkOptions;
 pub use reaper::GROUP as REAPER_GROUP;

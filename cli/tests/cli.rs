@@ -120,6 +120,16 @@ fn sandboxes_connect_publish_exec_and_write_dns_files() {
     let line = c.ok(&["connect", "--ip", "10.72.0.10", "-p", "8080:80", "web", "c1"]);
     assert!(line.contains("eth0 10.72.0.10/24 02:42:0a:48:00:0a") && line.contains("0.0.0.0:8080->80/tcp"), "{line}");
     c.ok(&["connect", "web", "c2"]);
+    // An interface name of the caller's choice; a name in use is refused.
+    c.ok(&["network", "create", "--subnet", "10.72.1.0/24", "side"]);
+    let line = c.ok(&["connect", "--ifname", "side0", "side", "c2"]);
+    assert!(line.starts_with("c2 side0 10.72.1."), "{line}");
+    let out = c.ok(&["exec", "c2", "--", "ip", "-o", "-4", "addr", "show", "dev", "side0"]);
+    assert!(out.contains("10.72.1."), "{out}");
+    c.ok(&["disconnect", "side", "c2"]);
+    let err = c.fails(1, &["connect", "--ifname", "eth0", "side", "c2"]);
+    assert!(err.contains("\"eth0\"") && err.contains("c2"), "{err}");
+    c.ok(&["network", "rm", "side"]);
 
     let inspect: serde_json::Value = serde_json::from_str(&c.ok(&["sandbox", "inspect", "c1"])).unwrap();
     let resolv = std::fs::read_to_string(inspect["ResolvConfPath"].as_str().unwrap()).unwrap();

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use cnm_core::{Controller, Endpoint, EndpointConfig, ErrorKind as CoreKind, Network, Sandbox, SandboxConfig};
+use cnm_core::{Controller, Endpoint, EndpointConfig, ErrorKind as CoreKind, Network, Sandbox, SandboxConfig, State};
 use cnm_netns::{Handle, NetNs};
 use ipnet::IpNet;
 use serde_json::{json, Value};
@@ -14,6 +14,36 @@ use crate::delegate;
 use crate::env::{CniEnv, Command};
 use crate::error::{Error, Result};
 use crate::result::{CniResult, Dns, Interface, IpConfig, Route};
+
+/// The host namespace a call works in, and how it gets rid of veths.
+pub struct Host {
+    ns: NetNs,
+    park: bool,
+    bridges: std::cell::RefCell<Vec<std::sync::Arc<cnm_bridge::BridgeDriver>>>,
+}
+
+impl Host {
+    /// The caller's namespace. `park`: leaves park veths for
+    /// [`cnm_bridge::delete_parked`] instead of deleting each (see
+    /// [`cnm_bridge::BridgeDriver::parking`]).
+    pub fn current(park: bool) -> Result<Host> {
+        Ok(Host { ns: NetNs::current()?, park, bridges: Default::default() })
+    }
+
+    /// Whether a leave of this call parked a veth that is not deleted yet.
+    pub fn parked(&self) -> bool {
+        self.bridges.borrow().iter().any(|b| b.parked())
+    }
+
+    fn controller(&self, conf: &NetConf) -> Result<Controller> {
+        let bridge = std::sync::Arc::new(match self.park {
+            true => cnm_bridge::BridgeDriver::parking(),
+            false => cnm_bridge::BridgeDriver::one_shot(),
+        });
+        self.bridges.borrow_mut().push(bridge.clone());
+        crate::stack::controller_with(conf, &self.ns, bridge)
+    }
+}
 
 /// cnm's sandbox for a container.
 pub fn sandbox_name(container_id: &str) -> String {
@@ -30,20 +60,24 @@ pub fn endpoint_name(container_id: &str, ifname: &str) -> String {
 }
 
 /// Runs one call: `stdin` is the network configuration. The JSON to print,
-/// if any.
+/// if any. Veths go at once.
 pub fn run(env: &CniEnv, stdin: &[u8]) -> Result<Option<Value>> {
+    run_in(env, stdin, &Host::current(false)?)
+}
+
+/// [`run`] in `host`.
+pub fn run_in(env: &CniEnv, stdin: &[u8], host: &Host) -> Result<Option<Value>> {
     if env.command == Command::Version {
         return Ok(Some(version(stdin)));
     }
     let conf = NetConf::parse(stdin)?;
     conf.validate()?;
-    let host = NetNs::current()?;
     match env.command {
-        Command::Add => add(env, &conf, stdin, &host).map(Some),
-        Command::Del => del(env, &conf, stdin, &host).map(|_| None),
-        Command::Check => check(env, &conf, stdin, &host).map(|_| None),
-        Command::Status => status(&conf, &host).map(|_| None),
-        Command::Gc => gc(&conf, &host).map(|_| None),
+        Command::Add => add(env, &conf, stdin, host).map(Some),
+        Command::Del => del(env, &conf, stdin, host).map(|_| None),
+        Command::Check => check(env, &conf, stdin, host).map(|_| None),
+        Command::Status => status(&conf, host).map(|_| None),
+        Command::Gc => gc(&conf, host).map(|_| None),
         Command::Version => unreachable!("answered above"),
     }
 }
@@ -62,7 +96,7 @@ fn version(stdin: &[u8]) -> Value {
 /// `ADD`: the network if it is new, the container's sandbox, and an
 /// endpoint joined to it; with a delegated IPAM plugin, its addresses (and
 /// its `DEL` if anything after it fails).
-fn add(env: &CniEnv, conf: &NetConf, stdin: &[u8], host: &NetNs) -> Result<Value> {
+fn add(env: &CniEnv, conf: &NetConf, stdin: &[u8], host: &Host) -> Result<Value> {
     let runtime = conf.runtime()?;
     let netns = env.netns.as_deref().expect("checked for ADD");
     if !netns.exists() {
@@ -101,11 +135,11 @@ fn attach(
     env: &CniEnv,
     conf: &NetConf,
     netns: &Path,
-    host: &NetNs,
+    host: &Host,
     runtime: &crate::config::RuntimeArgs,
     delegated: Option<&CniResult>,
 ) -> Result<CniResult> {
-    let ctl = crate::stack::controller(conf, host)?;
+    let ctl = host.controller(conf)?;
     let given: Vec<IpNet> = delegated.map(|d| d.ips.iter().map(|i| i.address).collect()).unwrap_or_default();
     // A network this call made goes again if the call fails (unless
     // another container joined it meanwhile); a concurrent call that lost
@@ -129,7 +163,7 @@ fn attach(
             }
         }
     };
-    let mut r = result(&ctl, &net, &ep, &sb, netns, host);
+    let mut r = result(&ctl, &net, &ep, &sb, netns, &host.ns);
     if let Some(d) = delegated {
         // The delegate's prefix lengths, routes and DNS are what it gave.
         for ip in &mut r.ips {
@@ -199,15 +233,29 @@ fn ensure_network(ctl: &Controller, conf: &NetConf, delegated: Option<&CniResult
     let subnets: Vec<(IpNet, Option<IpAddr>)> =
         delegated.map(|d| d.ips.iter().map(|i| (i.address.trunc(), i.gateway)).collect()).unwrap_or_default();
     let wanted = conf.network_config(&subnets)?;
-    let net = match ctl.network(&conf.name) {
-        Ok(n) => n,
-        Err(e) if e.kind() == CoreKind::NotFound => match ctl.create_network(wanted.clone()) {
+    // A network another call is still making (its record is written before
+    // its pools and bridge) is waited for: creating it again waits for that
+    // call's operation lock, then finds it made.
+    let ready = match ctl.network(&conf.name) {
+        Ok(n) if n.state == State::Ready => Some(n),
+        Ok(_) => None,
+        Err(e) if e.kind() == CoreKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let net = match ready {
+        Some(n) => n,
+        None => match ctl.create_network(wanted.clone()) {
             Ok(n) => return Ok((n, true)),
             Err(e) if e.kind() == CoreKind::AlreadyExists => ctl.network(&conf.name)?,
             Err(e) => return Err(e.into()),
         },
-        Err(e) => return Err(e.into()),
     };
+    if net.state != State::Ready {
+        return Err(Error::TryAgain(format!(
+            "network {:?} is {:?}: another call is changing it, or one was interrupted (`cnm reconcile` repairs that)",
+            net.name, net.state
+        )));
+    }
     if net.driver != wanted.driver {
         return Err(Error::config("driver", format!("network {:?} exists with driver {}", net.name, net.driver)));
     }
@@ -311,7 +359,7 @@ fn resolv_conf(ctl: &Controller, sb: &Sandbox) -> Dns {
 /// is already gone (the namespace, the interface, the container, an `ADD`
 /// that never ran) is success. A delegated IPAM plugin gets its `DEL`
 /// whatever cnm had.
-fn del(env: &CniEnv, conf: &NetConf, stdin: &[u8], host: &NetNs) -> Result<()> {
+fn del(env: &CniEnv, conf: &NetConf, stdin: &[u8], host: &Host) -> Result<()> {
     let detached = detach(env, conf, host);
     let released = match conf.ipam_type()? {
         Some(t) => delegate::run(&t, "DEL", env, stdin).map(|_| ()),
@@ -320,8 +368,8 @@ fn del(env: &CniEnv, conf: &NetConf, stdin: &[u8], host: &NetNs) -> Result<()> {
     detached.and(released)
 }
 
-fn detach(env: &CniEnv, conf: &NetConf, host: &NetNs) -> Result<()> {
-    let ctl = crate::stack::controller(conf, host)?;
+fn detach(env: &CniEnv, conf: &NetConf, host: &Host) -> Result<()> {
+    let ctl = host.controller(conf)?;
     let gone = |e: &cnm_core::Error| e.kind() == CoreKind::NotFound;
     let ep = match ctl.endpoint(&conf.name, &endpoint_name(&env.container_id, &env.ifname)) {
         Ok(ep) => ep,
@@ -349,7 +397,7 @@ fn detach(env: &CniEnv, conf: &NetConf, host: &NetNs) -> Result<()> {
 /// `CHECK`: the endpoint is joined to the container's sandbox, its
 /// interface is in the namespace with its MAC and addresses, and the
 /// previous result names those addresses.
-fn check(env: &CniEnv, conf: &NetConf, stdin: &[u8], host: &NetNs) -> Result<()> {
+fn check(env: &CniEnv, conf: &NetConf, stdin: &[u8], host: &Host) -> Result<()> {
     if conf.cni_version.starts_with("0.3") {
         return Err(Error::IncompatibleVersion {
             version: conf.cni_version.clone(),
@@ -363,7 +411,7 @@ fn check(env: &CniEnv, conf: &NetConf, stdin: &[u8], host: &NetNs) -> Result<()>
     if let Some(t) = conf.ipam_type()? {
         delegate::run(&t, "CHECK", env, stdin)?;
     }
-    let ctl = crate::stack::controller(conf, host)?;
+    let ctl = host.controller(conf)?;
     let failed = |what: String| Error::CheckFailed(what);
     let ep = ctl
         .endpoint(&conf.name, &endpoint_name(&env.container_id, &env.ifname))
@@ -397,17 +445,17 @@ fn check(env: &CniEnv, conf: &NetConf, stdin: &[u8], host: &NetNs) -> Result<()>
 }
 
 /// `STATUS`: ready when the store (and etcd, for an overlay) answers.
-fn status(conf: &NetConf, host: &NetNs) -> Result<()> {
-    let ctl = crate::stack::controller(conf, host).map_err(|e| Error::NotAvailable(e.to_string()))?;
+fn status(conf: &NetConf, host: &Host) -> Result<()> {
+    let ctl = host.controller(conf).map_err(|e| Error::NotAvailable(e.to_string()))?;
     ctl.networks().map_err(|e| Error::NotAvailable(e.to_string()))?;
     Ok(())
 }
 
 /// `GC`: every attachment to this network that the runtime no longer lists
 /// (`cni.dev/valid-attachments`) goes, with sandboxes left empty.
-fn gc(conf: &NetConf, host: &NetNs) -> Result<()> {
+fn gc(conf: &NetConf, host: &Host) -> Result<()> {
     let valid = conf.valid_attachments.clone().unwrap_or_default();
-    let ctl = crate::stack::controller(conf, host)?;
+    let ctl = host.controller(conf)?;
     let eps = match ctl.endpoints(Some(&conf.name)) {
         Ok(e) => e,
         Err(e) if e.kind() == CoreKind::NotFound => return Ok(()),

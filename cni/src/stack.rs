@@ -101,8 +101,13 @@ fn overlay_on(conf: &NetConf, host: &NetNs, store: &Arc<dyn Store>) -> Result<Op
     Ok(Some(Arc::new(OverlayDriver::new(cfg, store.clone())?)))
 }
 
-/// A controller for `conf`, working in `host`.
+/// A controller for `conf`, working in `host`; leaves delete veths at once.
 pub fn controller(conf: &NetConf, host: &NetNs) -> Result<Controller> {
+    controller_with(conf, host, Arc::new(BridgeDriver::one_shot()))
+}
+
+/// [`controller`] with `bridge` as its bridge driver.
+pub fn controller_with(conf: &NetConf, host: &NetNs, bridge: Arc<BridgeDriver>) -> Result<Controller> {
     let run = conf.run_dir();
     let store = store(conf, host)?;
     let mut b = Controller::builder()
@@ -113,7 +118,7 @@ pub fn controller(conf: &NetConf, host: &NetNs) -> Result<Controller> {
         .name_server(Arc::new(ControlClient::new(run.join("dns.sock"))))
         .host_netns(host.try_clone()?)
         .ipam(Arc::new(Ipam::new(store.clone())))
-        .driver(Arc::new(BridgeDriver::one_shot()))
+        .driver(bridge)
         .driver(Arc::new(HostDriver))
         .driver(Arc::new(NullDriver));
     let backend = match conf.firewall.as_deref() {

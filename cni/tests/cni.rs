@@ -14,12 +14,6 @@ use serde_json::{json, Value};
 mod common;
 use common::*;
 
-/// The host's veths (what a leftover endpoint would leave).
-fn veths(host: &TestHost) -> Vec<String> {
-    let links = host.ip_json(&host.ns, &["link", "show", "type", "veth"]);
-    links.as_array().unwrap().iter().map(|l| l["ifname"].as_str().unwrap().to_string()).collect()
-}
-
 /// cnm's view of the state, as `cnm --state-dir DATA --run-dir RUN` has it.
 fn controller(host: &TestHost, conf: &Value) -> cnm_core::Controller {
     let conf = cnm_cni::NetConf::parse(conf.to_string().as_bytes()).unwrap();
@@ -143,6 +137,7 @@ fn bad_input_gets_the_specifications_codes_and_leaves_nothing() {
         expect(a, 7, words);
     }
     // Nothing of any of them is left: no link, no container state.
+    settle(&host);
     assert_eq!(host.kernel_state(&[&host.ns]), before);
     let ctl = controller(&host, &good);
     assert!(ctl.sandboxes().unwrap().is_empty(), "no sandbox is left");
@@ -313,4 +308,48 @@ fn gc_removes_what_the_runtime_no_longer_lists_and_status_answers() {
     broken["dataDir"] = json!("/proc/cnm-no-such-dir");
     let a = call(&host, "STATUS", "", "", "", &broken);
     assert!(!a.ok && a.json["code"] == 50, "{}", a.json);
+}
+
+#[test]
+fn networks_are_isolated_and_aliases_resolve_with_cnm_dns() {
+    let Some(host) = TestHost::new("cni_names") else { return };
+    // cnm's DNS server, as `cnm agent` runs it over the same run directory.
+    let resolv = host.dir().join("host-resolv.conf");
+    std::fs::create_dir_all(host.dir()).unwrap();
+    std::fs::write(&resolv, "nameserver 192.0.2.53\n").unwrap();
+    let dns =
+        cnm_dns::DnsServer::start(cnm_dns::ServerConfig::new(host.ns.try_clone().unwrap()).host_resolv_conf(&resolv))
+            .unwrap();
+    let run = host.dir().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let control = cnm_dns::ControlSocket::serve(dns.clone(), run.join("dns.sock")).unwrap();
+
+    let mut front = bridge_conf(&host, "1.0.0", "front", "10.97.8.0/24");
+    let back = json!({"cniVersion": "1.0.0", "name": "back", "type": "cnm", "subnet": "10.97.9.0/24",
+        "bridge": host.name("bk"), "dataDir": front["dataDir"], "runDir": front["runDir"]});
+    front["runtimeConfig"] = json!({"aliases": {"front": ["web"]}});
+    let (a, pa) = container(&host, "a");
+    let (b, pb) = container(&host, "b");
+    let (c, pc) = container(&host, "c");
+    let ra = ok(&host, "ADD", "a", &pa, "eth0", &front);
+    front["runtimeConfig"] = json!({});
+    ok(&host, "ADD", "b", &pb, "eth0", &front);
+    let rc = ok(&host, "ADD", "c", &pc, "eth0", &back);
+    let addr = |r: &Value| r["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    assert_eq!(ra["dns"]["nameservers"], json!(["127.0.0.11"]), "{ra}");
+
+    // The alias resolves for a container on the same network.
+    let answer = host.exec(&b.ns, "dig", &["+short", "+time=2", "+tries=2", "@127.0.0.11", "web"]);
+    assert_eq!(answer.trim(), addr(&ra));
+    // Same network: reachable (the positive control); the other network: not.
+    assert!(host.ping(&b.ns, addr(&ra).parse().unwrap()));
+    assert!(host.ping(&c.ns, "10.97.9.1".parse().unwrap()), "c reaches its own gateway");
+    assert!(!host.ping(&c.ns, addr(&ra).parse().unwrap()), "c on back must not reach a on front");
+    assert!(!host.ping(&a.ns, addr(&rc).parse().unwrap()), "nor a reach c");
+
+    for (id, p, conf) in [("a", &pa, &front), ("b", &pb, &front), ("c", &pc, &back)] {
+        ok(&host, "DEL", id, p, "eth0", conf);
+    }
+    control.close();
+    dns.stop();
 }

@@ -45,6 +45,7 @@ fn ctr_runs_a_container_on_cnm() {
     assert_eq!(ctl.network(&net).unwrap().name, net);
     assert!(ctl.endpoints(Some(&net)).unwrap().is_empty());
     assert!(ctl.sandboxes().unwrap().is_empty());
+    common::settle(&host);
     let links = host.exec(&host.ns, "ip", &["-o", "link", "show", "type", "veth"]);
     assert!(links.trim().is_empty(), "veths left: {links}");
 }

@@ -96,6 +96,7 @@ fn podman_runs_containers_on_cnm() {
     podman.ok(&["rm", "-f", "-t", "0", "a", "b"]);
     assert!(ctl.endpoints(Some(&net)).unwrap().is_empty());
     assert!(ctl.sandboxes().unwrap().is_empty());
+    common::settle(&host);
     let links = host.exec(&host.ns, "ip", &["-o", "link", "show", "type", "veth"]);
     assert!(links.lines().all(|l| l.contains("uplink")), "veths left: {links}");
     assert!(!host.exec(&host.ns, "nft", &["list", "ruleset"]).contains("8080"));

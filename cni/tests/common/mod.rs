@@ -105,3 +105,26 @@ pub fn ask(ns: &TestNs, addr: &str) -> String {
         .trim()
         .to_string()
 }
+
+/// Waits until no veth is parked for deletion in the host (a `DEL` leaves
+/// its veth to a detached `cnm-cni` that deletes it right after).
+pub fn settle(host: &TestHost) {
+    let group = cnm_bridge::REAPER_GROUP.to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        // `ip -j` prints an empty object for every link outside the group.
+        let parked = host.ip_json(&host.ns, &["link", "show", "group", &group]);
+        if !parked.as_array().is_some_and(|a| a.iter().any(|l| l.get("ifname").is_some())) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "parked veths were never deleted: {parked}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The host's veths, once the parked ones are deleted.
+pub fn veths(host: &TestHost) -> Vec<String> {
+    settle(host);
+    let links = host.ip_json(&host.ns, &["link", "show", "type", "veth"]);
+    links.as_array().unwrap().iter().map(|l| l["ifname"].as_str().unwrap().to_string()).collect()
+}
