@@ -118,6 +118,17 @@ impl Chains {
     }
 }
 
+/// Waits (untimed) until the veths `cnm-cni`'s DEL parked are deleted by
+/// the process it left for that, so that deletion, off DEL's path, does not
+/// slow the next measurement down.
+fn settle(host: &TestHost) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while host.handle.link_list().unwrap().iter().any(|l| l.group == cnm_bridge::REAPER_GROUP) {
+        assert!(Instant::now() < deadline, "parked veths were never deleted");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// The workload; nothing when a plugin is missing.
 pub fn run_all(quick: bool) -> Vec<CniSample> {
     let cnm = match available() {
@@ -144,6 +155,7 @@ pub fn run_all(quick: bool) -> Vec<CniSample> {
                 println!("cni {system:<9} run {run:>2}: ADD {add:>6.1} ms, DEL {del:>6.1} ms ({PORTS} ports)");
             }
             cnm_netns::NetNs::remove_named(host.dir(), &name).unwrap();
+            settle(&host);
         }
     }
     out.extend(podman_runs(&host, &cnm, if quick { 2 } else { 15 }));

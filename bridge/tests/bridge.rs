@@ -320,3 +320,49 @@ fn the_1025th_endpoint_is_refused_before_the_kernel_is_asked() {
     assert_eq!(e.to_string(), "endpoints of network \"full\" exhausted: a bridge network takes at most 1024 endpoints");
     assert_eq!(r.ctl.endpoints(Some("full")).unwrap().len(), 1024);
 }
+
+/// `BridgeDriver::parking` (what the CNI plugin's `DEL` uses): a leave takes
+/// the veth down into the reaper's group and renames its sandbox end, so
+/// the interface name is free for the next join at once; `delete_parked`
+/// deletes it.
+#[test]
+fn a_parking_driver_leaves_deletion_to_its_caller() {
+    let Some(host) = TestHost::new("bridge_parking") else { return };
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    let bridge = Arc::new(BridgeDriver::parking());
+    let ctl = Controller::builder()
+        .host_netns(host.ns.try_clone().unwrap())
+        .run_dir(host.dir().join("run"))
+        .store(store.clone())
+        .ipam(Arc::new(Ipam::new(store)))
+        .driver(bridge.clone())
+        .build()
+        .unwrap();
+    let mut net = NetworkConfig::new("park", "bridge");
+    net.options.insert("com.docker.network.bridge.name".into(), host.name("br"));
+    ctl.create_network(net).unwrap();
+    let sb = ctl.create_sandbox(SandboxConfig { name: "p".into(), ..Default::default() }).unwrap();
+    let ns = NetNs::open(&sb.netns).unwrap();
+    let ep = ctl.connect("park", "p", EndpointConfig::default()).unwrap();
+    let veth = ep.driver_data["veth"].clone();
+    assert!(!bridge.parked());
+
+    ctl.disconnect("park", "p").unwrap();
+    assert!(bridge.parked());
+    let parked = host.handle.link_get(veth.as_str()).unwrap();
+    assert_eq!(parked.group, cnm_bridge::REAPER_GROUP);
+    assert!(!parked.up);
+    let inside = host.ip_json(&ns, &["link", "show"]);
+    let names: Vec<&str> = inside.as_array().unwrap().iter().filter_map(|l| l["ifname"].as_str()).collect();
+    assert!(!names.contains(&"eth0") && names.iter().any(|n| n.starts_with("cnmp")), "{names:?}");
+
+    // The name is free: the sandbox joins again at once, as eth0.
+    let again = ctl.connect("park", "p", EndpointConfig::default()).unwrap();
+    assert_eq!(again.ifname.as_deref(), Some("eth0"));
+    cnm_bridge::delete_parked(&host.ns).unwrap();
+    assert!(host.handle.link_get(veth.as_str()).is_err(), "the parked veth is deleted");
+    assert!(host.handle.link_get(again.driver_data["veth"].as_str()).is_ok(), "the joined one is not");
+    ctl.delete_sandbox("p").unwrap();
+    ctl.delete_network("park").unwrap();
+    cnm_bridge::delete_parked(&host.ns).unwrap();
+}
