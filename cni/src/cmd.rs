@@ -27,7 +27,12 @@ impl Host {
     /// [`cnm_bridge::delete_parked`] instead of deleting each (see
     /// [`cnm_bridge::BridgeDriver::parking`]).
     pub fn current(park: bool) -> Result<Host> {
-        Ok(Host { ns: NetNs::current()?, park, bridges: Default::default() })
+        Ok(Host::new(NetNs::current()?, park))
+    }
+
+    /// Another namespace as the host (an embedder's, a test's).
+    pub fn new(ns: NetNs, park: bool) -> Host {
+        Host { ns, park, bridges: Default::default() }
     }
 
     /// Whether a leave of this call parked a veth that is not deleted yet.
