@@ -65,23 +65,7 @@ fn system_host_name() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-/// Docker's `docker_gwbridge`, here `cnm_gwbridge`: the local bridge network
-/// through which sandboxes on overlay networks reach the outside (NAT), and
-/// over which they cannot reach each other.
-pub fn gateway_bridge() -> cnm_core::NetworkConfig {
-    let mut cfg = cnm_core::NetworkConfig::new(GATEWAY_BRIDGE, "bridge");
-    for (k, v) in [
-        ("com.docker.network.bridge.name", GATEWAY_BRIDGE),
-        ("com.docker.network.bridge.enable_icc", "false"),
-        ("com.docker.network.bridge.enable_ip_masquerade", "true"),
-    ] {
-        cfg.options.insert(k.into(), v.into());
-    }
-    cfg
-}
-
-/// The gateway bridge network's (and its bridge's) name.
-pub const GATEWAY_BRIDGE: &str = "cnm_gwbridge";
+use cnm_vxlan::overlay::gateway_bridge;
 
 /// The host namespace: `--host-netns`, or the caller's.
 pub fn host_netns(cli: &Cli) -> Result<NetNs> {

@@ -18,22 +18,6 @@ use cnm_vxlan::overlay::{OverlayConfig, OverlayDriver};
 use crate::config::NetConf;
 use crate::error::{Error, Result};
 
-/// Docker's `docker_gwbridge`, as the `cnm` tool names it: overlay
-/// containers reach the outside through it.
-const GATEWAY_BRIDGE: &str = "cnm_gwbridge";
-
-fn gateway_bridge() -> cnm_core::NetworkConfig {
-    let mut cfg = cnm_core::NetworkConfig::new(GATEWAY_BRIDGE, "bridge");
-    for (k, v) in [
-        ("com.docker.network.bridge.name", GATEWAY_BRIDGE),
-        ("com.docker.network.bridge.enable_icc", "false"),
-        ("com.docker.network.bridge.enable_ip_masquerade", "true"),
-    ] {
-        cfg.options.insert(k.into(), v.into());
-    }
-    cfg
-}
-
 /// A store error at startup: etcd unreachable is worth a retry (11).
 fn store_error(e: cnm_core::Error) -> Error {
     match e.kind() {
@@ -130,7 +114,7 @@ pub fn controller_with(conf: &NetConf, host: &NetNs, bridge: Arc<BridgeDriver>) 
         b = b.firewall(Arc::new(NatFirewall::new(backend, host.try_clone()?, store.clone())));
     }
     if let Some(d) = overlay_on(conf, host, &store)? {
-        b = b.driver(d).gateway_bridge(gateway_bridge());
+        b = b.driver(d).gateway_bridge(cnm_vxlan::overlay::gateway_bridge());
     }
     Ok(b.build()?)
 }

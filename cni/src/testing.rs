@@ -11,7 +11,11 @@ use cnm_netns::NetNs;
 
 /// Runs `cmd`, which must succeed; its standard output.
 fn ok(what: &str, mut cmd: Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    checked(what, cmd.output().unwrap_or_else(|e| panic!("{what}: {e}")))
+}
+
+/// The standard output of a command that must have succeeded.
+fn checked(what: &str, out: Output) -> String {
     assert!(
         out.status.success(),
         "{what} failed: {}{}",
@@ -114,14 +118,7 @@ impl Podman {
 
     /// `podman ARGS`, which must succeed; its standard output.
     pub fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "podman {args:?} failed: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        checked(&format!("podman {args:?}"), self.run(args))
     }
 
     /// Imports `localhost/bb` (see [`busybox_rootfs`]).

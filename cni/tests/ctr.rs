@@ -34,14 +34,7 @@ fn ctr_runs_a_container_on_cnm() {
     assert!(text.contains("ping-gw-ok"), "{text}");
 
     // ctr's DEL went through cnm: no endpoint, no sandbox, no veth.
-    let conf = cnm_cni::NetConf {
-        cni_version: "1.0.0".into(),
-        name: net.clone(),
-        data_dir: Some(dir.join("cnm")),
-        run_dir: Some(dir.join("cnm-run")),
-        ..Default::default()
-    };
-    let ctl = cnm_cni::stack::controller(&conf, &host.ns).unwrap();
+    let ctl = common::controller_over(&host, &net, &dir.join("cnm"), &dir.join("cnm-run"));
     assert_eq!(ctl.network(&net).unwrap().name, net);
     assert!(ctl.endpoints(Some(&net)).unwrap().is_empty());
     assert!(ctl.sandboxes().unwrap().is_empty());

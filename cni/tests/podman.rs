@@ -7,19 +7,10 @@
 use std::time::{Duration, Instant};
 
 use cnm_cni::testing::{plugin_dir, Podman};
-use cnm_netns::testing::TestHost;
+use cnm_netns::testing::{RemoveDir, TestHost};
 use serde_json::json;
 
 mod common;
-
-/// Removes a directory when dropped (declared first, it goes last).
-struct RemoveDir(std::path::PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 #[test]
 fn podman_runs_containers_on_cnm() {
@@ -80,14 +71,7 @@ fn podman_runs_containers_on_cnm() {
     assert!(logs.contains("198.51.100.2"), "the server saw the client's address: {logs}");
 
     // cnm has both, under the names Podman gave (K8S_POD_NAME, aliases).
-    let conf = cnm_cni::NetConf {
-        cni_version: "1.0.0".into(),
-        name: net.clone(),
-        data_dir: Some(dir.join("cnm")),
-        run_dir: Some(dir.join("cnm-run")),
-        ..Default::default()
-    };
-    let ctl = cnm_cni::stack::controller(&conf, &host.ns).unwrap();
+    let ctl = common::controller_over(&host, &net, &dir.join("cnm"), &dir.join("cnm-run"));
     let eps = ctl.endpoints(Some(&net)).unwrap();
     assert_eq!(eps.len(), 2);
     assert!(eps.iter().any(|e| e.aliases.contains(&"a".to_string())), "{eps:?}");

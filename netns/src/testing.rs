@@ -58,6 +58,15 @@ pub fn unique_prefix(test: &str) -> String {
     format!("t{:05x}", h & 0xfffff)
 }
 
+/// Removes a directory when dropped (declare it first: it goes last).
+pub struct RemoveDir(pub PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A namespace made by a test, with a netlink handle inside it.
 #[derive(Debug)]
 pub struct TestNs {

@@ -191,14 +191,7 @@ impl Drop for Docker {
     }
 }
 
-/// Removes a directory when dropped (declare it first: it goes last).
-pub struct RemoveDir(pub PathBuf);
-
-impl Drop for RemoveDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use cnm_netns::testing::RemoveDir;
 
 /// Imports `bb:latest`, a busybox image from Debian's busybox-static, with
 /// no registry; its files go under `dir`.

@@ -128,3 +128,16 @@ pub fn veths(host: &TestHost) -> Vec<String> {
     let links = host.ip_json(&host.ns, &["link", "show", "type", "veth"]);
     links.as_array().unwrap().iter().map(|l| l["ifname"].as_str().unwrap().to_string()).collect()
 }
+
+/// cnm's controller over the state a runtime's calls left in `data` and
+/// `run` (what `cnm --state-dir DATA --run-dir RUN` sees).
+pub fn controller_over(host: &TestHost, network: &str, data: &Path, run: &Path) -> cnm_core::Controller {
+    let conf = cnm_cni::NetConf {
+        cni_version: "1.0.0".into(),
+        name: network.to_string(),
+        data_dir: Some(data.to_path_buf()),
+        run_dir: Some(run.to_path_buf()),
+        ..Default::default()
+    };
+    cnm_cni::stack::controller(&conf, &host.ns).unwrap()
+}

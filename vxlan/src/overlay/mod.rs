@@ -41,6 +41,26 @@ pub use vtep_filter::remove as remove_vtep_filter;
 /// The option (and inspect key) listing a network's VXLAN ids, one per
 /// subnet, comma-separated.
 pub const VXLANID_LIST: &str = "com.docker.network.driver.overlay.vxlanid_list";
+/// Docker's `docker_gwbridge`, here `cnm_gwbridge`: the name of the local
+/// bridge network (and of its Linux bridge) through which sandboxes on
+/// overlay networks reach the outside.
+pub const GATEWAY_BRIDGE: &str = "cnm_gwbridge";
+
+/// The gateway bridge network's configuration, for
+/// `ControllerBuilder::gateway_bridge`: masquerade to the outside, no
+/// traffic between its sandboxes (they talk over their overlays).
+pub fn gateway_bridge() -> cnm_core::NetworkConfig {
+    let mut cfg = cnm_core::NetworkConfig::new(GATEWAY_BRIDGE, "bridge");
+    for (k, v) in [
+        ("com.docker.network.bridge.name", GATEWAY_BRIDGE),
+        ("com.docker.network.bridge.enable_icc", "false"),
+        ("com.docker.network.bridge.enable_ip_masquerade", "true"),
+    ] {
+        cfg.options.insert(k.into(), v.into());
+    }
+    cfg
+}
+
 /// The option overriding the MTU of the network's interfaces.
 pub const MTU_OPTION: &str = "com.docker.network.driver.mtu";
 
