@@ -153,7 +153,8 @@ fn attach(
     let (net, ep, sb) = loop {
         tries += 1;
         let (net, net_created) = ensure_network(&ctl, conf, delegated)?;
-        let joined = join(&ctl, env, netns, runtime, &given, &net);
+        let dns = conf.dns.as_ref().map(|d| d.to_cnm()).unwrap_or_default();
+        let joined = join(&ctl, env, netns, runtime, &given, &net, dns);
         match joined {
             Ok((ep, sb)) => break (net, ep, sb),
             Err(e) => {
@@ -198,6 +199,7 @@ fn join(
     runtime: &crate::config::RuntimeArgs,
     given: &[IpNet],
     net: &Network,
+    dns: cnm_core::DnsConfig,
 ) -> Result<(Endpoint, Sandbox)> {
     let mut cfg = EndpointConfig {
         name: Some(endpoint_name(&env.container_id, &env.ifname)),
@@ -219,7 +221,7 @@ fn join(
         }
         *slot = Some(a);
     }
-    let (sb, created) = ensure_sandbox(ctl, env, netns)?;
+    let (sb, created) = ensure_sandbox(ctl, env, netns, dns)?;
     let ep = match ctl.connect(&net.name, &sb.name, cfg) {
         Ok(ep) => ep,
         Err(e) => {
@@ -281,7 +283,7 @@ fn ensure_network(ctl: &Controller, conf: &NetConf, delegated: Option<&CniResult
 /// over the runtime's namespace; whether this call made it. A sandbox left
 /// by an earlier container of the same id whose namespace is gone is
 /// removed first.
-fn ensure_sandbox(ctl: &Controller, env: &CniEnv, netns: &Path) -> Result<(Sandbox, bool)> {
+fn ensure_sandbox(ctl: &Controller, env: &CniEnv, netns: &Path, dns: cnm_core::DnsConfig) -> Result<(Sandbox, bool)> {
     let name = sandbox_name(&env.container_id);
     match ctl.sandbox(&name) {
         Ok(sb) if sb.netns == netns => return Ok((sb, false)),
@@ -295,7 +297,7 @@ fn ensure_sandbox(ctl: &Controller, env: &CniEnv, netns: &Path) -> Result<(Sandb
         Err(e) if e.kind() == CoreKind::NotFound => {}
         Err(e) => return Err(e.into()),
     }
-    let cfg = SandboxConfig { name, netns: Some(netns.to_path_buf()), ..Default::default() };
+    let cfg = SandboxConfig { name, netns: Some(netns.to_path_buf()), dns, ..Default::default() };
     Ok((ctl.create_sandbox(cfg)?, true))
 }
 

@@ -90,8 +90,8 @@ pub struct NetConf {
     pub firewall: Option<String>,
     /// A delegated IPAM plugin (`{"type": "host-local", …}`).
     pub ipam: Option<Value>,
-    /// DNS settings for the result and the container's resolv.conf.
-    pub dns: Option<Value>,
+    /// DNS settings for the container's resolv.conf and the result.
+    pub dns: Option<DnsConf>,
     /// Capability arguments from the runtime.
     pub runtime_config: Option<Value>,
     /// The previous plugin's result, in a chain.
@@ -99,6 +99,29 @@ pub struct NetConf {
     /// GC's valid attachments (`cni.dev/valid-attachments`).
     #[serde(rename = "cni.dev/valid-attachments")]
     pub valid_attachments: Option<Vec<Attachment>>,
+}
+
+/// The specification's `dns` dictionary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct DnsConf {
+    /// Name servers.
+    pub nameservers: Vec<IpAddr>,
+    /// Local domain (a first search domain).
+    pub domain: String,
+    /// Search domains.
+    pub search: Vec<String>,
+    /// resolv.conf options.
+    pub options: Vec<String>,
+}
+
+impl DnsConf {
+    /// As cnm's DNS settings of a sandbox.
+    pub fn to_cnm(&self) -> cnm_core::DnsConfig {
+        let mut search: Vec<String> = Some(self.domain.clone()).filter(|d| !d.is_empty()).into_iter().collect();
+        search.extend(self.search.iter().filter(|s| **s != self.domain).cloned());
+        cnm_core::DnsConfig { servers: self.nameservers.clone(), search, options: self.options.clone() }
+    }
 }
 
 /// One attachment a runtime still uses (GC).
@@ -156,6 +179,9 @@ impl NetConf {
         }
         if self.ipam.is_some() && self.subnet.is_some() {
             return Err(Error::config("subnet", "give subnets to the ipam plugin, not both"));
+        }
+        if let Some(d) = &self.dns {
+            d.to_cnm().validate().map_err(|e| Error::config("dns", e.to_string()))?;
         }
         self.network_config(&[])?;
         Ok(())

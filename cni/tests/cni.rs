@@ -165,10 +165,13 @@ fn bad_input_gets_the_specifications_codes_and_leaves_nothing() {
 fn results_are_written_in_the_configurations_version() {
     let Some(host) = TestHost::new("cni_versions") else { return };
     for (i, version) in ["0.3.1", "0.4.0", "1.0.0", "1.1.0"].into_iter().enumerate() {
-        let conf = bridge_conf(&host, version, "vers", "10.97.3.0/24");
+        let mut conf = bridge_conf(&host, version, "vers", "10.97.3.0/24");
+        conf["dns"] = json!({"nameservers": ["192.0.2.53"], "search": ["example.org"], "options": ["ndots:2"]});
         let (_c, p) = container(&host, &format!("v{i}"));
         let r = ok(&host, "ADD", &format!("v{i}"), &p, "eth0", &conf);
         assert_eq!(r["cniVersion"], version);
+        // The configuration's DNS is the container's (no cnm-dns here).
+        assert_eq!(r["dns"], json!({"nameservers": ["192.0.2.53"], "search": ["example.org"], "options": ["ndots:2"]}));
         let tagged = r["ips"][0].get("version").and_then(Value::as_str);
         assert_eq!(tagged, if version < "1.0.0" { Some("4") } else { None }, "{version}: {r}");
         assert_eq!(r["ips"][0]["interface"], 2, "{version}: {r}");
