@@ -1,5 +1,5 @@
-//! The commands: `ADD`, `DEL`, `CHECK`, `VERSION`, `STATUS` and `GC`, each
-//! from the configuration and the environment to the JSON a runtime reads.
+//! `ADD`: the network if it is new, the container's sandbox, an endpoint
+//! joined to it, and the result.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -7,102 +7,21 @@ use std::path::Path;
 use cnm_core::{Controller, Endpoint, EndpointConfig, ErrorKind as CoreKind, Network, Sandbox, SandboxConfig, State};
 use cnm_netns::{Handle, NetNs};
 use ipnet::IpNet;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::config::{NetConf, SUPPORTED_VERSIONS};
+use super::{endpoint_name, sandbox_name, Host};
+use crate::config::NetConf;
 use crate::delegate;
-use crate::env::{CniEnv, Command};
+use crate::env::CniEnv;
 use crate::error::{Error, Result};
 use crate::result::{CniResult, Dns, Interface, IpConfig, Route};
-
-/// The host namespace a call works in, and how it gets rid of veths.
-pub struct Host {
-    ns: NetNs,
-    park: bool,
-    bridges: std::cell::RefCell<Vec<std::sync::Arc<cnm_bridge::BridgeDriver>>>,
-}
-
-impl Host {
-    /// The caller's namespace. `park`: leaves park veths for
-    /// [`cnm_bridge::delete_parked`] instead of deleting each (see
-    /// [`cnm_bridge::BridgeDriver::parking`]).
-    pub fn current(park: bool) -> Result<Host> {
-        Ok(Host::new(NetNs::current()?, park))
-    }
-
-    /// Another namespace as the host (an embedder's, a test's).
-    pub fn new(ns: NetNs, park: bool) -> Host {
-        Host { ns, park, bridges: Default::default() }
-    }
-
-    /// Whether a leave of this call parked a veth that is not deleted yet.
-    pub fn parked(&self) -> bool {
-        self.bridges.borrow().iter().any(|b| b.parked())
-    }
-
-    fn controller(&self, conf: &NetConf) -> Result<Controller> {
-        let bridge = std::sync::Arc::new(match self.park {
-            true => cnm_bridge::BridgeDriver::parking(),
-            false => cnm_bridge::BridgeDriver::one_shot(),
-        });
-        self.bridges.borrow_mut().push(bridge.clone());
-        crate::stack::controller_with(conf, &self.ns, bridge)
-    }
-}
-
-/// cnm's sandbox for a container.
-pub fn sandbox_name(container_id: &str) -> String {
-    format!("cni-{container_id}")
-}
-
-/// cnm's endpoint for a container's interface on a network: the container
-/// id and the interface name (its characters outside cnm's name set as
-/// `_`).
-pub fn endpoint_name(container_id: &str, ifname: &str) -> String {
-    let ifname: String =
-        ifname.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' }).collect();
-    format!("{container_id}-{ifname}")
-}
-
-/// Runs one call: `stdin` is the network configuration. The JSON to print,
-/// if any. Veths go at once.
-pub fn run(env: &CniEnv, stdin: &[u8]) -> Result<Option<Value>> {
-    run_in(env, stdin, &Host::current(false)?)
-}
-
-/// [`run`] in `host`.
-pub fn run_in(env: &CniEnv, stdin: &[u8], host: &Host) -> Result<Option<Value>> {
-    if env.command == Command::Version {
-        return Ok(Some(version(stdin)));
-    }
-    let conf = NetConf::parse(stdin)?;
-    conf.validate()?;
-    match env.command {
-        Command::Add => add(env, &conf, stdin, host).map(Some),
-        Command::Del => del(env, &conf, stdin, host).map(|_| None),
-        Command::Check => check(env, &conf, stdin, host).map(|_| None),
-        Command::Status => status(&conf, host).map(|_| None),
-        Command::Gc => gc(&conf, host).map(|_| None),
-        Command::Version => unreachable!("answered above"),
-    }
-}
-
-/// `VERSION`: the versions spoken, in the version asked for (the latest
-/// when none or an unknown one is asked).
-fn version(stdin: &[u8]) -> Value {
-    let asked = serde_json::from_slice::<Value>(stdin)
-        .ok()
-        .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(String::from))
-        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
-        .unwrap_or_else(|| SUPPORTED_VERSIONS.last().unwrap().to_string());
-    json!({"cniVersion": asked, "supportedVersions": SUPPORTED_VERSIONS})
-}
 
 /// `ADD`: the network if it is new, the container's sandbox, and an
 /// endpoint joined to it; with a delegated IPAM plugin, its addresses (and
 /// its `DEL` if anything after it fails).
-fn add(env: &CniEnv, conf: &NetConf, stdin: &[u8], host: &Host) -> Result<Value> {
+pub(super) fn add(env: &CniEnv, conf: &NetConf, stdin: &[u8], host: &Host) -> Result<Value> {
     let runtime = conf.runtime()?;
+    let prev = conf.prev_result.as_ref().map(|p| CniResult::parse("prevResult", p)).transpose()?;
     let netns = env.netns.as_deref().expect("checked for ADD");
     if !netns.exists() {
         return Err(Error::env("CNI_NETNS", format!("{} does not exist", netns.display())));
@@ -117,13 +36,16 @@ fn add(env: &CniEnv, conf: &NetConf, stdin: &[u8], host: &Host) -> Result<Value>
     };
     let attached = attach(env, conf, netns, host, &runtime, delegated.as_ref());
     match (attached, &ipam) {
-        (Ok(mut r), _) => {
-            if let Some(prev) = &conf.prev_result {
-                let mut all = CniResult::parse("prevResult", prev)?;
-                all.append(r);
-                r = all;
-            }
-            Ok(r.to_version(&conf.cni_version))
+        (Ok(r), _) => {
+            // After another plugin, cnm's part follows what it made.
+            let all = match prev {
+                Some(mut all) => {
+                    all.append(r);
+                    all
+                }
+                None => r,
+            };
+            Ok(all.to_version(&conf.cni_version))
         }
         (Err(e), Some(t)) => {
             if let Err(undo) = delegate::run(t, "DEL", env, stdin) {
@@ -360,135 +282,4 @@ fn resolv_conf(ctl: &Controller, sb: &Sandbox) -> Dns {
         }
     }
     dns
-}
-
-/// `DEL`: the endpoint goes, and the sandbox with its last endpoint; what
-/// is already gone (the namespace, the interface, the container, an `ADD`
-/// that never ran) is success. A delegated IPAM plugin gets its `DEL`
-/// whatever cnm had.
-fn del(env: &CniEnv, conf: &NetConf, stdin: &[u8], host: &Host) -> Result<()> {
-    let detached = detach(env, conf, host);
-    let released = match conf.ipam_type()? {
-        Some(t) => delegate::run(&t, "DEL", env, stdin).map(|_| ()),
-        None => Ok(()),
-    };
-    detached.and(released)
-}
-
-fn detach(env: &CniEnv, conf: &NetConf, host: &Host) -> Result<()> {
-    let ctl = host.controller(conf)?;
-    let gone = |e: &cnm_core::Error| e.kind() == CoreKind::NotFound;
-    let ep = match ctl.endpoint(&conf.name, &endpoint_name(&env.container_id, &env.ifname)) {
-        Ok(ep) => ep,
-        Err(e) if gone(&e) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    let sb_name = sandbox_name(&env.container_id);
-    match ctl.disconnect(&conf.name, &sb_name) {
-        Err(e) if gone(&e) => match ctl.delete_endpoint(&conf.name, &ep.name) {
-            Err(e) if !gone(&e) => return Err(e.into()),
-            _ => {}
-        },
-        Err(e) => return Err(e.into()),
-        Ok(()) => {}
-    }
-    match ctl.sandbox(&sb_name) {
-        Ok(sb) if sb.endpoints.is_empty() => match ctl.delete_sandbox(&sb_name) {
-            Err(e) if !gone(&e) => Err(e.into()),
-            _ => Ok(()),
-        },
-        _ => Ok(()),
-    }
-}
-
-/// `CHECK`: the endpoint is joined to the container's sandbox, its
-/// interface is in the namespace with its MAC and addresses, and the
-/// previous result names those addresses.
-fn check(env: &CniEnv, conf: &NetConf, stdin: &[u8], host: &Host) -> Result<()> {
-    if conf.cni_version.starts_with("0.3") {
-        return Err(Error::IncompatibleVersion {
-            version: conf.cni_version.clone(),
-            supported: "0.4.0 and later for CHECK".into(),
-        });
-    }
-    let prev = match &conf.prev_result {
-        Some(p) => CniResult::parse("prevResult", p)?,
-        None => return Err(Error::config("prevResult", "CHECK needs the result of ADD")),
-    };
-    if let Some(t) = conf.ipam_type()? {
-        delegate::run(&t, "CHECK", env, stdin)?;
-    }
-    let ctl = host.controller(conf)?;
-    let failed = |what: String| Error::CheckFailed(what);
-    let ep = ctl
-        .endpoint(&conf.name, &endpoint_name(&env.container_id, &env.ifname))
-        .map_err(|e| failed(format!("container {:?} on network {:?}: {e}", env.container_id, conf.name)))?;
-    let sb = ctl.sandbox(&sandbox_name(&env.container_id)).map_err(|e| failed(e.to_string()))?;
-    if ep.sandbox.as_ref() != Some(&sb.id) {
-        return Err(failed(format!("endpoint {:?} is not joined to the container", ep.name)));
-    }
-    let netns = env.netns.as_deref().expect("checked for CHECK");
-    let ns = NetNs::open(netns).map_err(|e| failed(format!("namespace {}: {e}", netns.display())))?;
-    let h = Handle::open(&ns).map_err(|e| failed(format!("namespace {}: {e}", netns.display())))?;
-    let link = h.link_get(env.ifname.as_str()).map_err(|e| failed(format!("interface {:?}: {e}", env.ifname)))?;
-    if ep.mac.is_some() && link.mac != ep.mac {
-        return Err(failed(format!("interface {:?} has MAC {:?}, not {:?}", env.ifname, link.mac, ep.mac)));
-    }
-    let have: Vec<IpNet> = h
-        .addr_list(Some(link.index), None)
-        .map_err(|e| failed(e.to_string()))?
-        .into_iter()
-        .map(|a| a.address)
-        .collect();
-    for a in [ep.ipv4, ep.ipv6].into_iter().flatten() {
-        if !have.iter().any(|h| h.addr() == a.addr()) {
-            return Err(failed(format!("interface {:?} lacks {a}", env.ifname)));
-        }
-        if !prev.ips.iter().any(|p| p.address.addr() == a.addr()) {
-            return Err(failed(format!("prevResult lacks {a}")));
-        }
-    }
-    Ok(())
-}
-
-/// `STATUS`: ready when the store (and etcd, for an overlay) answers.
-fn status(conf: &NetConf, host: &Host) -> Result<()> {
-    let ctl = host.controller(conf).map_err(|e| Error::NotAvailable(e.to_string()))?;
-    ctl.networks().map_err(|e| Error::NotAvailable(e.to_string()))?;
-    Ok(())
-}
-
-/// `GC`: every attachment to this network that the runtime no longer lists
-/// (`cni.dev/valid-attachments`) goes, with sandboxes left empty.
-fn gc(conf: &NetConf, host: &Host) -> Result<()> {
-    let valid = conf.valid_attachments.clone().unwrap_or_default();
-    let ctl = host.controller(conf)?;
-    let eps = match ctl.endpoints(Some(&conf.name)) {
-        Ok(e) => e,
-        Err(e) if e.kind() == CoreKind::NotFound => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut errors = Vec::new();
-    for ep in eps {
-        let ifname = ep.requested_ifname.clone().unwrap_or_default();
-        let Some(cid) = ep.name.strip_suffix(&format!("-{ifname}")) else { continue };
-        if ep.requested_ifname.is_none() || valid.iter().any(|a| a.container_id == cid && a.ifname == ifname) {
-            continue;
-        }
-        let env = CniEnv {
-            command: Command::Del,
-            container_id: cid.to_string(),
-            netns: None,
-            ifname,
-            args: Vec::new(),
-            path: Vec::new(),
-        };
-        if let Err(e) = detach(&env, conf, host) {
-            errors.push(e.to_string());
-        }
-    }
-    match errors.is_empty() {
-        true => Ok(()),
-        false => Err(Error::Cnm(cnm_core::Error::Internal(format!("GC: {}", errors.join("; "))))),
-    }
 }
