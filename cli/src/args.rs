@@ -35,11 +35,29 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = FirewallArg::Nftables)]
     pub firewall: FirewallArg,
     /// Where the durable state lives, as a URL: `file:///var/lib/cnm`
-    /// overrides --state-dir; `etcd://HOST:2379[/PREFIX/]` keeps what all
-    /// hosts of a cluster share (overlay networks, global pools) in etcd and
-    /// the rest in the state directories.
+    /// overrides --state-dir; `etcd://HOST:2379[,HOST:2379…][/PREFIX/]`
+    /// (`etcds://` for TLS) keeps what all hosts of a cluster share (overlay
+    /// networks, global pools) in etcd and the rest in the state
+    /// directories.
     #[arg(long, global = true, value_name = "URL")]
     pub store: Option<String>,
+    /// The CA that signed etcd's certificates (PEM), for `etcds://`
+    /// (default: the system's CAs).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub store_ca: Option<PathBuf>,
+    /// A client certificate for etcd (PEM), with --store-key.
+    #[arg(long, global = true, value_name = "FILE", requires = "store_key")]
+    pub store_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, global = true, value_name = "FILE", requires = "store_cert")]
+    pub store_key: Option<PathBuf>,
+    /// etcd user; the password comes from CNM_STORE_PASSWORD or
+    /// --store-password-file, never from the command line.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub store_user: Option<String>,
+    /// A file holding the etcd user's password (its first line).
+    #[arg(long, global = true, value_name = "FILE", requires = "store_user")]
+    pub store_password_file: Option<PathBuf>,
     /// This host's name in the cluster (overlay `Peers`); default: the
     /// system's host name.
     #[arg(long, global = true, value_name = "NAME")]

@@ -55,7 +55,38 @@ impl Paths {
 }
 
 fn etcd_url(url: &str) -> bool {
-    url.starts_with("etcd://") || url.starts_with("http://")
+    ["etcd://", "http://", "etcds://", "https://"].iter().any(|s| url.starts_with(s))
+}
+
+/// The environment variable that holds the etcd user's password.
+pub const PASSWORD_ENV: &str = "CNM_STORE_PASSWORD";
+
+/// etcd as the flags describe it: the URL's members and prefix, TLS files,
+/// and credentials (the password from CNM_STORE_PASSWORD or a file).
+fn etcd_config(cli: &Cli, url: &str) -> Result<cnm_store_etcd::EtcdConfig> {
+    let mut cfg = cnm_store_etcd::EtcdConfig::from_url(url).map_err(|e| Error::invalid("--store", e.to_string()))?;
+    if cli.store_ca.is_some() || cli.store_cert.is_some() {
+        cfg = cfg.tls(cnm_store_etcd::TlsFiles {
+            ca: cli.store_ca.clone(),
+            cert: cli.store_cert.clone(),
+            key: cli.store_key.clone(),
+        });
+    }
+    if let Some(user) = &cli.store_user {
+        let password = match &cli.store_password_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map_err(|e| Error::invalid("--store-password-file", format!("{}: {e}", f.display())))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            None => std::env::var(PASSWORD_ENV).map_err(|_| {
+                Error::invalid("--store-user", format!("no password: set {PASSWORD_ENV} or --store-password-file"))
+            })?,
+        };
+        cfg = cfg.credentials(user.clone(), password);
+    }
+    Ok(cfg)
 }
 
 /// The system's host name.
@@ -99,12 +130,13 @@ pub fn controller(
     let local: Arc<dyn Store> = Arc::new(SplitStore::open_state_dirs(&paths.state, &paths.run)?);
     let store: Arc<dyn Store> = match cli.store.as_deref() {
         Some(url) if etcd_url(url) => {
-            let etcd = cnm_store_etcd::EtcdStore::connect_in(url, Some(host)).map_err(|e| match e.into() {
-                Error::Unavailable { service, reason, .. } => {
-                    Error::Unavailable { op: "--store".into(), service, reason }
-                }
-                other => other,
-            })?;
+            let etcd =
+                cnm_store_etcd::EtcdStore::open(etcd_config(cli, url)?, Some(host)).map_err(|e| match e.into() {
+                    Error::Unavailable { service, reason, .. } => {
+                        Error::Unavailable { op: "--store".into(), service, reason }
+                    }
+                    other => other,
+                })?;
             Arc::new(SplitStore::cluster(local, Arc::new(etcd)))
         }
         _ => local,

@@ -53,6 +53,40 @@ pub enum Error {
     /// A lease that expired or was revoked.
     #[error("etcd lease {0:x} has expired")]
     LeaseExpired(i64),
+    /// A TLS file that cannot be used.
+    #[error("etcd TLS: {what}: {reason}")]
+    TlsFiles {
+        /// Which file, and its path.
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The TLS handshake failed: a member whose certificate the CA did not
+    /// sign, or a member that refused the client certificate (or its
+    /// absence).
+    #[error("etcd at {endpoint}: TLS handshake failed: {reason}")]
+    Tls {
+        /// host:port.
+        endpoint: String,
+        /// Why, and what to check.
+        reason: String,
+    },
+    /// etcd's authentication refused the credentials, or wants some.
+    #[error("etcd at {endpoint}: authentication: {reason}")]
+    Auth {
+        /// host:port.
+        endpoint: String,
+        /// etcd's message, and what to check.
+        reason: String,
+    },
+    /// No member answered in time.
+    #[error("etcd unavailable (tried {endpoints}): {reason}")]
+    Unavailable {
+        /// The members tried, comma-separated.
+        endpoints: String,
+        /// The last failure of each.
+        reason: String,
+    },
 }
 
 /// What kind of failure an [`Error`] is.
@@ -67,14 +101,17 @@ pub enum ErrorKind {
     Server,
     /// The lease is gone.
     LeaseExpired,
+    /// TLS or authentication refused this client.
+    Denied,
 }
 
 impl Error {
     /// The kind, for callers that branch on it.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::BadUrl { .. } => ErrorKind::InvalidParameter,
-            Error::Connect { .. } | Error::Io { .. } => ErrorKind::Unavailable,
+            Error::BadUrl { .. } | Error::TlsFiles { .. } => ErrorKind::InvalidParameter,
+            Error::Connect { .. } | Error::Io { .. } | Error::Unavailable { .. } => ErrorKind::Unavailable,
+            Error::Tls { .. } | Error::Auth { .. } => ErrorKind::Denied,
             Error::Server { .. } | Error::Protocol(_) => ErrorKind::Server,
             Error::LeaseExpired(_) => ErrorKind::LeaseExpired,
         }
@@ -85,6 +122,16 @@ impl From<Error> for cnm_core::Error {
     fn from(e: Error) -> Self {
         match e {
             Error::BadUrl { url, reason } => cnm_core::Error::invalid(format!("etcd endpoint {url:?}"), reason),
+            Error::TlsFiles { what, reason } => cnm_core::Error::invalid(format!("etcd TLS {what}"), reason),
+            Error::Tls { endpoint, reason } => {
+                cnm_core::Error::Forbidden { what: format!("TLS to etcd at {endpoint}"), reason }
+            }
+            Error::Auth { endpoint, reason } => {
+                cnm_core::Error::Forbidden { what: format!("authentication to etcd at {endpoint}"), reason }
+            }
+            Error::Unavailable { endpoints, reason } => {
+                cnm_core::Error::Unavailable { op: "request".into(), service: format!("etcd at {endpoints}"), reason }
+            }
             Error::LeaseExpired(id) => cnm_core::Error::NotFound { what: "lease", name: format!("{id:x}") },
             Error::Connect { endpoint, source } => cnm_core::Error::Unavailable {
                 op: "connect".into(),

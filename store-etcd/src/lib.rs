@@ -2,45 +2,43 @@
 #![warn(missing_docs)]
 
 mod b64;
+mod client;
+mod config;
 mod error;
 mod http;
+mod tls;
 mod watch;
 
 #[cfg(feature = "testing")]
 pub mod testing;
 
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cnm_core::store::{validate_key, LeaseId, Watch};
 use cnm_core::{Expect, KvEntry, Store};
 use serde_json::{json, Value};
 
+pub use config::{Credentials, EtcdConfig, Member, TlsFiles};
 pub use error::{Error, ErrorKind};
 
-use http::Conn;
+use client::Client;
 
-/// A [`Store`] on an etcd v3 server.
+/// A [`Store`] on an etcd v3 cluster.
 pub struct EtcdStore {
-    addr: SocketAddr,
-    url: String,
-    prefix: String,
-    conn: Mutex<Option<Conn>>,
-    /// The namespace connections are made in (`None`: the caller's).
-    netns: Option<cnm_netns::NetNs>,
+    client: Arc<Client>,
 }
 
 impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdStore").field("url", &self.url).field("prefix", &self.prefix).finish()
+        f.debug_struct("EtcdStore").field("members", &self.client.members()).field("prefix", &self.prefix()).finish()
     }
 }
 
 impl EtcdStore {
-    /// Connects to `http://host:port[/prefix/]` (also written
-    /// `etcd://host:port[/prefix/]`) and checks that etcd answers. Keys go
-    /// under the prefix (`/cnm/` when none is given).
+    /// Connects to `etcd://host:port[,host:port…][/prefix/]` (also
+    /// `http://`; `etcds://` for TLS with the system's CAs) and checks that
+    /// etcd answers. Keys go under the prefix (`/cnm/` when none is given).
     pub fn connect(url: &str) -> Result<EtcdStore, Error> {
         Self::connect_in(url, None)
     }
@@ -49,105 +47,44 @@ impl EtcdStore {
     /// reconnections and watches) made inside `netns`: the host namespace a
     /// controller works in, which need not be the caller's.
     pub fn connect_in(url: &str, netns: Option<&cnm_netns::NetNs>) -> Result<EtcdStore, Error> {
-        let bad = |reason: &str| Error::BadUrl { url: url.to_string(), reason: reason.to_string() };
-        let rest = url
-            .strip_prefix("http://")
-            .or_else(|| url.strip_prefix("etcd://"))
-            .ok_or_else(|| bad("must start with http:// or etcd:// (https is not supported)"))?;
-        let (hostport, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/cnm/"),
-        };
-        let addr = hostport
-            .to_socket_addrs()
-            .map_err(|e| bad(&format!("cannot resolve {hostport:?}: {e}")))?
-            .next()
-            .ok_or_else(|| bad("no address"))?;
-        let mut prefix = if path == "/" { "/cnm/".to_string() } else { path.to_string() };
-        if !prefix.ends_with('/') {
-            prefix.push('/');
-        }
-        let netns = match netns {
-            Some(ns) => Some(ns.try_clone().map_err(|e| Error::BadUrl {
-                url: url.to_string(),
-                reason: format!("cannot use the namespace: {e}"),
-            })?),
-            None => None,
-        };
-        let store = EtcdStore { addr, url: format!("http://{addr}"), prefix, conn: Mutex::new(None), netns };
-        store.call("/v3/maintenance/status", &json!({}))?;
+        Self::open(EtcdConfig::from_url(url)?, netns)
+    }
+
+    /// Connects as `config` says (members, TLS files, credentials), in
+    /// `netns` (see [`EtcdStore::connect_in`]), and checks that etcd answers
+    /// and lets this client read under the prefix (authenticating first
+    /// when credentials are given).
+    pub fn open(config: EtcdConfig, netns: Option<&cnm_netns::NetNs>) -> Result<EtcdStore, Error> {
+        let store = EtcdStore { client: Arc::new(Client::new(config, netns)?) };
+        // A read under the prefix: etcd answers, and lets this client in.
+        store.range("", json!({ "count_only": true }))?;
         Ok(store)
     }
 
     /// The key prefix in etcd.
     pub fn prefix(&self) -> &str {
-        &self.prefix
+        self.client.prefix()
     }
 
-    /// One request and its decoded answer. A kept-alive connection that the
-    /// server closed is replaced once, before anything was read from it.
+    /// How many requests this store has sent to etcd (retries on another
+    /// member included): what an operation costs in round trips.
+    pub fn round_trips(&self) -> u64 {
+        self.client.round_trips()
+    }
+
     fn call(&self, path: &str, body: &Value) -> Result<Value, Error> {
-        let body = serde_json::to_vec(body).expect("JSON values always encode");
-        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        for attempt in 0..2 {
-            let reused = guard.is_some();
-            let conn = match guard.as_mut() {
-                Some(c) => c,
-                None => guard.insert(self.dial()?),
-            };
-            let result = conn.send(path, &body).and_then(|()| conn.read_head(path));
-            let (status, length) = match result {
-                Ok(h) => h,
-                Err(e) => {
-                    *guard = None;
-                    if reused && attempt == 0 && e.kind() == ErrorKind::Unavailable {
-                        continue;
-                    }
-                    return Err(e);
-                }
-            };
-            let answer = match conn.read_body(path, length) {
-                Ok(b) => b,
-                Err(e) => {
-                    *guard = None;
-                    return Err(e);
-                }
-            };
-            let v: Value = serde_json::from_slice(&answer)
-                .map_err(|e| Error::Protocol(format!("{path}: {e}: {}", String::from_utf8_lossy(&answer))))?;
-            if status != 200 || v.get("error").is_some() {
-                return Err(Error::Server {
-                    endpoint: self.addr.to_string(),
-                    path: path.to_string(),
-                    code: v.get("code").and_then(Value::as_i64).unwrap_or(i64::from(status)),
-                    message: v.get("message").and_then(Value::as_str).unwrap_or("no message").to_string(),
-                });
-            }
-            return Ok(v);
-        }
-        unreachable!("the loop returns on its second pass")
-    }
-
-    /// A new connection, made in the store's namespace.
-    fn dial(&self) -> Result<Conn, Error> {
-        match &self.netns {
-            None => Conn::connect(self.addr),
-            Some(ns) => ns.run(|| Conn::connect(self.addr)).map_err(|e| Error::Connect {
-                endpoint: self.addr.to_string(),
-                source: std::io::Error::other(e.to_string()),
-            })?,
-        }
+        self.client.call(path, body)
     }
 
     fn full(&self, key: &str) -> String {
-        format!("{}{key}", self.prefix)
+        format!("{}{key}", self.prefix())
     }
 
     fn entry(&self, kv: &Value) -> Result<KvEntry, Error> {
         let key =
             b64::decode(kv["key"].as_str().unwrap_or("")).ok_or_else(|| Error::Protocol("key is not base64".into()))?;
         let key = String::from_utf8_lossy(&key);
-        let key = key.strip_prefix(&self.prefix).unwrap_or(&key).to_string();
+        let key = key.strip_prefix(self.prefix()).unwrap_or(&key).to_string();
         let value = b64::decode(kv["value"].as_str().unwrap_or(""))
             .ok_or_else(|| Error::Protocol("value is not base64".into()))?;
         Ok(KvEntry { key, value, revision: revision(&kv["mod_revision"], "kv.mod_revision")? })
@@ -185,9 +122,19 @@ impl EtcdStore {
             "success": [{ "request_put": put }],
             "failure": [{ "request_range": { "key": k } }],
         });
-        let v = self.call("/v3/kv/txn", &txn).map_err(|e| store_err("put", key, e))?;
+        let (v, resent) = self.client.call_resent("/v3/kv/txn", &txn).map_err(|e| store_err("put", key, e))?;
         if v["succeeded"].as_bool() == Some(true) {
             return revision(&v["header"]["revision"], "header.revision").map_err(|e| store_err("put", key, e));
+        }
+        // A transaction that reached etcd but whose answer was lost (its
+        // member died) was sent again to another member, and then failed
+        // its compare: the key holding exactly what was written (and its
+        // lease) is that first send having succeeded.
+        let current = &v["responses"][0]["response_range"]["kvs"][0];
+        let same = current["value"].as_str() == Some(b64::encode(value).as_str())
+            && num(&current["lease"]) == lease.map_or(0, |l| l.0);
+        if resent && same {
+            return revision(&current["mod_revision"], "mod_revision").map_err(|e| store_err("put", key, e));
         }
         Err(self.condition_error(key, expect, &v))
     }
@@ -244,7 +191,16 @@ fn range_end(prefix: &[u8]) -> Vec<u8> {
 
 fn store_err(op: &'static str, key: &str, e: Error) -> cnm_core::Error {
     match e {
-        Error::LeaseExpired(_) | Error::BadUrl { .. } => e.into(),
+        Error::LeaseExpired(_)
+        | Error::BadUrl { .. }
+        | Error::TlsFiles { .. }
+        | Error::Tls { .. }
+        | Error::Auth { .. } => e.into(),
+        Error::Unavailable { endpoints, reason } => cnm_core::Error::Unavailable {
+            op: format!("store {op} {key:?}"),
+            service: format!("etcd at {endpoints}"),
+            reason,
+        },
         Error::Connect { endpoint, source } | Error::Io { endpoint, source, .. } => cnm_core::Error::Unavailable {
             op: format!("store {op} {key:?}"),
             service: format!("etcd at {endpoint}"),
@@ -256,7 +212,7 @@ fn store_err(op: &'static str, key: &str, e: Error) -> cnm_core::Error {
 
 impl Store for EtcdStore {
     fn location(&self) -> String {
-        format!("etcd at {}{}", self.url, self.prefix)
+        format!("etcd at {}{}", self.client.members(), self.prefix())
     }
 
     fn get(&self, key: &str) -> cnm_core::Result<Option<KvEntry>> {
@@ -324,11 +280,7 @@ impl Store for EtcdStore {
 
     fn watch(&self, prefix: &str) -> cnm_core::Result<Box<dyn Watch>> {
         let full = self.full(prefix);
-        let w = self
-            .dial()
-            .and_then(|conn| {
-                watch::EtcdWatch::start(conn, self.prefix.clone(), full.as_bytes(), &range_end(full.as_bytes()))
-            })
+        let w = watch::EtcdWatch::start(self.client.clone(), full.as_bytes(), &range_end(full.as_bytes()))
             .map_err(|e| store_err("watch", prefix, e))?;
         Ok(Box::new(w))
     }
