@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use cnm_core::Store;
 use cnm_netns::testing::TestHost;
 use cnm_netns::LinkAdd;
-use cnm_store_etcd::testing::TlsCluster;
+use cnm_store_etcd::testing::EtcdCluster;
 use cnm_store_etcd::EtcdStore;
 
 #[test]
@@ -20,7 +20,7 @@ fn the_tool_uses_a_tls_etcd_cluster_and_refuses_bad_credentials() {
     let members: Vec<_> =
         ips.iter().enumerate().map(|(i, ip)| tb.on_bridge("ul0", &format!("e{i}"), &ip.to_string()).unwrap()).collect();
     let refs: Vec<&cnm_netns::NetNs> = members.iter().map(|m| &m.ns).collect();
-    let mut cluster = TlsCluster::start(&refs, &ips, tb.dir().join("etcd"));
+    let mut cluster = EtcdCluster::start(&refs, &ips, tb.dir().join("etcd"));
     let dir = tb.dir().join("cnm");
     let url = cluster.url();
     let cnm = |extra: &[&str], args: &[&str]| {

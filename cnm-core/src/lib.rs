@@ -37,6 +37,6 @@ pub use model::{
     PortBinding, PortMapping, PortRange, Protocol, Sandbox, SandboxConfig, Scope, State,
 };
 pub use names::{NameServer, EMBEDDED_DNS};
-pub use store::{Expect, FileStore, KvEntry, MemStore, SplitStore, Store, StoreExt};
+pub use store::{Expect, FileStore, KvEntry, MemStore, Read, SplitStore, Store, StoreExt};
 pub use time::Timestamp;
 pub use undo::Undo;

@@ -194,6 +194,7 @@ impl Client {
     /// than once: sent, then its answer lost with its member, then sent to
     /// another.
     pub(crate) fn call_resent(&self, path: &str, body: &Value) -> Result<(Value, bool), Error> {
+        tracing::trace!(path, "etcd request");
         let body = serde_json::to_vec(body).expect("JSON values always encode");
         let mut sent_before = false;
         let deadline = Instant::now() + OP_DEADLINE;

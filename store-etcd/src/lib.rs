@@ -237,6 +237,39 @@ impl Store for EtcdStore {
         kvs.iter().map(|kv| self.entry(kv).map(|e| e.key).map_err(|e| store_err("list", prefix, e))).collect()
     }
 
+    fn read_many(&self, reads: &[cnm_core::Read<'_>]) -> cnm_core::Result<Vec<Vec<KvEntry>>> {
+        // One transaction of ranges: one round trip, one revision.
+        let ranges: Vec<Value> = reads
+            .iter()
+            .map(|r| {
+                let range = match r {
+                    cnm_core::Read::Key(k) => json!({ "key": b64::encode(self.full(k).as_bytes()) }),
+                    cnm_core::Read::Prefix(p) => {
+                        let full = self.full(p);
+                        json!({ "key": b64::encode(full.as_bytes()), "range_end": b64::encode(&range_end(full.as_bytes())) })
+                    }
+                };
+                json!({ "request_range": range })
+            })
+            .collect();
+        let v = self.call("/v3/kv/txn", &json!({ "success": ranges })).map_err(|e| store_err("read", "", e))?;
+        let responses = v["responses"].as_array().cloned().unwrap_or_default();
+        if responses.len() != reads.len() {
+            return Err(store_err(
+                "read",
+                "",
+                Error::Protocol(format!("{} answers to {} reads", responses.len(), reads.len())),
+            ));
+        }
+        responses
+            .iter()
+            .map(|r| {
+                let kvs = r["response_range"]["kvs"].as_array().cloned().unwrap_or_default();
+                kvs.iter().map(|kv| self.entry(kv).map_err(|e| store_err("read", "", e))).collect()
+            })
+            .collect()
+    }
+
     fn count(&self, prefix: &str) -> cnm_core::Result<usize> {
         let v = self.range(prefix, json!({ "count_only": true })).map_err(|e| store_err("count", prefix, e))?;
         Ok(num(&v["count"]) as usize)

@@ -180,8 +180,9 @@ impl Pki {
 
 /// Three etcd members (Debian's etcd-server), each in its own namespace,
 /// serving clients over TLS that requires a client certificate the CA
-/// signed; killed (data removed) when dropped.
-pub struct TlsCluster {
+/// signed (or over plain HTTP, for comparison); killed (data removed) when
+/// dropped.
+pub struct EtcdCluster {
     /// The members: namespace, address, process.
     members: Vec<(NetNs, IpAddr, Option<Child>)>,
     dir: PathBuf,
@@ -189,15 +190,25 @@ pub struct TlsCluster {
     pub pki: Pki,
     /// A client certificate and key the members accept.
     pub client: (PathBuf, PathBuf),
+    tls: bool,
 }
 
-impl TlsCluster {
+impl EtcdCluster {
     /// Starts members in `namespaces` at `ips` (`https://IP:2379` for
     /// clients, `http://IP:2380` between themselves), data under `dir`, and
     /// waits until the cluster has a leader.
-    pub fn start(namespaces: &[&NetNs], ips: &[IpAddr], dir: impl Into<PathBuf>) -> TlsCluster {
-        let dir = dir.into();
+    pub fn start(namespaces: &[&NetNs], ips: &[IpAddr], dir: impl Into<PathBuf>) -> EtcdCluster {
+        EtcdCluster::start_with(namespaces, ips, dir.into(), true)
+    }
+
+    /// [`EtcdCluster::start`] serving clients over plain HTTP.
+    pub fn start_plain(namespaces: &[&NetNs], ips: &[IpAddr], dir: impl Into<PathBuf>) -> EtcdCluster {
+        EtcdCluster::start_with(namespaces, ips, dir.into(), false)
+    }
+
+    fn start_with(namespaces: &[&NetNs], ips: &[IpAddr], dir: PathBuf, tls: bool) -> EtcdCluster {
         let pki = Pki::new(dir.join("pki"), "cnm-test-ca");
+        let scheme = if tls { "https" } else { "http" };
         let client = pki.issue("client", &[]);
         let initial: Vec<String> = ips.iter().enumerate().map(|(i, ip)| format!("m{i}=http://{ip}:2380")).collect();
         let mut members = Vec::new();
@@ -205,22 +216,20 @@ impl TlsCluster {
             let (cert, key) = pki.issue(&format!("m{i}"), &[*ip]);
             let data = dir.join(format!("m{i}"));
             std::fs::create_dir_all(&data).unwrap();
-            let child = ns
-                .command("etcd")
-                .args(["--name", &format!("m{i}"), "--data-dir"])
+            let mut cmd = ns.command("etcd");
+            cmd.args(["--name", &format!("m{i}"), "--data-dir"])
                 .arg(data.join("data"))
-                .args(["--listen-client-urls", &format!("https://{ip}:2379")])
-                .args(["--advertise-client-urls", &format!("https://{ip}:2379")])
+                .args(["--listen-client-urls", &format!("{scheme}://{ip}:2379")])
+                .args(["--advertise-client-urls", &format!("{scheme}://{ip}:2379")])
                 .args(["--listen-peer-urls", &format!("http://{ip}:2380")])
                 .args(["--initial-advertise-peer-urls", &format!("http://{ip}:2380")])
                 .args(["--initial-cluster", &initial.join(","), "--initial-cluster-state", "new"])
-                .arg("--cert-file")
-                .arg(&cert)
-                .arg("--key-file")
-                .arg(&key)
-                .arg("--trusted-ca-file")
-                .arg(&pki.ca)
-                .args(["--client-cert-auth", "--log-level", "error", "--logger", "zap"])
+                .args(["--log-level", "error", "--logger", "zap"]);
+            if tls {
+                cmd.arg("--cert-file").arg(&cert).arg("--key-file").arg(&key);
+                cmd.arg("--trusted-ca-file").arg(&pki.ca).arg("--client-cert-auth");
+            }
+            let child = cmd
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(data.join("etcd.log")).expect("etcd log"))
@@ -228,24 +237,29 @@ impl TlsCluster {
                 .unwrap_or_else(|e| panic!("starting etcd (Debian package etcd-server): {e}"));
             members.push((ns.try_clone().unwrap(), *ip, Some(child)));
         }
-        let c = TlsCluster { members, dir, pki, client };
+        let c = EtcdCluster { members, dir, pki, client, tls };
         c.wait_for_leader();
         c
     }
 
-    /// `etcds://IP:2379,…/` of the members.
+    /// `etcds://IP:2379,…/` of the members (`etcd://` when plain).
     pub fn url(&self) -> String {
         let m: Vec<String> = self.members.iter().map(|(_, ip, _)| format!("{ip}:2379")).collect();
-        format!("etcds://{}/", m.join(","))
+        format!("{}://{}/", if self.tls { "etcds" } else { "etcd" }, m.join(","))
     }
 
-    /// The configuration of a client with the CA and the client certificate.
+    /// The configuration of a client with the CA and the client
+    /// certificate (when TLS).
     pub fn config(&self) -> crate::EtcdConfig {
-        crate::EtcdConfig::from_url(&self.url()).unwrap().tls(crate::TlsFiles {
-            ca: Some(self.pki.ca.clone()),
-            cert: Some(self.client.0.clone()),
-            key: Some(self.client.1.clone()),
-        })
+        let plain = crate::EtcdConfig::from_url(&self.url()).unwrap();
+        match self.tls {
+            false => plain,
+            true => plain.tls(crate::TlsFiles {
+                ca: Some(self.pki.ca.clone()),
+                cert: Some(self.client.0.clone()),
+                key: Some(self.client.1.clone()),
+            }),
+        }
     }
 
     /// Waits until a store can write through every live member.
@@ -292,7 +306,7 @@ impl TlsCluster {
     }
 }
 
-impl Drop for TlsCluster {
+impl Drop for EtcdCluster {
     fn drop(&mut self) {
         for i in 0..self.members.len() {
             if let Some(pid) = self.pid(i) {

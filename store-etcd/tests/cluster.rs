@@ -12,11 +12,11 @@ use cnm_core::store::{conformance, WatchEvent};
 use cnm_core::{ErrorKind, Expect, Store};
 use cnm_netns::testing::{TestHost, TestNs};
 use cnm_netns::LinkAdd;
-use cnm_store_etcd::testing::{EtcdServer, Pki, TlsCluster};
+use cnm_store_etcd::testing::{EtcdCluster, EtcdServer, Pki};
 use cnm_store_etcd::{EtcdConfig, EtcdStore, TlsFiles};
 
 /// The test host, a client namespace and three members on a bridge.
-fn cluster(test: &str) -> Option<(TestHost, TestNs, Vec<TestNs>, TlsCluster)> {
+fn cluster(test: &str) -> Option<(TestHost, TestNs, Vec<TestNs>, EtcdCluster)> {
     let tb = TestHost::new(test)?;
     tb.handle.link_add(&LinkAdd::bridge("ul0").up()).unwrap();
     let client = tb.on_bridge("ul0", "client", "192.0.2.1").unwrap();
@@ -24,7 +24,7 @@ fn cluster(test: &str) -> Option<(TestHost, TestNs, Vec<TestNs>, TlsCluster)> {
     let members: Vec<TestNs> =
         ips.iter().enumerate().map(|(i, ip)| tb.on_bridge("ul0", &format!("e{i}"), &ip.to_string()).unwrap()).collect();
     let refs: Vec<&cnm_netns::NetNs> = members.iter().map(|m| &m.ns).collect();
-    let c = TlsCluster::start(&refs, &ips, tb.dir().join("etcd"));
+    let c = EtcdCluster::start(&refs, &ips, tb.dir().join("etcd"));
     Some((tb, client, members, c))
 }
 

@@ -33,6 +33,12 @@ impl Controller {
     /// between is rolled back as a whole by reconcile.
     fn create_endpoint_locked(&self, network: &str, cfg: EndpointConfig, done: State) -> Result<Endpoint> {
         let (net, _) = self.find_network(network)?;
+        self.create_endpoint_on(&net, cfg, done)
+    }
+
+    /// [`Controller::create_endpoint`] on a network already read.
+    fn create_endpoint_on(&self, net: &Network, cfg: EndpointConfig, done: State) -> Result<Endpoint> {
+        let net = net.clone();
         if net.state != State::Ready {
             return Err(Error::conflict(format!("network {:?}", net.name), "it is being created or deleted"));
         }
@@ -189,6 +195,12 @@ impl Controller {
     /// `Creating`); the join makes it `Ready`.
     fn join_locked(&self, network: &str, endpoint: &str, sandbox: &str, connecting: bool) -> Result<Endpoint> {
         let (net, _) = self.find_network(network)?;
+        self.join_on(net, endpoint, sandbox, connecting)
+    }
+
+    /// The join on a network already read (a connect reads it once: for a
+    /// global network, that is one etcd round trip less).
+    fn join_on(&self, net: Network, endpoint: &str, sandbox: &str, connecting: bool) -> Result<Endpoint> {
         let (mut ep, rev) = self.find_endpoint(&net, endpoint)?;
         let (sb, _) = self.find_sandbox(sandbox)?;
         let expected = if connecting { State::Creating } else { State::Ready };
@@ -474,8 +486,9 @@ impl Controller {
     pub fn connect(&self, network: &str, sandbox: &str, cfg: EndpointConfig) -> Result<Endpoint> {
         cfg.validate()?;
         let _op = self.op()?;
-        let ep = self.create_endpoint_locked(network, cfg, State::Creating)?;
-        match self.join_locked(network, &ep.name, sandbox, true) {
+        let (net, _) = self.find_network(network)?;
+        let ep = self.create_endpoint_on(&net, cfg, State::Creating)?;
+        match self.join_on(net, &ep.name, sandbox, true) {
             Ok(ep) => Ok(ep),
             Err(e) => {
                 let net = self.network_of(&ep)?;

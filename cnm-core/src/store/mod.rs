@@ -64,6 +64,15 @@ pub trait Watch: Send {
     fn next(&mut self, timeout: Duration) -> Result<Option<WatchEvent>>;
 }
 
+/// One read of [`Store::read_many`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read<'a> {
+    /// The entry at a key (none or one).
+    Key(&'a str),
+    /// Every entry under a prefix, sorted by key.
+    Prefix(&'a str),
+}
+
 /// A key-value store with compare-and-swap. Implementations must be safe to
 /// share between threads; [`FileStore`] is also safe between processes.
 pub trait Store: Send + Sync {
@@ -80,6 +89,19 @@ pub trait Store: Send + Sync {
     /// store can skip reading values).
     fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
         Ok(self.list(prefix)?.into_iter().map(|e| e.key).collect())
+    }
+
+    /// Several reads at once, their entries in order. A store that can
+    /// (etcd) answers them in one round trip, from one revision; by default
+    /// they are read one by one.
+    fn read_many(&self, reads: &[Read<'_>]) -> Result<Vec<Vec<KvEntry>>> {
+        reads
+            .iter()
+            .map(|r| match r {
+                Read::Key(k) => Ok(self.get(k)?.into_iter().collect()),
+                Read::Prefix(p) => self.list(p),
+            })
+            .collect()
     }
 
     /// How many keys are under `prefix` (a store may count without

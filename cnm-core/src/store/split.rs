@@ -94,6 +94,33 @@ impl Store for SplitStore {
         Ok(out)
     }
 
+    fn read_many(&self, reads: &[super::Read<'_>]) -> Result<Vec<Vec<KvEntry>>> {
+        // All on one side: that side reads them (etcd, in one round trip).
+        let side = |r: &super::Read<'_>| match r {
+            super::Read::Key(k) => Some(self.volatile_prefixes.iter().any(|p| k.starts_with(p.as_str()))),
+            super::Read::Prefix(k) if self.volatile_prefixes.iter().any(|p| k.starts_with(p.as_str())) => Some(true),
+            super::Read::Prefix(k) if self.volatile_prefixes.iter().any(|p| p.starts_with(k)) => None,
+            super::Read::Prefix(_) => Some(false),
+        };
+        let sides: Vec<Option<bool>> = reads.iter().map(side).collect();
+        match sides.first() {
+            Some(Some(first)) if sides.iter().all(|s| *s == Some(*first)) => {
+                if *first {
+                    self.volatile.read_many(reads)
+                } else {
+                    self.durable.read_many(reads)
+                }
+            }
+            _ => reads
+                .iter()
+                .map(|r| match r {
+                    super::Read::Key(k) => Ok(self.get(k)?.into_iter().collect()),
+                    super::Read::Prefix(p) => self.list(p),
+                })
+                .collect(),
+        }
+    }
+
     fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
         if self.volatile_prefixes.iter().any(|p| prefix.starts_with(p.as_str())) {
             return self.volatile.list_keys(prefix);

@@ -388,8 +388,11 @@ impl NetworkDriver for OverlayDriver {
         ep: &mut Endpoint,
         req: &JoinRequest<'_>,
     ) -> Result<JoinInfo> {
-        // Everything that can be refused is checked before the kernel is touched.
-        let lease = records::host_lease(&*self.store, self.cfg.node(), self.cfg.advertise_addr)?;
+        // Everything that can be refused is checked before the kernel is
+        // touched; the remote peers come in the same read, so this sandbox
+        // reaches them at once.
+        let (lease, peers) =
+            records::host_lease_and_peers(&*self.store, self.cfg.node(), self.cfg.advertise_addr, net.id.as_str())?;
         let plan = layout::plan(net)?;
         let ip =
             ep.ipv4.or(ep.ipv6).ok_or_else(|| Error::invalid("endpoint", format!("{:?} has no address", ep.name)))?;
@@ -447,11 +450,6 @@ impl NetworkDriver for OverlayDriver {
             });
         }
 
-        // The remote peers, so this sandbox reaches them at once.
-        let peers = match records::peers(&*self.store, net.id.as_str()) {
-            Ok(p) => p,
-            Err(e) => return undo.fail(e),
-        };
         match program::sync(&o.handle, &devs, self.cfg.node(), &peers) {
             Ok(r) => {
                 if let Err(e) = garp::announce(&o.ns, &r.announce) {

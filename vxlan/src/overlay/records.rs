@@ -106,12 +106,40 @@ pub fn network_of_peer_key(key: &str) -> Option<&str> {
     key.strip_prefix(PEERS)?.split('/').next()
 }
 
-/// This host's live record: its lease, or an error saying the agent is
-/// not running.
-pub fn host_lease(store: &dyn Store, host: &str, addr: IpAddr) -> Result<LeaseId> {
-    match store.get_json::<HostRecord>(&host_key(host))? {
-        Some((h, _)) if h.addr == addr => Ok(LeaseId(h.lease)),
-        Some((h, _)) => Err(clone_refused(host, &h)),
+/// This host's live lease (or an error saying the agent is not running)
+/// and the peers of `network`, in one read (one etcd round trip).
+pub fn host_lease_and_peers(
+    store: &dyn Store,
+    host: &str,
+    addr: IpAddr,
+    network: &str,
+) -> Result<(LeaseId, Vec<PeerRecord>)> {
+    let (hk, pp) = (host_key(host), format!("{PEERS}{network}/"));
+    let mut got = store.read_many(&[cnm_core::Read::Key(&hk), cnm_core::Read::Prefix(&pp)])?.into_iter();
+    let decode = |e: &cnm_core::KvEntry| -> Result<serde_json::Value> {
+        serde_json::from_slice(&e.value).map_err(|err| Error::Internal(format!("record {}: {err}", e.key)))
+    };
+    let record = match got.next().unwrap_or_default().first() {
+        Some(e) => {
+            Some(serde_json::from_value::<HostRecord>(decode(e)?).map_err(|err| Error::Internal(err.to_string()))?)
+        }
+        None => None,
+    };
+    let lease = lease_of(store, host, addr, record)?;
+    let peers = got
+        .next()
+        .unwrap_or_default()
+        .iter()
+        .map(|e| serde_json::from_value::<PeerRecord>(decode(e)?).map_err(|err| Error::Internal(err.to_string())))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((lease, peers))
+}
+
+/// The lease of this host's record, if it is this host's.
+fn lease_of(store: &dyn Store, host: &str, addr: IpAddr, record: Option<HostRecord>) -> Result<LeaseId> {
+    match record {
+        Some(h) if h.addr == addr => Ok(LeaseId(h.lease)),
+        Some(h) => Err(clone_refused(host, &h)),
         None => Err(Error::Forbidden {
             what: format!("overlay endpoints on host {host:?}"),
             reason: format!(
