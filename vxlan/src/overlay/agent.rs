@@ -30,7 +30,8 @@ pub struct AgentOptions {
     /// How often everything is programmed again from scratch, as a safety
     /// net under the watch.
     pub resync_every: Duration,
-    /// How long to wait before trying again when the store is unreachable.
+    /// How long to wait before trying again when the store is unreachable;
+    /// doubled at each failure in a row, up to [`MAX_BACKOFF`].
     pub retry: Duration,
 }
 
@@ -43,6 +44,9 @@ impl Default for AgentOptions {
         }
     }
 }
+
+/// The longest pause between two tries while the store stays unreachable.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
 
 /// The endpoints other hosts have on one network (see
 /// [`Agent::with_peers_hook`]).
@@ -228,8 +232,25 @@ impl Agent {
         Ok(changed)
     }
 
+    /// Sleeps before the next try after a failure: the retry pause,
+    /// doubled at each failure in a row, at most [`MAX_BACKOFF`]; wakes
+    /// early when stopped. The data path stays as it was programmed.
+    fn back_off(&self, failures: &mut u32, stop: &AtomicBool) {
+        let pause = self.opts.retry.saturating_mul(1 << (*failures).min(8)).min(MAX_BACKOFF);
+        *failures += 1;
+        let until = Instant::now() + pause;
+        while !stop.load(Ordering::Relaxed) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+
     /// Runs until `stop` is set.
     pub fn run(&self, stop: &AtomicBool) {
+        let mut failures = 0;
         let mut lease: Option<LeaseId> = None;
         let mut watch: Option<Box<dyn Watch>> = None;
         let renew = self.opts.ttl / 3;
@@ -245,7 +266,7 @@ impl Agent {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "overlay agent: cannot register; retrying");
-                        std::thread::sleep(self.opts.retry);
+                        self.back_off(&mut failures, stop);
                         continue;
                     }
                 }
@@ -257,10 +278,11 @@ impl Agent {
                     Ok(w) => watch = Some(w),
                     Err(e) => {
                         tracing::warn!(error = %e, "overlay agent: cannot watch; retrying");
-                        std::thread::sleep(self.opts.retry);
+                        self.back_off(&mut failures, stop);
                         continue;
                     }
                 }
+                failures = 0;
                 self.update_vtep_filter_logged();
                 self.resync_logged();
                 resynced = Instant::now();
@@ -277,7 +299,7 @@ impl Agent {
                     Err(e) => {
                         tracing::warn!(error = %e, "overlay agent: cannot renew the lease");
                         watch = None;
-                        std::thread::sleep(self.opts.retry);
+                        self.back_off(&mut failures, stop);
                         continue;
                     }
                 }
@@ -328,7 +350,7 @@ impl Agent {
                 Err(e) => {
                     tracing::warn!(error = %e, "overlay agent: watch lost; reconnecting");
                     watch = None;
-                    std::thread::sleep(self.opts.retry);
+                    self.back_off(&mut failures, stop);
                 }
             }
         }

@@ -32,7 +32,7 @@ use cnm_netns::{Handle, LinkAdd, MacAddr, NetNs, VethPeer};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-pub use agent::{Agent, AgentOptions, PeersHook, RemoteEndpoint, RemoteNames};
+pub use agent::{Agent, AgentOptions, PeersHook, RemoteEndpoint, RemoteNames, MAX_BACKOFF};
 use layout::SubnetPlan;
 pub use program::SyncReport;
 use records::PeerRecord;
