@@ -139,6 +139,37 @@ impl EtcdStore {
         Err(self.condition_error(key, expect, &v))
     }
 
+    /// The range requests of `reads`, for a transaction.
+    fn range_requests(&self, reads: &[cnm_core::Read<'_>]) -> Vec<Value> {
+        reads
+            .iter()
+            .map(|r| {
+                let range = match r {
+                    cnm_core::Read::Key(k) => json!({ "key": b64::encode(self.full(k).as_bytes()) }),
+                    cnm_core::Read::Prefix(p) => {
+                        let full = self.full(p);
+                        json!({ "key": b64::encode(full.as_bytes()), "range_end": b64::encode(&range_end(full.as_bytes())) })
+                    }
+                };
+                json!({ "request_range": range })
+            })
+            .collect()
+    }
+
+    /// The entries of a transaction's range answers, `n` of them.
+    fn read_answers(&self, responses: &[Value], n: usize) -> cnm_core::Result<Vec<Vec<KvEntry>>> {
+        if responses.len() != n {
+            return Err(store_err("read", "", Error::Protocol(format!("{} answers to {n} reads", responses.len()))));
+        }
+        responses
+            .iter()
+            .map(|r| {
+                let kvs = r["response_range"]["kvs"].as_array().cloned().unwrap_or_default();
+                kvs.iter().map(|kv| self.entry(kv).map_err(|e| store_err("read", "", e))).collect()
+            })
+            .collect()
+    }
+
     /// The error of a failed compare, from the range the failure branch read.
     fn condition_error(&self, key: &str, expect: Expect, txn: &Value) -> cnm_core::Error {
         let found = txn["responses"][0]["response_range"]["kvs"][0]["mod_revision"].clone();
@@ -239,35 +270,38 @@ impl Store for EtcdStore {
 
     fn read_many(&self, reads: &[cnm_core::Read<'_>]) -> cnm_core::Result<Vec<Vec<KvEntry>>> {
         // One transaction of ranges: one round trip, one revision.
-        let ranges: Vec<Value> = reads
-            .iter()
-            .map(|r| {
-                let range = match r {
-                    cnm_core::Read::Key(k) => json!({ "key": b64::encode(self.full(k).as_bytes()) }),
-                    cnm_core::Read::Prefix(p) => {
-                        let full = self.full(p);
-                        json!({ "key": b64::encode(full.as_bytes()), "range_end": b64::encode(&range_end(full.as_bytes())) })
-                    }
-                };
-                json!({ "request_range": range })
-            })
-            .collect();
-        let v = self.call("/v3/kv/txn", &json!({ "success": ranges })).map_err(|e| store_err("read", "", e))?;
+        let txn = json!({ "success": self.range_requests(reads) });
+        let v = self.call("/v3/kv/txn", &txn).map_err(|e| store_err("read", "", e))?;
         let responses = v["responses"].as_array().cloned().unwrap_or_default();
-        if responses.len() != reads.len() {
-            return Err(store_err(
-                "read",
-                "",
-                Error::Protocol(format!("{} answers to {} reads", responses.len(), reads.len())),
-            ));
+        self.read_answers(&responses, reads.len())
+    }
+
+    fn put_while_leased(
+        &self,
+        key: &str,
+        value: &[u8],
+        lease: LeaseId,
+        holder: &str,
+        reads: &[cnm_core::Read<'_>],
+    ) -> cnm_core::Result<Option<Vec<Vec<KvEntry>>>> {
+        validate_key(key)?;
+        let k = b64::encode(self.full(key).as_bytes());
+        let put = json!({ "request_put": { "key": k, "value": b64::encode(value), "lease": lease.0.to_string() } });
+        let mut success = vec![put];
+        success.extend(self.range_requests(reads));
+        let compare = json!({
+            "key": b64::encode(self.full(holder).as_bytes()),
+            "target": "LEASE",
+            "result": "EQUAL",
+            "lease": lease.0.to_string(),
+        });
+        let txn = json!({ "compare": [compare], "success": success });
+        let v = self.call("/v3/kv/txn", &txn).map_err(|e| store_err("put", key, e))?;
+        if v["succeeded"].as_bool() != Some(true) {
+            return Ok(None);
         }
-        responses
-            .iter()
-            .map(|r| {
-                let kvs = r["response_range"]["kvs"].as_array().cloned().unwrap_or_default();
-                kvs.iter().map(|kv| self.entry(kv).map_err(|e| store_err("read", "", e))).collect()
-            })
-            .collect()
+        let responses = v["responses"].as_array().cloned().unwrap_or_default();
+        self.read_answers(responses.get(1..).unwrap_or_default(), reads.len()).map(Some)
     }
 
     fn count(&self, prefix: &str) -> cnm_core::Result<usize> {

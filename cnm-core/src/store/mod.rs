@@ -148,6 +148,23 @@ pub trait Store: Send + Sync {
         Err(unsupported(self, "revoke_lease", ""))
     }
 
+    /// Writes `value` at `key` under `lease`, only while `holder` is bound
+    /// to that same lease, and reads `reads` in the same step (etcd: one
+    /// transaction). `Some` with the reads' entries when written; `None`
+    /// when not: `holder` is not on that lease (any more), or the store
+    /// cannot tell (the default), and the caller takes the longer way.
+    fn put_while_leased(
+        &self,
+        key: &str,
+        value: &[u8],
+        lease: LeaseId,
+        holder: &str,
+        reads: &[Read<'_>],
+    ) -> Result<Option<Vec<Vec<KvEntry>>>> {
+        let _ = (key, value, lease, holder, reads);
+        Ok(None)
+    }
+
     /// Like [`Store::put`], with the key bound to `lease`.
     fn put_with_lease(&self, key: &str, value: &[u8], expect: Expect, lease: LeaseId) -> Result<u64> {
         let _ = (value, expect, lease);

@@ -121,6 +121,27 @@ impl Store for SplitStore {
         }
     }
 
+    fn put_while_leased(
+        &self,
+        key: &str,
+        value: &[u8],
+        lease: LeaseId,
+        holder: &str,
+        reads: &[super::Read<'_>],
+    ) -> Result<Option<Vec<Vec<KvEntry>>>> {
+        // Only where every key lives in the store that holds the leases.
+        let volatile = |k: &str| self.volatile_prefixes.iter().any(|p| k.starts_with(p.as_str()));
+        let leased_side = self.leases_in_volatile;
+        let all = [key, holder].into_iter().chain(reads.iter().map(|r| match r {
+            super::Read::Key(k) | super::Read::Prefix(k) => *k,
+        }));
+        let same = all.into_iter().all(|k| volatile(k) == leased_side);
+        match same {
+            true => self.lease_store().put_while_leased(key, value, lease, holder, reads),
+            false => Ok(None),
+        }
+    }
+
     fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
         if self.volatile_prefixes.iter().any(|p| prefix.starts_with(p.as_str())) {
             return self.volatile.list_keys(prefix);

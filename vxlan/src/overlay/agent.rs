@@ -178,6 +178,8 @@ impl Agent {
         let host = HostRecord { name: cfg.host_name.clone(), addr: cfg.advertise_addr, lease: lease.0 };
         let bytes = serde_json::to_vec(&host).map_err(|e| cnm_core::Error::Internal(e.to_string()))?;
         store.put_with_lease(&key, &bytes, Expect::Any, lease)?;
+        // For joins: their one transaction holds while the record is on it.
+        store.put_json(records::LOCAL_LEASE, &lease.0, Expect::Any)?;
         let keep = self.publish(lease)?;
         for e in store.list(records::PEERS)? {
             let Ok(p) = serde_json::from_slice::<PeerRecord>(&e.value) else { continue };

@@ -248,6 +248,25 @@ impl OverlayDriver {
         info
     }
 
+    /// Publishes a peer record in one transaction with the read of the
+    /// network's peers, under the lease this host's agent noted, if this
+    /// host's record is still on it: the lease and the peers, or `None`.
+    fn publish_at_once(
+        &self,
+        net: &Network,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<Option<(cnm_core::store::LeaseId, Vec<PeerRecord>)>> {
+        let Some(lease) = records::noted_lease(&*self.store)? else { return Ok(None) };
+        let holder = records::host_key(self.cfg.node());
+        let prefix = records::peers_prefix(net.id.as_str());
+        let reads = [cnm_core::Read::Prefix(&prefix)];
+        match self.store.put_while_leased(key, bytes, lease, &holder, &reads)? {
+            Some(got) => Ok(Some((lease, records::decode_peers(got.first().map_or(&[][..], |v| &v[..]))?))),
+            None => Ok(None),
+        }
+    }
+
     fn veth_name(ep: &Endpoint) -> String {
         format!("veth{}", &ep.id.as_str()[..7])
     }
@@ -388,11 +407,6 @@ impl NetworkDriver for OverlayDriver {
         ep: &mut Endpoint,
         req: &JoinRequest<'_>,
     ) -> Result<JoinInfo> {
-        // Everything that can be refused is checked before the kernel is
-        // touched; the remote peers come in the same read, so this sandbox
-        // reaches them at once.
-        let (lease, peers) =
-            records::host_lease_and_peers(&*self.store, self.cfg.node(), self.cfg.advertise_addr, net.id.as_str())?;
         let plan = layout::plan(net)?;
         let ip =
             ep.ipv4.or(ep.ipv6).ok_or_else(|| Error::invalid("endpoint", format!("{:?} has no address", ep.name)))?;
@@ -402,9 +416,46 @@ impl NetworkDriver for OverlayDriver {
             .find(|s| s.subnet.contains(&ip.addr()))
             .ok_or_else(|| Error::Internal(format!("{ip} is in no subnet of network {:?}", net.name)))?
             .clone();
+        // Where it lives: for this host's agent, and for every other host.
+        let rec = PeerRecord {
+            endpoint: ep.id.to_string(),
+            ip,
+            mac,
+            host: self.cfg.node().to_string(),
+            host_name: self.cfg.host_name.clone(),
+            vtep: self.cfg.advertise_addr,
+            network_name: net.name.clone(),
+            sandbox: req.sandbox.name.clone(),
+            names: cnm_core::names::endpoint_names(req.sandbox, ep),
+        };
+        let bytes = serde_json::to_vec(&rec).map_err(|e| Error::Internal(e.to_string()))?;
+        let key = records::peer_key(net.id.as_str(), self.cfg.node(), ep.id.as_str());
 
         let _lock = layout::lock(&self.cfg.netns_dir, net.id.as_str())?;
         let mut undo = Undo::new();
+        // Published, with the remote peers read, in one etcd transaction
+        // that holds only while this host's record is on the lease its
+        // agent noted; else the host's lease and the peers are read first
+        // (refused without a live agent) and the record put at the end.
+        let (lease, peers, published) = match self.publish_at_once(net, &key, &bytes)? {
+            Some((lease, peers)) => (lease, peers, true),
+            None => {
+                let (lease, peers) = records::host_lease_and_peers(
+                    &*self.store,
+                    self.cfg.node(),
+                    self.cfg.advertise_addr,
+                    net.id.as_str(),
+                )?;
+                (lease, peers, false)
+            }
+        };
+        if published {
+            let (store, key) = (self.store.clone(), key.clone());
+            undo.push("delete shared peer record", move || match store.delete(&key, Expect::Any) {
+                Err(e) if e.kind() != cnm_core::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            });
+        }
         let (o, created) = self.ensure_ns(ctx.host, net, &plan)?;
         if created {
             let dir = self.cfg.netns_dir.clone();
@@ -459,18 +510,6 @@ impl NetworkDriver for OverlayDriver {
             Err(e) => return undo.fail(e),
         }
 
-        // Where it lives: for this host's agent, and for every other host.
-        let rec = PeerRecord {
-            endpoint: ep.id.to_string(),
-            ip,
-            mac,
-            host: self.cfg.node().to_string(),
-            host_name: self.cfg.host_name.clone(),
-            vtep: self.cfg.advertise_addr,
-            network_name: net.name.clone(),
-            sandbox: req.sandbox.name.clone(),
-            names: cnm_core::names::endpoint_names(req.sandbox, ep),
-        };
         let local_key = records::local_peer_key(net.id.as_str(), ep.id.as_str());
         if let Err(e) = self.store.put_json(&local_key, &rec, Expect::Any) {
             return undo.fail(e);
@@ -480,10 +519,10 @@ impl NetworkDriver for OverlayDriver {
             Err(e) if e.kind() != cnm_core::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         });
-        let bytes = serde_json::to_vec(&rec).map_err(|e| Error::Internal(e.to_string()))?;
-        let key = records::peer_key(net.id.as_str(), self.cfg.node(), ep.id.as_str());
-        if let Err(e) = self.store.put_with_lease(&key, &bytes, Expect::Any, lease) {
-            return undo.fail(e);
+        if !published {
+            if let Err(e) = self.store.put_with_lease(&key, &bytes, Expect::Any, lease) {
+                return undo.fail(e);
+            }
         }
         ep.driver_data.insert("veth".into(), veth);
         ep.driver_data.insert("vni".into(), home.vni.to_string());

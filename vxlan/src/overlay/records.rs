@@ -106,6 +106,29 @@ pub fn network_of_peer_key(key: &str) -> Option<&str> {
     key.strip_prefix(PEERS)?.split('/').next()
 }
 
+/// Where this host's agent notes its current lease, host-local: a join
+/// then publishes its endpoint in one transaction that holds only while the
+/// host's record is on that lease.
+pub const LOCAL_LEASE: &str = "overlay/host-lease";
+
+/// The lease this host's agent last noted, if any.
+pub fn noted_lease(store: &dyn Store) -> Result<Option<LeaseId>> {
+    Ok(store.get_json::<i64>(LOCAL_LEASE)?.map(|(l, _)| LeaseId(l)))
+}
+
+/// The prefix of a network's peers.
+pub fn peers_prefix(network: &str) -> String {
+    format!("{PEERS}{network}/")
+}
+
+/// Peer records from entries.
+pub fn decode_peers(entries: &[cnm_core::KvEntry]) -> Result<Vec<PeerRecord>> {
+    entries
+        .iter()
+        .map(|e| serde_json::from_slice(&e.value).map_err(|err| Error::Internal(format!("record {}: {err}", e.key))))
+        .collect()
+}
+
 /// This host's live lease (or an error saying the agent is not running)
 /// and the peers of `network`, in one read (one etcd round trip).
 pub fn host_lease_and_peers(
@@ -114,7 +137,7 @@ pub fn host_lease_and_peers(
     addr: IpAddr,
     network: &str,
 ) -> Result<(LeaseId, Vec<PeerRecord>)> {
-    let (hk, pp) = (host_key(host), format!("{PEERS}{network}/"));
+    let (hk, pp) = (host_key(host), peers_prefix(network));
     let mut got = store.read_many(&[cnm_core::Read::Key(&hk), cnm_core::Read::Prefix(&pp)])?.into_iter();
     let decode = |e: &cnm_core::KvEntry| -> Result<serde_json::Value> {
         serde_json::from_slice(&e.value).map_err(|err| Error::Internal(format!("record {}: {err}", e.key)))
@@ -126,13 +149,7 @@ pub fn host_lease_and_peers(
         None => None,
     };
     let lease = lease_of(store, host, addr, record)?;
-    let peers = got
-        .next()
-        .unwrap_or_default()
-        .iter()
-        .map(|e| serde_json::from_value::<PeerRecord>(decode(e)?).map_err(|err| Error::Internal(err.to_string())))
-        .collect::<Result<Vec<_>>>()?;
-    Ok((lease, peers))
+    Ok((lease, decode_peers(&got.next().unwrap_or_default())?))
 }
 
 /// The lease of this host's record, if it is this host's.
