@@ -79,8 +79,20 @@ pub struct NetConf {
     pub data_dir: Option<PathBuf>,
     /// cnm's run directory.
     pub run_dir: Option<PathBuf>,
-    /// A cluster store (`etcd://HOST:PORT[/PREFIX/]`), for overlays.
+    /// A cluster store (`etcd://HOST:PORT[,HOST:PORT…][/PREFIX/]`, or
+    /// `etcds://` for TLS), for overlays.
     pub store: Option<String>,
+    /// The CA that signed etcd's certificates (PEM).
+    #[serde(rename = "storeCA")]
+    pub store_ca: Option<PathBuf>,
+    /// A client certificate for etcd (PEM), with `storeKey`.
+    pub store_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    pub store_key: Option<PathBuf>,
+    /// An etcd user; its password is the first line of `storePasswordFile`.
+    pub store_user: Option<String>,
+    /// The file holding the etcd user's password.
+    pub store_password_file: Option<PathBuf>,
     /// This host's underlay address for overlays (default: the address it
     /// reaches the store from).
     pub advertise_addr: Option<IpAddr>,
@@ -172,6 +184,7 @@ impl NetConf {
         if self.driver() == "overlay" && self.store.is_none() {
             return Err(Error::config("store", "an overlay needs a cluster store (etcd://HOST:PORT)"));
         }
+        self.etcd()?;
         if let Some(f) = &self.firewall {
             if !["nftables", "iptables", "none"].contains(&f.as_str()) {
                 return Err(Error::config("firewall", format!("{f:?} is not nftables, iptables or none")));
@@ -262,6 +275,28 @@ impl NetConf {
             pools[i].ip_range = Some(r.trunc());
         }
         Ok(pools)
+    }
+
+    /// How to reach the cluster store, if there is one.
+    pub fn etcd(&self) -> Result<Option<cnm_store_etcd::EtcdConfig>> {
+        let Some(url) = &self.store else { return Ok(None) };
+        let mut c = cnm_store_etcd::EtcdConfig::from_url(url).map_err(|e| Error::config("store", e.to_string()))?;
+        if self.store_ca.is_some() || self.store_cert.is_some() || self.store_key.is_some() {
+            c = c.tls(cnm_store_etcd::TlsFiles {
+                ca: self.store_ca.clone(),
+                cert: self.store_cert.clone(),
+                key: self.store_key.clone(),
+            });
+        }
+        if let Some(user) = &self.store_user {
+            let file = self.store_password_file.as_ref().ok_or_else(|| {
+                Error::config("storeUser", "needs storePasswordFile (no password in the configuration)")
+            })?;
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| Error::config("storePasswordFile", format!("{}: {e}", file.display())))?;
+            c = c.credentials(user.clone(), text.lines().next().unwrap_or_default());
+        }
+        Ok(Some(c))
     }
 
     /// The state directory.
@@ -418,6 +453,12 @@ mod tests {
             (r#"{"cniVersion":"1.0.0","name":"n","type":"cnm","driver":"ipvlan"}"#, 7, "driver"),
             (r#"{"cniVersion":"1.0.0","name":"n","type":"cnm","driver":"overlay"}"#, 7, "store"),
             (r#"{"cniVersion":"1.0.0","name":"bad name","type":"cnm"}"#, 7, "name"),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","type":"cnm","store":"etcd://127.0.0.1:2379","storeUser":"u"}"#,
+                7,
+                "storePasswordFile",
+            ),
+            (r#"{"cniVersion":"1.0.0","name":"n","type":"cnm","store":"ftp://x"}"#, 7, "store"),
         ] {
             let e = NetConf::parse(conf.as_bytes()).and_then(|c| c.validate()).unwrap_err();
             assert_eq!(e.code(), code, "{conf}: {e}");

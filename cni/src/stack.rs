@@ -52,9 +52,9 @@ fn source_address(host: &NetNs, url: &str) -> Result<IpAddr> {
 fn store(conf: &NetConf, host: &NetNs) -> Result<Arc<dyn Store>> {
     let local: Arc<dyn Store> =
         Arc::new(SplitStore::open_state_dirs(&conf.data_dir(), &conf.run_dir()).map_err(store_error)?);
-    Ok(match &conf.store {
-        Some(url) => {
-            let etcd = cnm_store_etcd::EtcdStore::connect_in(url, Some(host)).map_err(|e| store_error(e.into()))?;
+    Ok(match conf.etcd()? {
+        Some(config) => {
+            let etcd = cnm_store_etcd::EtcdStore::open(config, Some(host)).map_err(|e| store_error(e.into()))?;
             Arc::new(SplitStore::cluster(local, Arc::new(etcd)))
         }
         None => local,
