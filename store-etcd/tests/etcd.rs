@@ -91,3 +91,55 @@ fn a_lost_etcd_is_a_clear_error_naming_its_address() {
     let e = host.ns.run(|| EtcdStore::connect(&url).unwrap_err()).unwrap();
     assert!(e.to_string().contains("cannot connect to etcd at 127.0.0.1:2379"), "{e}");
 }
+
+#[test]
+fn a_watch_resumes_after_a_restart_and_fails_when_its_revision_was_compacted() {
+    let Some(host) = TestHost::new("etcd_watch_resume") else { return };
+    let mut etcd = EtcdServer::start(&host.ns, "127.0.0.1".parse().unwrap(), host.dir().join("etcd"));
+    let url = etcd.url.clone();
+    let s = host.ns.run(|| EtcdStore::connect(&url).unwrap()).unwrap();
+    let key_of = |e: WatchEvent| match e {
+        WatchEvent::Put(kv) => kv.key,
+        WatchEvent::Delete { key } => format!("-{key}"),
+    };
+
+    // Resumed across a restart of etcd: the changes made meanwhile are seen
+    // once each, nothing twice.
+    let mut w = host.ns.run(|| s.watch("w/").unwrap()).unwrap();
+    host.ns.run(|| s.put("w/1", b"1", Expect::Any).unwrap()).unwrap();
+    assert_eq!(key_of(w.next(Duration::from_secs(5)).unwrap().unwrap()), "w/1");
+    host.ns.run(|| s.put("w/2", b"2", Expect::Any).unwrap()).unwrap();
+    etcd.kill();
+    etcd.restart();
+    host.ns.run(|| s.put("w/3", b"3", Expect::Any).unwrap()).unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < 2 {
+        assert!(Instant::now() < deadline, "the watch stopped at {seen:?}");
+        if let Some(e) = host.ns.run(|| w.next(Duration::from_millis(500)).unwrap()).unwrap() {
+            seen.push(key_of(e));
+        }
+    }
+    assert_eq!(seen, ["w/2", "w/3"]);
+    assert_eq!(host.ns.run(|| w.next(Duration::from_millis(300)).unwrap()).unwrap(), None);
+
+    // Its next revision compacted while it was away (etcd restarted, the
+    // watch not yet back): it fails, saying to list everything again (the
+    // overlay agent then resynchronises).
+    etcd.kill();
+    etcd.restart();
+    host.ns.run(|| s.put("w/4", b"4", Expect::Any).unwrap()).unwrap();
+    let rev = host.ns.run(|| s.put("w/5", b"5", Expect::Any).unwrap()).unwrap();
+    let body = format!("{{\"revision\":\"{rev}\"}}");
+    host.exec(&host.ns, "curl", &["-s", "-X", "POST", "-d", &body, "http://127.0.0.1:2379/v3/kv/compaction"]);
+    let e = loop {
+        match host.ns.run(|| w.next(Duration::from_millis(500))).unwrap() {
+            Err(e) => break e,
+            Ok(Some(ev)) => panic!("an event from a compacted history: {ev:?}"),
+            Ok(None) => assert!(Instant::now() < deadline + Duration::from_secs(20), "the watch never failed"),
+        }
+    };
+    assert!(e.to_string().contains("compacted") && e.to_string().contains("list everything again"), "{e}");
+    let keys: Vec<String> = host.ns.run(|| s.list_keys("w/").unwrap()).unwrap();
+    assert_eq!(keys, ["w/1", "w/2", "w/3", "w/4", "w/5"]);
+}
