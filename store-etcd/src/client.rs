@@ -102,6 +102,14 @@ impl Client {
         self.round_trips.load(Ordering::Relaxed)
     }
 
+    /// Drops the auth token when `e` says it expired, so that the next
+    /// connection takes a new one (a watch, which has no retry of its own).
+    pub(crate) fn forget_expired_token(&self, e: &Error) {
+        if token_expired(e) {
+            *self.token.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
     /// The auth token, if etcd's authentication gave one.
     pub(crate) fn token(&self) -> Option<String> {
         self.token.lock().unwrap_or_else(|p| p.into_inner()).clone()

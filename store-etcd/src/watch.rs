@@ -42,7 +42,10 @@ impl EtcdWatch {
             pending: VecDeque::new(),
             seen: 0,
         };
-        w.create(None)?;
+        if let Err(e) = w.create(None) {
+            w.client.forget_expired_token(&e);
+            return Err(e);
+        }
         Ok(w)
     }
 
@@ -141,7 +144,11 @@ impl EtcdWatch {
     fn resume(&mut self) -> Result<(), Error> {
         tracing::debug!(member = %self.conn.member(), from = self.seen + 1, "etcd watch resuming");
         self.conn = self.client.connect_any(Instant::now() + OP_DEADLINE)?;
-        self.create(Some(self.seen + 1))
+        let created = self.create(Some(self.seen + 1));
+        if let Err(e) = &created {
+            self.client.forget_expired_token(e);
+        }
+        created
     }
 
     /// Waits for the next message and queues its events; `false` on
