@@ -28,10 +28,20 @@ pub(super) fn add(env: &CniEnv, conf: &NetConf, stdin: &[u8], host: &Host) -> Re
     }
     let ipam = conf.ipam_type()?;
     let delegated = match &ipam {
-        Some(t) => match delegate::run(t, "ADD", env, stdin)? {
-            Some(v) => Some(CniResult::parse(&format!("the answer of IPAM plugin {t:?}"), &v)?),
-            None => return Err(Error::Decode { what: format!("IPAM plugin {t:?}"), reason: "no result".into() }),
-        },
+        Some(t) => {
+            let parsed = match delegate::run(t, "ADD", env, stdin)? {
+                Some(v) => CniResult::parse(&format!("the answer of IPAM plugin {t:?}"), &v),
+                None => Err(Error::Decode { what: format!("IPAM plugin {t:?}"), reason: "no result".into() }),
+            };
+            match parsed {
+                Ok(r) => Some(r),
+                // What it may have given goes back.
+                Err(e) => {
+                    let _ = delegate::run(t, "DEL", env, stdin);
+                    return Err(e);
+                }
+            }
+        }
         None => None,
     };
     let attached = attach(env, conf, netns, host, &runtime, delegated.as_ref());
