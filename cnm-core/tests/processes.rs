@@ -40,11 +40,20 @@ fn open(dir: &Path) -> Opened {
     Opened { ctl, ipam, driver }
 }
 
-fn tmpdir(tag: &str) -> PathBuf {
+/// Removes the test's directory when dropped, also after a panic.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tmpdir(tag: &str) -> (PathBuf, Cleanup) {
     let d = std::env::temp_dir().join(format!("cnm-core-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    (d.clone(), Cleanup(d))
 }
 
 fn child(mode: &str, dir: &Path) -> Command {
@@ -170,7 +179,7 @@ fn check_consistent(dir: &Path) -> (usize, usize) {
 
 #[test]
 fn sigkill_at_random_moments_leaves_a_consistent_state() {
-    let dir = tmpdir("crash");
+    let (dir, _cleanup) = tmpdir("crash");
     let mut rng: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     let (mut kills, mut repairs, mut saw_endpoints, mut connects) = (0, 0, 0, 0);
     let start = Instant::now();
@@ -194,7 +203,6 @@ fn sigkill_at_random_moments_leaves_a_consistent_state() {
     );
     assert!(connects > 100, "the child did too little work to test anything: {connects}");
     assert!(repairs > 10, "kills never landed mid-operation: {repairs}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Starts one child per name in `mode`, releases them at once when all are
@@ -216,7 +224,7 @@ fn race(dir: &Path, mode: &str, names: &[String]) -> Vec<(String, String)> {
 
 #[test]
 fn sixteen_processes_connecting_to_one_network_get_distinct_addresses() {
-    let dir = tmpdir("connect");
+    let (dir, _cleanup) = tmpdir("connect");
     open(&dir).ctl.create_network(NetworkConfig::new("shared", "bridge").subnet("10.77.0.0/24")).unwrap();
     let names: Vec<String> = (0..16).map(|i| format!("c{i}")).collect();
     let results = race(&dir, "connect", &names);
@@ -227,12 +235,11 @@ fn sixteen_processes_connecting_to_one_network_get_distinct_addresses() {
     assert_eq!(o.ctl.endpoints(Some("shared")).unwrap().len(), 16);
     assert!(o.ctl.sandboxes().unwrap().iter().all(|s| s.endpoints.len() == 1));
     check_consistent(&dir);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn sixteen_processes_creating_networks_with_clashing_names() {
-    let dir = tmpdir("clash");
+    let (dir, _cleanup) = tmpdir("clash");
     let names: Vec<String> = (0..16).map(|i| if i < 8 { format!("uniq-{i}") } else { "clash".to_string() }).collect();
     let results = race(&dir, "create-network", &names);
     let clash: Vec<&String> = results.iter().filter(|(n, _)| n == "clash").map(|(_, r)| r).collect();
@@ -250,5 +257,4 @@ fn sixteen_processes_creating_networks_with_clashing_names() {
     let subnets: std::collections::BTreeSet<_> = nets.iter().map(|n| n.pools[0].subnet).collect();
     assert_eq!(subnets.len(), 9, "every network got its own subnet");
     assert_eq!(o.ipam.dump().len(), 9, "no pool of a loser left behind");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

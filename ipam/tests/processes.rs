@@ -16,11 +16,20 @@ use cnm_core::{
 };
 use cnm_ipam::Ipam;
 
-fn tmpdir(tag: &str) -> PathBuf {
+/// Removes the test's directory when dropped, also after a panic.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tmpdir(tag: &str) -> (PathBuf, Cleanup) {
     let d = std::env::temp_dir().join(format!("cnm-ipam-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    (d.clone(), Cleanup(d))
 }
 
 fn store(dir: &Path) -> Arc<dyn Store> {
@@ -160,7 +169,7 @@ fn race(dir: &Path, mode: &str, names: &[String]) -> Vec<String> {
 
 #[test]
 fn eight_processes_allocate_8000_distinct_addresses_from_one_pool() {
-    let dir = tmpdir("eight");
+    let (dir, _cleanup) = tmpdir("eight");
     let pool = Ipam::new(store(&dir))
         .allocate_pool(&PoolRequest { subnet: Some("10.20.0.0/16".parse().unwrap()), ..Default::default() })
         .unwrap();
@@ -177,12 +186,11 @@ fn eight_processes_allocate_8000_distinct_addresses_from_one_pool() {
     assert_eq!(all.len(), 8000);
     let held: BTreeSet<IpAddr> = Ipam::new(store(&dir)).allocated(&pool.id).unwrap().into_iter().collect();
     assert_eq!(held, all, "the store holds exactly what was handed out");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn sigkill_while_allocating_never_hands_an_address_out_twice() {
-    let dir = tmpdir("crash");
+    let (dir, _cleanup) = tmpdir("crash");
     let pool = Ipam::new(store(&dir))
         .allocate_pool(&PoolRequest { subnet: Some("10.30.0.0/16".parse().unwrap()), ..Default::default() })
         .unwrap();
@@ -215,12 +223,11 @@ fn sigkill_while_allocating_never_hands_an_address_out_twice() {
         assert!(held.len() >= seen.len());
     }
     println!("60 kills, {} addresses handed out, none twice", seen.len());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn sixteen_processes_connecting_through_the_controller_get_distinct_addresses() {
-    let dir = tmpdir("connect");
+    let (dir, _cleanup) = tmpdir("connect");
     controller(&dir).create_network(NetworkConfig::new("shared", "addresses")).unwrap();
     let names: Vec<String> = (0..16).map(|i| format!("c{i}")).collect();
     let outputs = race(&dir, "connect", &names);
@@ -238,5 +245,4 @@ fn sixteen_processes_connecting_through_the_controller_get_distinct_addresses() 
     assert!(all.iter().all(|a| net.pools[0].subnet.contains(a) && *a != net.pools[0].gateway.unwrap().addr()));
     // Nothing to repair: no leaked address, no half-done endpoint.
     assert_eq!(ctl.reconcile().unwrap().repairs, Vec::<String>::new());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
