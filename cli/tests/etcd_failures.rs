@@ -128,12 +128,7 @@ fn rig(test: &str) -> Option<Rig> {
         h.agent = Some(spawn_quiet(agent));
     }
     let rig = Rig { hosts, etcd, members, tb };
-    let store = rig.store();
-    let t = Instant::now();
-    while store.count("global/overlay/hosts/").unwrap() < 3 {
-        assert!(t.elapsed() < Duration::from_secs(20), "the agents never registered");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    rig.wait_registered();
     Some(rig)
 }
 
@@ -144,6 +139,16 @@ fn spawn_quiet(mut c: Command) -> Child {
 impl Rig {
     fn store(&self) -> EtcdStore {
         EtcdStore::open(self.etcd.config(), Some(&self.hosts[0].ns.ns)).unwrap()
+    }
+
+    /// Waits until the three agents have their host records in etcd.
+    fn wait_registered(&self) {
+        let store = self.store();
+        let t = Instant::now();
+        while store.count("global/overlay/hosts/").unwrap() < 3 {
+            assert!(t.elapsed() < Duration::from_secs(30), "the agents never registered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The member that leads the cluster now (from each member's status).
@@ -209,19 +214,22 @@ fn the_etcd_leader_dies_during_a_hundred_connects() {
     let Some(mut r) = rig("etcd_leader_dies") else { return };
     r.hosts[0].ok(&["network", "create", "-d", "overlay", "--subnet", "10.81.0.0/16", "ov"]);
     let attempted = AtomicUsize::new(0);
+    let (third, third_reached) = std::sync::mpsc::channel::<()>();
     let leader = r.leader();
     let failed: Vec<Vec<String>> = std::thread::scope(|s| {
         let runs: Vec<_> = r
             .hosts
             .iter()
             .map(|h| {
-                let attempted = &attempted;
+                let (attempted, third) = (&attempted, third.clone());
                 s.spawn(move || {
                     let mut failed = Vec::new();
                     for i in 0..34 {
                         let name = format!("c{}x{i}", h.n);
                         h.ok(&["sandbox", "create", &name]);
-                        attempted.fetch_add(1, Ordering::SeqCst);
+                        if attempted.fetch_add(1, Ordering::SeqCst) == 32 {
+                            let _ = third.send(());
+                        }
                         let o = h.run(&["connect", "ov", &name]);
                         if !o.status.success() {
                             failed.push(format!("{name}: {}", String::from_utf8_lossy(&o.stderr)));
@@ -232,9 +240,7 @@ fn the_etcd_leader_dies_during_a_hundred_connects() {
             })
             .collect();
         // A third of the way in, the leader dies.
-        while attempted.load(Ordering::SeqCst) < 33 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        third_reached.recv().unwrap();
         r.etcd.kill(leader);
         runs.into_iter().map(|t| t.join().unwrap()).collect()
     });
@@ -316,7 +322,6 @@ fn containers_keep_talking_while_etcd_stops_and_everything_converges_after() {
         for (a, b) in pairs {
             assert!(ping(&spaces[a], addrs[b]), "while etcd is stopped: host {} reaches host {}", a + 1, b + 1);
         }
-        std::thread::sleep(Duration::from_secs(2));
     }
     signal_all(&r, nix::sys::signal::Signal::SIGCONT);
 
@@ -329,10 +334,17 @@ fn containers_keep_talking_while_etcd_stops_and_everything_converges_after() {
 
     // Everything converges: the late container joins, every host programs
     // it, and the hosts talk as before.
+    // etcd may have dropped leases that outlived their TTL while stopped:
+    // the agents register again first.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !r.hosts[0].run(&["connect", "ov", "late"]).status.success() {
-        assert!(Instant::now() < deadline, "connect never worked again");
-        std::thread::sleep(Duration::from_millis(500));
+    loop {
+        r.wait_registered();
+        let o = r.hosts[0].run(&["connect", "ov", "late"]);
+        if o.status.success() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(Instant::now() < deadline, "connect never worked again: {err}");
     }
     r.converged(&id, Duration::from_secs(60));
     let late = r.hosts[0].containers("ov").into_iter().find(|(n, _)| n == "late").unwrap().1;

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 /// that never ran) is success. A delegated IPAM plugin gets its `DEL`
 /// whatever cnm had.
 pub(super) fn del(env: &CniEnv, conf: &NetConf, stdin: &[u8], host: &Host) -> Result<()> {
-    let detached = detach(env, conf, host);
+    let detached = host.controller(conf).and_then(|ctl| detach(&ctl, env, conf));
     let released = match conf.ipam_type()? {
         Some(t) => delegate::run(&t, "DEL", env, stdin).map(|_| ()),
         None => Ok(()),
@@ -22,8 +22,7 @@ pub(super) fn del(env: &CniEnv, conf: &NetConf, stdin: &[u8], host: &Host) -> Re
     detached.and(released)
 }
 
-fn detach(env: &CniEnv, conf: &NetConf, host: &Host) -> Result<()> {
-    let ctl = host.controller(conf)?;
+fn detach(ctl: &cnm_core::Controller, env: &CniEnv, conf: &NetConf) -> Result<()> {
     let gone = |e: &cnm_core::Error| e.kind() == CoreKind::NotFound;
     let ep = match ctl.endpoint(&conf.name, &endpoint_name(&env.container_id, &env.ifname)) {
         Ok(ep) => ep,
@@ -73,7 +72,7 @@ pub(super) fn gc(conf: &NetConf, host: &Host) -> Result<()> {
             args: Vec::new(),
             path: Vec::new(),
         };
-        if let Err(e) = detach(&env, conf, host) {
+        if let Err(e) = detach(&ctl, &env, conf) {
             errors.push(e.to_string());
         }
     }

@@ -95,13 +95,7 @@ pub trait Store: Send + Sync {
     /// (etcd) answers them in one round trip, from one revision; by default
     /// they are read one by one.
     fn read_many(&self, reads: &[Read<'_>]) -> Result<Vec<Vec<KvEntry>>> {
-        reads
-            .iter()
-            .map(|r| match r {
-                Read::Key(k) => Ok(self.get(k)?.into_iter().collect()),
-                Read::Prefix(p) => self.list(p),
-            })
-            .collect()
+        read_each(self, reads)
     }
 
     /// How many keys are under `prefix` (a store may count without
@@ -170,6 +164,17 @@ pub trait Store: Send + Sync {
         let _ = (value, expect, lease);
         Err(unsupported(self, "put_with_lease", key))
     }
+}
+
+/// [`Store::read_many`] one read at a time.
+pub fn read_each<S: Store + ?Sized>(s: &S, reads: &[Read<'_>]) -> Result<Vec<Vec<KvEntry>>> {
+    reads
+        .iter()
+        .map(|r| match r {
+            Read::Key(k) => Ok(s.get(k)?.into_iter().collect()),
+            Read::Prefix(p) => s.list(p),
+        })
+        .collect()
 }
 
 fn unsupported<S: Store + ?Sized>(s: &S, op: &'static str, key: &str) -> Error {

@@ -111,13 +111,7 @@ impl Store for SplitStore {
                     self.durable.read_many(reads)
                 }
             }
-            _ => reads
-                .iter()
-                .map(|r| match r {
-                    super::Read::Key(k) => Ok(self.get(k)?.into_iter().collect()),
-                    super::Read::Prefix(p) => self.list(p),
-                })
-                .collect(),
+            _ => super::read_each(self, reads),
         }
     }
 
