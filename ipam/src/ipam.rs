@@ -417,7 +417,13 @@ impl Ipam {
             };
             let v6 = c.def.v6();
             let addr = from_u128(x, v6);
-            match self.store.put(&lease_key(pool, addr), b"{}", Expect::Absent) {
+            // A claim of its own (random): a create that etcd applied but
+            // whose answer was lost is then told from another's (the store
+            // takes exactly its own value for its own success).
+            let mut claim = [0u8; 8];
+            cnm_core::random::fill(&mut claim).map_err(IpamError::Store)?;
+            let value = format!("{{\"claim\":\"{}\"}}", claim.iter().map(|b| format!("{b:02x}")).collect::<String>());
+            match self.store.put(&lease_key(pool, addr), value.as_bytes(), Expect::Absent) {
                 Ok(_) => {
                     c.leases.allocated.insert(x);
                     c.leases.last = Some(x);

@@ -129,7 +129,9 @@ impl EtcdStore {
         // A transaction that reached etcd but whose answer was lost (its
         // member died) was sent again to another member, and then failed
         // its compare: the key holding exactly what was written (and its
-        // lease) is that first send having succeeded.
+        // lease) is that first send having succeeded. Writers whose claims
+        // must not be confused write values of their own (cnm-ipam writes
+        // a random claim into each address's key).
         let current = &v["responses"][0]["response_range"]["kvs"][0];
         let same = current["value"].as_str() == Some(b64::encode(value).as_str())
             && num(&current["lease"]) == lease.map_or(0, |l| l.0);
