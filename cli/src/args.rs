@@ -94,6 +94,10 @@ pub enum Cmd {
     /// Create, list, inspect and remove sandboxes (network namespaces).
     #[command(subcommand)]
     Sandbox(SandboxCmd),
+    /// Create, list, inspect and remove services (virtual IPs, DNS names,
+    /// published ports) and add or remove their backends.
+    #[command(subcommand)]
+    Service(ServiceCmd),
     /// Connect a sandbox to a network (create an endpoint and join it).
     #[command(after_help = "Example:\n  cnm connect --ip 172.30.0.10 -p 8080:80 -p 53:53/udp web c1")]
     Connect(ConnectArgs),
@@ -166,6 +170,55 @@ pub enum Cmd {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+/// `cnm service …`
+#[derive(Debug, Subcommand)]
+pub enum ServiceCmd {
+    /// Create a service: a virtual IP on each network, `NAME` and
+    /// `tasks.NAME` in DNS there, and its published ports.
+    #[command(after_help = "Example:\n  cnm service create --network front -p 8080:80 -p mode=host,9090:90 web")]
+    Create {
+        /// A network the service is on (repeatable).
+        #[arg(long = "network", value_name = "NET")]
+        networks: Vec<String>,
+        /// A published port: `[mode=ingress|host,]PUBLISHED:TARGET[/PROTO]`
+        /// (ingress, Docker's routing mesh, by default).
+        #[arg(short = 'p', long = "publish", value_name = "PORT")]
+        ports: Vec<cnm_core::ServicePort>,
+        /// The service's name.
+        name: String,
+    },
+    /// List services.
+    Ls,
+    /// Show services as JSON.
+    Inspect {
+        /// Service names or ids.
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// Remove services.
+    Rm {
+        /// Service names or ids.
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// Make a sandbox of this host a backend of a service.
+    #[command(name = "add-backend", after_help = "Example:\n  cnm service add-backend web c1")]
+    AddBackend {
+        /// Service name or id.
+        service: String,
+        /// Sandbox name or id.
+        sandbox: String,
+    },
+    /// Remove a sandbox of this host from a service's backends.
+    #[command(name = "rm-backend")]
+    RmBackend {
+        /// Service name or id.
+        service: String,
+        /// Sandbox name or id.
+        sandbox: String,
     },
 }
 

@@ -13,7 +13,7 @@ use cnm_core::{
 use cnm_netns::NetNs;
 use serde_json::json;
 
-use crate::args::{Cli, Cmd, ConnectArgs, Format, NetworkCmd, NetworkCreate, SandboxCmd, SandboxCreate};
+use crate::args::{Cli, Cmd, ConnectArgs, Format, NetworkCmd, NetworkCreate, SandboxCmd, SandboxCreate, ServiceCmd};
 use crate::stack::{self, Paths};
 
 /// Runs a command; the process's exit status.
@@ -36,6 +36,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
     match &cli.cmd {
         Cmd::Network(n) => network(&ctl, n),
         Cmd::Sandbox(s) => sandbox(&ctl, &paths, s),
+        Cmd::Service(s) => service(&ctl, s),
         Cmd::Connect(c) => connect(&ctl, c),
         Cmd::Disconnect { network, sandbox } => {
             ctl.disconnect(network, sandbox)?;
@@ -335,6 +336,10 @@ fn connect(ctl: &Controller, c: &ConnectArgs) -> Result<i32> {
         ifname: c.ifname.clone(),
     };
     let ep = ctl.connect(&c.network, &c.sandbox, cfg)?;
+    // The virtual IPs of the services on that network, at once.
+    if let Err(e) = cnm_cli::services::program_sandbox(ctl, &c.sandbox) {
+        eprintln!("cnm: warning: services in {}: {e} (the agent tries again)", c.sandbox);
+    }
     let mut line = format!("{} {}", c.sandbox, ep.ifname.as_deref().unwrap_or("-"));
     for a in [ep.ipv4, ep.ipv6].into_iter().flatten() {
         line.push_str(&format!(" {a}"));
@@ -347,6 +352,58 @@ fn connect(ctl: &Controller, c: &ConnectArgs) -> Result<i32> {
         line.push_str(&format!(" {host}:{}->{}/{}", b.host_port, b.container_port, b.protocol));
     }
     println!("{line}");
+    Ok(0)
+}
+
+/// `cnm service …`. A change is programmed on this host at once (the
+/// agents of every host follow it through the store).
+fn service(ctl: &Controller, cmd: &ServiceCmd) -> Result<i32> {
+    let apply = |ctl: &Controller| {
+        let plane = cnm_nat::ServicePlane::new(ctl.host_netns().try_clone()?);
+        cnm_cli::services::sync_host(ctl, &plane, false).map(|_| ())
+    };
+    match cmd {
+        ServiceCmd::Create { networks, ports, name } => {
+            let cfg = cnm_core::ServiceConfig { name: name.clone(), networks: networks.clone(), ports: ports.clone() };
+            let svc = ctl.create_service(cfg)?;
+            apply(ctl)?;
+            println!("{}", svc.id);
+        }
+        ServiceCmd::Ls => {
+            let rows: Vec<Vec<String>> = ctl
+                .services()?
+                .iter()
+                .map(|s| {
+                    let ports: Vec<String> = s
+                        .ports
+                        .iter()
+                        .map(|p| format!("*:{}->{}/{} ({:?})", p.published, p.target, p.protocol, p.mode).to_lowercase())
+                        .collect();
+                    vec![s.id.short().to_string(), s.name.clone(), s.backends.len().to_string(), ports.join(", ")]
+                })
+                .collect();
+            print!("{}", table(&["ID", "NAME", "BACKENDS", "PORTS"], &rows));
+        }
+        ServiceCmd::Inspect { services } => {
+            let all = services.iter().map(|s| ctl.service(s)).collect::<Result<Vec<_>>>()?;
+            println!("{}", serde_json::to_string_pretty(&all).expect("services serialize"));
+        }
+        ServiceCmd::Rm { services } => {
+            for s in services {
+                ctl.delete_service(s)?;
+                println!("{s}");
+            }
+            apply(ctl)?;
+        }
+        ServiceCmd::AddBackend { service, sandbox } => {
+            ctl.add_backend(service, sandbox)?;
+            apply(ctl)?;
+        }
+        ServiceCmd::RmBackend { service, sandbox } => {
+            ctl.remove_backend(service, sandbox)?;
+            apply(ctl)?;
+        }
+    }
     Ok(0)
 }
 
@@ -461,7 +518,7 @@ fn overlay_agent(
 }
 
 fn agent(
-    ctl: &Controller,
+    ctl: &Arc<Controller>,
     paths: &Paths,
     overlay: Option<&Arc<cnm_vxlan::overlay::OverlayDriver>>,
     dns: Option<&Arc<cnm_dns::DnsServer>>,
@@ -482,6 +539,15 @@ fn agent(
         None => None,
     };
     let overlay_thread = overlay.map(|d| overlay_agent(ctl, d, dns, lease_ttl));
+    let names = dns.map(|d| {
+        let d = d.clone();
+        Arc::new(move |old: Option<&cnm_core::Service>, new: Option<&cnm_core::Service>| match (old, new) {
+            (_, Some(s)) => d.set_service(s),
+            (Some(s), None) => d.remove_service(s.id.as_str()),
+            (None, None) => {}
+        }) as cnm_cli::services::NamesHook
+    });
+    let services_thread = cnm_cli::services::agent(ctl.clone(), names, &STOP);
     println!("cnm agent: reconciling every {interval} s; SIGINT or SIGTERM stops it");
     let mut counters: BTreeMap<&str, usize> = BTreeMap::new();
     while !STOP.load(Ordering::SeqCst) {
@@ -505,6 +571,7 @@ fn agent(
     if let Some(t) = overlay_thread {
         let _ = t.join();
     }
+    let _ = services_thread.join();
     // No resolv.conf may name a server that is gone: the control socket
     // closes first (new sandboxes get the upstream servers), then every
     // sandbox's resolv.conf names its upstream servers again.

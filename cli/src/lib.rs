@@ -6,3 +6,4 @@
 
 pub mod exec;
 pub mod probe;
+pub mod services;

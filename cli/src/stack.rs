@@ -153,7 +153,14 @@ pub fn controller(
             Some(Arc::new(OverlayDriver::new(cfg, store.clone())?))
         }
     };
+    // Backends are told apart by host: the overlay's node id (unique even
+    // where hosts share a name), else the host name.
+    let node = match &overlay {
+        Some(o) => o.config().node().to_string(),
+        None => cli.host_name.clone().unwrap_or_else(system_host_name),
+    };
     let mut b = Controller::builder()
+        .node(node)
         .store(store.clone())
         .run_dir(&paths.run)
         .sandbox_files(paths.run.join("files"))

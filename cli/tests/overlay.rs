@@ -5,104 +5,17 @@
 //! `ip neigh`, and the captured packets decoded with the codec.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cnm_core::Store;
-use cnm_netns::testing::{ping, TestHost, TestNs};
+use cnm_netns::testing::{ping, TestHost};
 use cnm_netns::{AddrFlags, LinkAdd, NetNs, VethPeer};
-use cnm_store_etcd::testing::EtcdServer;
-use cnm_store_etcd::EtcdStore;
 
 mod common;
+use common::cluster::{cluster, until, Host, ETCD_IP, LEASE_TTL_S};
 use common::underlay_ns;
-
-const ETCD_IP: &str = "192.0.2.100";
-const LEASE_TTL_S: u64 = 2;
-
-/// One host: its namespace, directories and agent.
-struct Host {
-    n: usize,
-    /// `--host-name` (a label; several hosts may share one).
-    name: String,
-    ns: TestNs,
-    state: PathBuf,
-    run: PathBuf,
-    agent: Option<Child>,
-}
-
-impl Host {
-    fn addr(&self) -> String {
-        format!("192.0.2.{}", self.n)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cnm"));
-        c.arg("--state-dir").arg(&self.state).arg("--run-dir").arg(&self.run);
-        c.arg("--host-netns").arg(self.ns.ns.proc_path());
-        c.args(["--store", &format!("etcd://{ETCD_IP}:2379")]);
-        c.args(["--host-name", &self.name, "--advertise-addr", &self.addr()]);
-        c.args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("running cnm")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(o.status.success(), "host{}: cnm {args:?} failed: {}", self.n, String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    fn start_agent(&mut self) {
-        let ttl = LEASE_TTL_S.to_string();
-        let child = self
-            .cmd(&["agent", "--interval", "3600", "--lease-ttl", &ttl])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting cnm agent");
-        self.agent = Some(child);
-    }
-
-    fn kill_agent(&mut self) {
-        if let Some(mut c) = self.agent.take() {
-            c.kill().ok();
-            c.wait().ok();
-        }
-    }
-
-    /// A sandbox connected to `net` with `ip`; its namespace.
-    fn container(&self, name: &str, net: &str, ip: &str) -> NetNs {
-        let path = self.ok(&["sandbox", "create", name]);
-        self.ok(&["connect", "--ip", ip, net, name]);
-        NetNs::open(path.trim()).unwrap()
-    }
-
-    /// The overlay namespace of network `id` on this host.
-    fn overlay_ns(&self, id: &str) -> Option<NetNs> {
-        NetNs::open(self.run.join("overlay").join(format!("ov-{}", &id[..12]))).ok()
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        self.kill_agent();
-    }
-}
-
-/// Fields drop in order: agents first, the test host (and its directory)
-/// last.
-struct Cluster {
-    hosts: Vec<Host>,
-    etcd: EtcdServer,
-    _etcd_ns: TestNs,
-    tb: TestHost,
-}
 
 /// A VXLAN payload (header and inner frame) carrying one UDP datagram with
 /// `text` to `ip`:`port` at `mac`, on `vni`.
@@ -132,38 +45,6 @@ fn vxlan_frame(vni: u32, mac: [u8; 6], ip: std::net::Ipv4Addr, port: u16, text: 
     out
 }
 
-fn cluster(test: &str) -> Option<Cluster> {
-    let tb = TestHost::new(test)?;
-    tb.handle.link_add(&LinkAdd::bridge("ul0").up()).unwrap();
-    let attach = |name: &str, ip: &str| underlay_ns(&tb, name, ip);
-    let etcd_ns = attach("etcd", ETCD_IP);
-    let etcd = EtcdServer::start(&etcd_ns.ns, ETCD_IP.parse().unwrap(), tb.dir().join("etcd"));
-    let hosts = (1..=3)
-        .map(|n| {
-            let ns = attach(&format!("h{n}"), &format!("192.0.2.{n}"));
-            let d = tb.dir().join(format!("h{n}"));
-            Host { n, name: format!("host{n}"), ns, state: d.join("state"), run: d.join("run"), agent: None }
-        })
-        .collect();
-    Some(Cluster { hosts, etcd, _etcd_ns: etcd_ns, tb })
-}
-
-impl Cluster {
-    /// A client of the shared store, from host 1's namespace.
-    fn store(&self) -> EtcdStore {
-        EtcdStore::connect_in(&self.etcd.url, Some(&self.hosts[0].ns.ns)).unwrap()
-    }
-
-    fn wait_hosts_registered(&self, n: usize) {
-        let s = self.store();
-        let t = Instant::now();
-        while s.count("global/overlay/hosts/").unwrap() < n {
-            assert!(t.elapsed() < Duration::from_secs(10), "agents did not register");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
 /// `network inspect`'s `Peers` of `net` on host `h`: (name, IP) pairs.
 fn inspect_peers(h: &Host, net: &str) -> Vec<(String, String)> {
     let v: serde_json::Value = serde_json::from_str(&h.ok(&["network", "inspect", net])).unwrap();
@@ -184,16 +65,6 @@ fn reaches(from: &NetNs, to: &str, tries: usize) -> bool {
 fn neighbours(tb: &TestHost, ns: &NetNs) -> Vec<String> {
     let j = tb.ip_json(ns, &["neigh", "show", "nud", "permanent"]);
     j.as_array().unwrap().iter().filter_map(|n| n["dst"].as_str().map(String::from)).collect()
-}
-
-/// Waits until `f` holds; how long that took.
-fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    t.elapsed()
 }
 
 /// VXLAN ids and inner IPv4 source addresses of the UDP 4789 packets in a

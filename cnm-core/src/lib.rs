@@ -15,6 +15,7 @@ pub mod join;
 pub mod model;
 pub mod names;
 pub mod random;
+pub mod service;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -37,6 +38,9 @@ pub use model::{
     PortBinding, PortMapping, PortRange, Protocol, Sandbox, SandboxConfig, Scope, State,
 };
 pub use names::{NameServer, EMBEDDED_DNS};
+pub use service::{
+    BackendAddress, PublishMode, Service, ServiceBackend, ServiceConfig, ServicePort, ServiceVip, INGRESS_NETWORK,
+};
 pub use store::{Expect, FileStore, KvEntry, MemStore, Read, SplitStore, Store, StoreExt};
 pub use time::Timestamp;
 pub use undo::Undo;

@@ -33,7 +33,8 @@ struct Entry {
     net_name: String,
     names: Vec<String>,
     addrs: Vec<IpAddr>,
-    ptr: String,
+    /// The reverse name of `addrs` (none: they keep their own).
+    ptr: Option<String>,
 }
 
 /// What a sandbox contributed and may see.
@@ -70,7 +71,7 @@ impl Records {
                 net_name: ep.network.clone(),
                 names: cnm_core::names::endpoint_names(sb, ep),
                 addrs: [ep.ipv4, ep.ipv6].into_iter().flatten().map(|a| a.addr()).collect(),
-                ptr: format!("{}.{}", sb.name, ep.network),
+                ptr: Some(format!("{}.{}", sb.name, ep.network)),
             })
             .collect();
         self.publish(Arc::from(sb.id.as_str()), entries);
@@ -86,10 +87,43 @@ impl Records {
                 net_name: net_name.to_string(),
                 names: r.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
                 addrs: vec![r.address],
-                ptr: r.ptr.clone(),
+                ptr: Some(r.ptr.clone()),
             })
             .collect();
         self.publish(Arc::from(format!("remote/{net_id}").as_str()), entries);
+    }
+
+    /// Replaces a service's names: on each of its networks, `NAME` (and
+    /// `NAME.NETWORK`) is its virtual IP, whose reverse name is
+    /// `NAME.NETWORK`, and `tasks.NAME` every backend's address there.
+    pub fn set_service(&mut self, svc: &cnm_core::Service) {
+        let name = svc.name.to_ascii_lowercase();
+        let mut entries = Vec::new();
+        for vip in &svc.vips {
+            let net_id: Arc<str> = Arc::from(vip.network_id.as_str());
+            entries.push(Entry {
+                net_id: net_id.clone(),
+                net_name: vip.network.clone(),
+                names: vec![name.clone()],
+                addrs: vec![vip.address.addr()],
+                ptr: Some(format!("{}.{}", svc.name, vip.network)),
+            });
+            for b in svc.backends.iter().filter_map(|b| b.address_on(&net_id)) {
+                entries.push(Entry {
+                    net_id: net_id.clone(),
+                    net_name: vip.network.clone(),
+                    names: vec![format!("tasks.{name}")],
+                    addrs: vec![b],
+                    ptr: None,
+                });
+            }
+        }
+        self.publish(Arc::from(format!("service/{}", svc.id).as_str()), entries);
+    }
+
+    /// Forgets a service's names (by id).
+    pub fn remove_service(&mut self, id: &str) {
+        self.remove(&format!("service/{id}"));
     }
 
     /// Replaces everything `owner` publishes.
@@ -110,8 +144,10 @@ impl Records {
             for n in &e.names {
                 table.by_name.entry(n.clone()).or_default().push(addr.clone());
             }
-            for a in &e.addrs {
-                table.by_addr.insert(*a, (owner.clone(), e.ptr.clone()));
+            if let Some(ptr) = &e.ptr {
+                for a in &e.addrs {
+                    table.by_addr.insert(*a, (owner.clone(), ptr.clone()));
+                }
             }
             member.published.push((e.net_id, e.names));
         }

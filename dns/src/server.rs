@@ -245,6 +245,18 @@ impl DnsServer {
         self.inner.records.write().unwrap_or_else(|p| p.into_inner()).set_remote(network_id, network_name, remote);
     }
 
+    /// Replaces a service's names (Docker's service discovery): on each of
+    /// its networks, `NAME` answers with its virtual IP and `tasks.NAME`
+    /// with every backend's address there.
+    pub fn set_service(&self, service: &cnm_core::Service) {
+        self.inner.records.write().unwrap_or_else(|p| p.into_inner()).set_service(service);
+    }
+
+    /// Forgets the names of the service with id `id`.
+    pub fn remove_service(&self, id: &str) {
+        self.inner.records.write().unwrap_or_else(|p| p.into_inner()).remove_service(id);
+    }
+
     /// Stops serving `sb` and forgets its names; idempotent.
     pub fn detach_sandbox(&self, sb: &Sandbox) -> Result<()> {
         let inner = &self.inner;

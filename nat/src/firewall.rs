@@ -105,57 +105,7 @@ impl NatFirewall {
     }
 
     fn run_in(&self, ns: &NetNs, tool: &str, args: &[&str], input: &str) -> Result<String, NatError> {
-        let mut child = ns
-            .command(tool)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => NatError::ToolMissing {
-                    tool: tool.into(),
-                    package: if tool == "nft" { "nftables" } else { "iptables" }.into(),
-                },
-                _ => NatError::Apply { tool: tool.into(), namespace: self.ns_name(), stderr: e.to_string() },
-            })?;
-        let apply_err = |e: String| NatError::Apply { tool: tool.into(), namespace: self.ns_name(), stderr: e };
-        // The input is written while the output is read (a tool that answers
-        // before it has read everything cannot fill a pipe and stall us),
-        // and the tool gets TOOL_TIMEOUT to finish.
-        let stdin = child.stdin.take();
-        let input = input.to_string();
-        let writer = std::thread::spawn(move || match stdin {
-            Some(mut w) => w.write_all(input.as_bytes()),
-            None => Ok(()),
-        });
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        let out = match rx.recv_timeout(TOOL_TIMEOUT) {
-            Ok(r) => r.map_err(|e| apply_err(e.to_string()))?,
-            Err(_) => {
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                let _ = rx.recv();
-                return Err(apply_err(format!("no answer within {} s; killed", TOOL_TIMEOUT.as_secs())));
-            }
-        };
-        if let Ok(Err(e)) = writer.join() {
-            // A tool that exits early closes its input: its status says why.
-            if out.status.success() {
-                return Err(apply_err(format!("writing its input: {e}")));
-            }
-        }
-        if !out.status.success() {
-            return Err(NatError::Apply {
-                tool: format!("{tool} {}", args.join(" ")),
-                namespace: self.ns_name(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        run_tool(ns, &self.ns_name(), tool, args, input)
     }
 
     /// Applies element changes in one transaction over the kept-open
@@ -467,4 +417,60 @@ impl Firewall for NatFirewall {
             .map(|k| k["firewall/ports/".len()..].to_string())
             .collect())
     }
+}
+
+/// Runs `tool ARGS` in `ns` (called `ns_label` in errors) with `input` on
+/// its standard input, for at most [`TOOL_TIMEOUT`]; its output.
+pub(crate) fn run_tool(ns: &NetNs, ns_label: &str, tool: &str, args: &[&str], input: &str) -> Result<String, NatError> {
+    let mut child = ns
+        .command(tool)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => NatError::ToolMissing {
+                tool: tool.into(),
+                package: if tool == "nft" { "nftables" } else { "iptables" }.into(),
+            },
+            _ => NatError::Apply { tool: tool.into(), namespace: ns_label.to_string(), stderr: e.to_string() },
+        })?;
+    let apply_err = |e: String| NatError::Apply { tool: tool.into(), namespace: ns_label.to_string(), stderr: e };
+    // The input is written while the output is read (a tool that answers
+    // before it has read everything cannot fill a pipe and stall us),
+    // and the tool gets TOOL_TIMEOUT to finish.
+    let stdin = child.stdin.take();
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || match stdin {
+        Some(mut w) => w.write_all(input.as_bytes()),
+        None => Ok(()),
+    });
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(TOOL_TIMEOUT) {
+        Ok(r) => r.map_err(|e| apply_err(e.to_string()))?,
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = rx.recv();
+            return Err(apply_err(format!("no answer within {} s; killed", TOOL_TIMEOUT.as_secs())));
+        }
+    };
+    if let Ok(Err(e)) = writer.join() {
+        // A tool that exits early closes its input: its status says why.
+        if out.status.success() {
+            return Err(apply_err(format!("writing its input: {e}")));
+        }
+    }
+    if !out.status.success() {
+        return Err(NatError::Apply {
+            tool: format!("{tool} {}", args.join(" ")),
+            namespace: ns_label.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

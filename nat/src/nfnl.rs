@@ -12,7 +12,7 @@ use std::time::Duration;
 use cnm_netns::nlmsg;
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
-use crate::nft::ElementChange;
+use crate::nft::{ElementChange, Field, Op};
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
@@ -24,6 +24,7 @@ const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
+const NFT_MSG_DESTROYSETELEM: u16 = 30;
 const NFPROTO_INET: u8 = 1;
 
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
@@ -33,9 +34,10 @@ const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
-
-/// The table's name (its family is inet).
-const TABLE_NAME: &str = "cnm";
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+const NFT_GOTO: i32 = -4;
 
 /// How long to wait for the kernel's answer before giving up.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -142,7 +144,7 @@ impl NfSocket {
     /// changes start at 1), with its extended-ACK text.
     fn refusal(changes: &[ElementChange], index: u32, errno: i32, text: Option<String>) -> Refused {
         let mut context = match (index as usize).checked_sub(1).and_then(|i| changes.get(i)) {
-            Some(c) => format!("{} element inet {TABLE_NAME} {}", if c.add { "add" } else { "delete" }, c.set),
+            Some(c) => format!("{:?} element inet {} {}", c.op, c.table, c.set).to_lowercase(),
             None => "nftables transaction".to_string(),
         };
         if let Some(text) = text {
@@ -216,13 +218,13 @@ fn cstr(s: &str) -> Vec<u8> {
 
 /// `NFT_MSG_NEWSETELEM` / `NFT_MSG_DELSETELEM` for one set.
 fn element_message(out: &mut Vec<u8>, c: &ElementChange, seq: u32) {
-    let (msg, flags) = if c.add {
-        (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE)
-    } else {
-        (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK)
+    let (msg, flags) = match c.op {
+        Op::Add => (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE),
+        Op::Delete => (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK),
+        Op::Destroy => (NFT_MSG_DESTROYSETELEM, NLM_F_REQUEST | NLM_F_ACK),
     };
     let at = begin(out, (NFNL_SUBSYS_NFTABLES << 8) | msg, flags, seq, NFPROTO_INET, 0);
-    attr(out, NFTA_SET_ELEM_LIST_TABLE, &cstr(TABLE_NAME));
+    attr(out, NFTA_SET_ELEM_LIST_TABLE, &cstr(c.table));
     attr(out, NFTA_SET_ELEM_LIST_SET, &cstr(c.set));
     let list = nest(out, NFTA_SET_ELEM_LIST_ELEMENTS);
     for (key, value) in &c.elements {
@@ -230,9 +232,17 @@ fn element_message(out: &mut Vec<u8>, c: &ElementChange, seq: u32) {
         let k = nest(out, NFTA_SET_ELEM_KEY);
         attr(out, NFTA_DATA_VALUE, &key.to_bytes());
         end_nest(out, k);
-        if let (true, Some(v)) = (c.add, value) {
+        if let (Op::Add, Some(v)) = (c.op, value) {
             let d = nest(out, NFTA_SET_ELEM_DATA);
-            attr(out, NFTA_DATA_VALUE, &v.to_bytes());
+            match v.0.as_slice() {
+                [Field::Goto(chain)] => {
+                    let verdict = nest(out, NFTA_DATA_VERDICT);
+                    attr(out, NFTA_VERDICT_CODE, &NFT_GOTO.to_be_bytes());
+                    attr(out, NFTA_VERDICT_CHAIN, &cstr(chain));
+                    end_nest(out, verdict);
+                }
+                _ => attr(out, NFTA_DATA_VALUE, &v.to_bytes()),
+            }
             end_nest(out, d);
         }
         end_nest(out, el);
@@ -249,7 +259,8 @@ mod tests {
     #[test]
     fn a_batch_has_begin_changes_and_end_with_consistent_lengths() {
         let c = ElementChange {
-            add: true,
+            op: Op::Add,
+            table: "cnm",
             set: "dnat4_any",
             elements: vec![(
                 Concat(vec![Field::Proto(cnm_core::Protocol::Tcp), Field::Port(8080)]),

@@ -13,6 +13,8 @@ use crate::state::{Desired, Mapping};
 
 /// The table this crate owns.
 pub const TABLE: &str = "inet cnm";
+/// [`TABLE`]'s name alone (its family is inet).
+pub const TABLE_NAME: &str = "cnm";
 
 fn quoted(name: &str) -> String {
     // Interface names are validated (no quotes, no whitespace); quote anyway.
@@ -156,7 +158,7 @@ pub fn render_ruleset(d: &Desired) -> String {
 }
 
 /// One field of a set or map element, as nftables concatenates them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Field {
     /// `ipv4_addr` or `ipv6_addr`.
     Addr(IpAddr),
@@ -164,6 +166,10 @@ pub enum Field {
     Proto(Protocol),
     /// `inet_service`.
     Port(u16),
+    /// A `numgen` value (host byte order, as the expression leaves it).
+    Index(u32),
+    /// A verdict-map value: `goto CHAIN` (alone in its concatenation).
+    Goto(String),
 }
 
 impl Field {
@@ -179,6 +185,9 @@ impl Field {
                 out.extend_from_slice(&n.to_be_bytes());
                 out.extend_from_slice(&[0, 0]);
             }
+            Field::Index(n) => out.extend_from_slice(&n.to_ne_bytes()),
+            // Verdicts are not bytes; the netlink encoder nests them.
+            Field::Goto(_) => {}
         }
     }
 }
@@ -189,6 +198,8 @@ impl std::fmt::Display for Field {
             Field::Addr(a) => a.fmt(f),
             Field::Proto(p) => p.fmt(f),
             Field::Port(n) => n.fmt(f),
+            Field::Index(n) => n.fmt(f),
+            Field::Goto(c) => write!(f, "goto {c}"),
         }
     }
 }
@@ -229,11 +240,25 @@ impl std::fmt::Display for Concat {
     }
 }
 
-/// Element additions to, or deletions from, one set or map of the table.
+/// What an [`ElementChange`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Adds elements (an identical one already there is no error).
+    Add,
+    /// Deletes elements, which must be there.
+    Delete,
+    /// Deletes elements if they are there (`NFT_MSG_DESTROYSETELEM`,
+    /// Linux 6.3 and later).
+    Destroy,
+}
+
+/// Element additions to, or deletions from, one set or map of a table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ElementChange {
-    /// Add (`true`) or delete.
-    pub add: bool,
+    /// Add, delete or destroy.
+    pub op: Op,
+    /// The table (family inet).
+    pub table: &'static str,
     /// The set or map.
     pub set: &'static str,
     /// Keys, with their values for a map (additions only).
@@ -241,7 +266,6 @@ pub struct ElementChange {
 }
 
 impl ElementChange {
-    #[cfg(any(test, feature = "testing"))]
     /// The change as `nft -f` input.
     pub fn to_script(&self) -> String {
         let els: Vec<String> = self
@@ -252,8 +276,12 @@ impl ElementChange {
                 None => k.to_string(),
             })
             .collect();
-        let verb = if self.add { "add" } else { "delete" };
-        format!("{verb} element {TABLE} {} {{ {} }}\n", self.set, els.join(", "))
+        let verb = match self.op {
+            Op::Add => "add",
+            Op::Delete => "delete",
+            Op::Destroy => "destroy",
+        };
+        format!("{verb} element inet {} {} {{ {} }}\n", self.table, self.set, els.join(", "))
     }
 }
 
@@ -297,7 +325,12 @@ fn group(add: bool, items: impl Iterator<Item = (&'static str, Concat, Option<Co
         .flat_map(|(set, elements)| {
             elements
                 .chunks(ELEMENTS_PER_MESSAGE)
-                .map(|c| ElementChange { add, set, elements: c.to_vec() })
+                .map(|c| ElementChange {
+                    op: if add { Op::Add } else { Op::Delete },
+                    table: TABLE_NAME,
+                    set,
+                    elements: c.to_vec(),
+                })
                 .collect::<Vec<_>>()
         })
         .collect()

@@ -14,6 +14,7 @@ mod network;
 mod reconcile;
 mod sandbox;
 mod sandbox_side;
+mod service;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -67,6 +68,7 @@ pub struct ControllerBuilder {
     host_resolv_conf: PathBuf,
     fault: Option<FaultHook>,
     name_server: Option<Arc<dyn NameServer>>,
+    node: Option<String>,
 }
 
 /// A hook called with the name of every step of the sandbox side before it
@@ -185,6 +187,14 @@ impl ControllerBuilder {
         self
     }
 
+    /// This host's name in a cluster (default: the system's host name):
+    /// the backends a host adds to services are recorded under it, so that
+    /// each host knows which backends are its own.
+    pub fn node(mut self, name: impl Into<String>) -> Self {
+        self.node = Some(name.into());
+        self
+    }
+
     /// The namespace the controller works in (default: the caller's).
     pub fn host_netns(mut self, ns: NetNs) -> Self {
         self.host = Some(ns);
@@ -226,6 +236,7 @@ impl ControllerBuilder {
             host_resolv_conf: self.host_resolv_conf,
             fault: self.fault,
             name_server: self.name_server,
+            node: self.node.unwrap_or_else(crate::etc::system_host_name),
         })
     }
 }
@@ -248,6 +259,7 @@ pub struct Controller {
     host_resolv_conf: PathBuf,
     fault: Option<FaultHook>,
     name_server: Option<Arc<dyn NameServer>>,
+    node: String,
 }
 
 impl Controller {
@@ -277,12 +289,18 @@ impl Controller {
             host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
             fault: None,
             name_server: None,
+            node: None,
         }
     }
 
     /// The namespace the controller works in.
     pub fn host_netns(&self) -> &NetNs {
         &self.host
+    }
+
+    /// This host's name in the cluster (see [`ControllerBuilder::node`]).
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// The store.
