@@ -12,6 +12,7 @@ mod dns;
 mod docker;
 mod docs;
 mod plot;
+mod services;
 mod stats;
 mod systems;
 mod tables;
@@ -56,6 +57,10 @@ struct Args {
     /// `podman run` with each).
     #[arg(long)]
     cni_only: bool,
+    /// Only the services workload (virtual IPs and backend changes against
+    /// kube-proxy's iptables rules).
+    #[arg(long)]
+    services_only: bool,
 }
 
 fn build(name: &str, n: usize) -> Box<dyn System> {
@@ -304,6 +309,12 @@ fn main() {
         let docker = docker::run_all(args.quick);
         std::fs::create_dir_all(&args.out).unwrap();
         std::fs::write(args.out.join("docker.json"), serde_json::to_string_pretty(&docker).unwrap()).unwrap();
+        return;
+    }
+    if args.services_only {
+        let svc = services::run_all(args.quick);
+        std::fs::create_dir_all(&args.out).unwrap();
+        std::fs::write(args.out.join("services.json"), serde_json::to_string_pretty(&svc).unwrap()).unwrap();
         return;
     }
     if args.dns_only {

@@ -23,6 +23,8 @@ pub struct Run {
     docker: Vec<Value>,
     /// The CNI workload (`cni.json`), when the run had it.
     cni: Vec<Value>,
+    /// The services workload (`services.json`), when the run had it.
+    services: Vec<Value>,
 }
 
 fn read(dir: &Path, name: &str) -> Result<Vec<Value>, String> {
@@ -67,6 +69,7 @@ impl Run {
             dns: if dir.join("dns.json").exists() { read(dir, "dns.json")? } else { Vec::new() },
             docker: if dir.join("docker.json").exists() { read(dir, "docker.json")? } else { Vec::new() },
             cni: if dir.join("cni.json").exists() { read(dir, "cni.json")? } else { Vec::new() },
+            services: if dir.join("services.json").exists() { read(dir, "services.json")? } else { Vec::new() },
         })
     }
 
@@ -282,6 +285,50 @@ impl Run {
         t
     }
 
+    /// The services workload: a connection through a virtual IP against a
+    /// direct one, and a backend change with 1 and 1,000 services, cnm
+    /// against kube-proxy's iptables rules.
+    pub fn services(&self) -> String {
+        let find = |kind: &str, system: &str, services: u64| {
+            self.services.iter().find(|r| {
+                r["kind"] == kind
+                    && r["system"].as_str().is_some_and(|s| s.starts_with(system))
+                    && r["services"] == services
+            })
+        };
+        let us = |r: Option<&Value>, f: &str| r.and_then(|r| r[f].as_f64());
+        let fmt = |v: Option<f64>| {
+            v.map(|v| if v >= 1000.0 { format!("{:.2} ms", v / 1000.0) } else { format!("{v:.1} µs") })
+        };
+        let mut t = String::from(
+            "| services | cnm (nftables, numgen) | kube-proxy's iptables rules (statistic) |\n| --- | --- | --- |\n",
+        );
+        let direct = us(find("connect", "direct", 1), "p50_us");
+        let (c, k) = (us(find("connect", "cnm", 1), "p50_us"), us(find("connect", "kube", 1), "p50_us"));
+        let added = |v: Option<f64>| match (v, direct) {
+            (Some(v), Some(d)) => {
+                format!("{} (+{:.1} µs over direct {})", fmt(Some(v)).unwrap(), v - d, fmt(Some(d)).unwrap())
+            }
+            _ => String::new(),
+        };
+        t += &format!("| a TCP connection through the virtual IP, p50 | {} | {} |\n", added(c), added(k));
+        for n in [1u64, 1000] {
+            for (f, label) in [("p50_us", "p50"), ("p99_us", "p99")] {
+                let (c, k) = (us(find("change", "cnm", n), f), us(find("change", "kube", n), f));
+                let anchor = match (c, k) {
+                    (Some(c), Some(k)) if c > 0.0 => format!("{} ({} cnm's)", fmt(Some(k)).unwrap(), ratio(k / c)),
+                    _ => fmt(k).unwrap_or_default(),
+                };
+                let what = if n == 1 { "one service".to_string() } else { format!("{n} services of 10 backends") };
+                t += &format!(
+                    "| a backend change in process, {what} in place, {label} | {} | {anchor} |\n",
+                    fmt(c).unwrap_or_default()
+                );
+            }
+        }
+        t
+    }
+
     /// A generated table by the name the documents use.
     pub fn table(&self, name: &str) -> Option<String> {
         match name {
@@ -290,6 +337,7 @@ impl Run {
             "dns" if !self.dns.is_empty() => Some(self.dns()),
             "docker" if !self.docker.is_empty() => Some(self.docker()),
             "cni" if !self.cni.is_empty() => Some(self.cni()),
+            "services" if !self.services.is_empty() => Some(self.services()),
             _ => None,
         }
     }

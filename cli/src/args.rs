@@ -191,14 +191,17 @@ pub enum ServiceCmd {
         name: String,
     },
     /// List services.
+    #[command(after_help = "Example:\n  cnm service ls")]
     Ls,
     /// Show services as JSON.
+    #[command(after_help = "Example:\n  cnm service inspect web")]
     Inspect {
         /// Service names or ids.
         #[arg(required = true)]
         services: Vec<String>,
     },
     /// Remove services.
+    #[command(after_help = "Example:\n  cnm service rm web")]
     Rm {
         /// Service names or ids.
         #[arg(required = true)]
@@ -213,7 +216,7 @@ pub enum ServiceCmd {
         sandbox: String,
     },
     /// Remove a sandbox of this host from a service's backends.
-    #[command(name = "rm-backend")]
+    #[command(name = "rm-backend", after_help = "Example:\n  cnm service rm-backend web c1")]
     RmBackend {
         /// Service name or id.
         service: String,

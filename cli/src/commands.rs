@@ -377,7 +377,9 @@ fn service(ctl: &Controller, cmd: &ServiceCmd) -> Result<i32> {
                     let ports: Vec<String> = s
                         .ports
                         .iter()
-                        .map(|p| format!("*:{}->{}/{} ({:?})", p.published, p.target, p.protocol, p.mode).to_lowercase())
+                        .map(|p| {
+                            format!("*:{}->{}/{} ({:?})", p.published, p.target, p.protocol, p.mode).to_lowercase()
+                        })
                         .collect();
                     vec![s.id.short().to_string(), s.name.clone(), s.backends.len().to_string(), ports.join(", ")]
                 })

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use cnm_core::service::SERVICES_PREFIX;
 use cnm_core::store::WatchEvent;
-use cnm_core::{Controller, Error, Result, SandboxConfig, Service, INGRESS_NETWORK};
+use cnm_core::{Controller, Result, SandboxConfig, Service, INGRESS_NETWORK};
 use cnm_nat::{HostView, IngressSandbox, LocalSandbox, ServicePlane};
 
 /// The sandbox through which this host's ingress ports reach the ingress
@@ -105,7 +105,8 @@ pub fn sync_host(ctl: &Controller, plane: &ServicePlane, agent: bool) -> Result<
 pub fn program_sandbox(ctl: &Controller, sandbox: &str) -> Result<()> {
     let services = ctl.services()?;
     let sb = ctl.sandbox(sandbox)?;
-    let on_its_networks = |s: &Service| s.vips.iter().any(|v| sb.endpoints.iter().any(|e| e.network_id == v.network_id));
+    let on_its_networks =
+        |s: &Service| s.vips.iter().any(|v| sb.endpoints.iter().any(|e| e.network_id == v.network_id));
     if !services.iter().any(on_its_networks) {
         return Ok(());
     }

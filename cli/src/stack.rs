@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use cnm_bridge::BridgeDriver;
 use cnm_core::drivers::{HostDriver, NullDriver};
+use cnm_core::etc::system_host_name;
 use cnm_core::{Controller, Error, NameServer, Result, SplitStore, Store};
 use cnm_dns::ControlClient;
 use cnm_ipam::Ipam;
@@ -87,13 +88,6 @@ fn etcd_config(cli: &Cli, url: &str) -> Result<cnm_store_etcd::EtcdConfig> {
         cfg = cfg.credentials(user.clone(), password);
     }
     Ok(cfg)
-}
-
-/// The system's host name.
-fn system_host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
 }
 
 use cnm_vxlan::overlay::gateway_bridge;

@@ -303,6 +303,12 @@ fn every_command_has_help_with_an_example_and_completions_exist() {
         vec!["exec", "--help"],
         vec!["reconcile", "--help"],
         vec!["agent", "--help"],
+        vec!["service", "create", "--help"],
+        vec!["service", "ls", "--help"],
+        vec!["service", "inspect", "--help"],
+        vec!["service", "rm", "--help"],
+        vec!["service", "add-backend", "--help"],
+        vec!["service", "rm-backend", "--help"],
         vec!["demo", "--help"],
     ] {
         let o = Command::new(env!("CARGO_BIN_EXE_cnm")).args(&args).output().unwrap();
@@ -733,4 +739,58 @@ fn the_agent_answers_names_in_sandboxes() {
         c.ok(&["sandbox", "rm", sb]);
     }
     c.ok(&["network", "rm", "web"]);
+}
+
+#[test]
+fn services_work_on_one_host_without_an_agent() {
+    let Some(c) = Cnm::new("cli-svc") else { return };
+    c.ok(&["network", "create", "--subnet", "10.62.0.0/24", "web"]);
+    let mut servers = Vec::new();
+    for name in ["s1", "s2"] {
+        let path = c.ok(&["sandbox", "create", name]);
+        c.ok(&["connect", "web", name]);
+        let ns = cnm_netns::NetNs::open(path.trim()).unwrap();
+        let say = format!("SYSTEM:echo {name}");
+        servers.push(c.host.spawn(&ns, "socat", &["TCP-LISTEN:80,fork,reuseaddr", &say]));
+        let t = std::time::Instant::now();
+        while !ns.exec("ss", ["-lnt"]).unwrap_or_default().contains(":80 ") {
+            assert!(t.elapsed() < std::time::Duration::from_secs(60), "socat never listened");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    // Ingress needs the overlay (and its agent): refused, nothing made.
+    let err = c.fails(1, &["service", "create", "--network", "web", "-p", "8080:80", "api"]);
+    assert!(err.contains("mode=ingress needs the overlay driver"), "{err}");
+    assert_eq!(c.ok(&["service", "ls"]).lines().count(), 1);
+
+    c.ok(&["service", "create", "--network", "web", "-p", "mode=host,8080:80", "api"]);
+    c.ok(&["service", "add-backend", "api", "s1"]);
+    c.ok(&["service", "add-backend", "api", "s2"]);
+    let err = c.fails(1, &["service", "add-backend", "api", "s2"]);
+    assert!(err.contains("already exists"), "{err}");
+    // A client connected after the service exists balances its virtual IP.
+    let path = c.ok(&["sandbox", "create", "client"]);
+    c.ok(&["connect", "web", "client"]);
+    let client = cnm_netns::NetNs::open(path.trim()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&["service", "inspect", "api"])).unwrap();
+    let vip = v[0]["vips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    let ask = |ns: &cnm_netns::NetNs, to: &str| -> String {
+        ns.exec("socat", ["-T", "5", "-", &format!("TCP:{to}")]).unwrap_or_default().trim().to_string()
+    };
+    let seen: std::collections::BTreeSet<String> = (0..30).map(|_| ask(&client, &format!("{vip}:80"))).collect();
+    assert_eq!(seen, ["s1", "s2"].map(String::from).into(), "through {vip}");
+    // The host-mode port, from the host.
+    let seen: std::collections::BTreeSet<String> = (0..30).map(|_| ask(&c.host.ns, "127.0.0.1:8080")).collect();
+    assert!(seen.iter().all(|s| s == "s1" || s == "s2") && !seen.is_empty(), "{seen:?}");
+    c.ok(&["service", "rm-backend", "api", "s1"]);
+    let seen: std::collections::BTreeSet<String> = (0..20).map(|_| ask(&client, &format!("{vip}:80"))).collect();
+    assert_eq!(seen, ["s2".to_string()].into());
+    c.ok(&["service", "rm", "api"]);
+    for name in ["client", "s1", "s2"] {
+        c.ok(&["sandbox", "rm", name]);
+    }
+    c.ok(&["network", "rm", "web"]);
+    let nft = c.host.ns.exec("nft", ["list", "tables"]).unwrap();
+    assert!(!nft.contains("cnm-lb"), "the last service took its table: {nft}");
+    assert!(!c.state.exists() || common::walk(&c.state).iter().all(|p| p.is_dir()), "{:?}", common::walk(&c.state));
 }

@@ -82,6 +82,14 @@ pub fn hosts(sb: &Sandbox, endpoints: &[Endpoint]) -> String {
     out
 }
 
+/// The system's host name (`/proc/sys/kernel/hostname`), `localhost` when
+/// it cannot be read.
+pub fn system_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,12 +139,4 @@ mod tests {
         let search_only = sandbox(crate::DnsConfig { search: vec!["corp".into()], ..Default::default() });
         assert_eq!(resolv_conf(&search_only, host, false), "nameserver 192.0.2.53\nsearch corp\noptions edns0\n");
     }
-}
-
-/// The system's host name (`/proc/sys/kernel/hostname`), `localhost` when
-/// it cannot be read.
-pub fn system_host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
 }

@@ -103,10 +103,16 @@ impl ServiceConfig {
     pub fn validate(&self) -> Result<()> {
         validate_name("service name", &self.name)?;
         if self.name.starts_with("tasks.") {
-            return Err(Error::invalid("service name", format!("{:?}: tasks.NAME is the name of NAME's backends", self.name)));
+            return Err(Error::invalid(
+                "service name",
+                format!("{:?}: tasks.NAME is the name of NAME's backends", self.name),
+            ));
         }
         if self.networks.is_empty() && self.ports.is_empty() {
-            return Err(Error::invalid("service", format!("{:?} has neither a network nor a published port", self.name)));
+            return Err(Error::invalid(
+                "service",
+                format!("{:?} has neither a network nor a published port", self.name),
+            ));
         }
         for (i, p) in self.ports.iter().enumerate() {
             if self.ports[..i].iter().any(|q| q.protocol == p.protocol && q.published == p.published) {

@@ -283,4 +283,50 @@ mod tests {
         r.set_remote("other", "other", &[far("z", "10.9.0.1")]);
         assert!(r.lookup(a.id.as_str(), "z").is_none(), "a is not on that network");
     }
+
+    #[test]
+    fn a_service_answers_with_its_virtual_ip_and_tasks_with_its_backends() {
+        let mut r = Records::default();
+        let (a, b) = (sandbox("a"), sandbox("b"));
+        let ep = endpoint("front", "10.0.0.2", &[]);
+        let net = ep.network_id.clone();
+        r.update(&a, &[ep]);
+        r.update(&b, &[endpoint("back", "10.1.0.2", &[])]);
+        let backend = |sb: &str, ip: &str| cnm_core::ServiceBackend {
+            sandbox: sb.into(),
+            sandbox_id: cnm_core::Id::random().unwrap(),
+            host: "h1".into(),
+            addresses: vec![cnm_core::BackendAddress { network_id: net.clone(), address: ip.parse().unwrap() }],
+            local_address: None,
+            ingress_endpoint: None,
+        };
+        let mut svc = cnm_core::Service {
+            id: cnm_core::Id::random().unwrap(),
+            name: "Web".into(),
+            created: cnm_core::Timestamp::now(),
+            vips: vec![cnm_core::ServiceVip {
+                network_id: net.clone(),
+                network: "front".into(),
+                pool_id: "p".into(),
+                address: "10.0.0.100/24".parse().unwrap(),
+            }],
+            ports: Vec::new(),
+            ingress_network: None,
+            backends: vec![backend("x", "10.0.0.7"), backend("y", "10.0.0.8")],
+        };
+        r.set_service(&svc);
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let asker = a.id.as_str();
+        assert_eq!(r.lookup(asker, "web").unwrap().v4, vec![ip("10.0.0.100")]);
+        assert_eq!(r.lookup(asker, "web.front").unwrap().v4, vec![ip("10.0.0.100")]);
+        assert_eq!(r.lookup(asker, "tasks.web").unwrap().v4, vec![ip("10.0.0.7"), ip("10.0.0.8")]);
+        assert_eq!(r.reverse(asker, "10.0.0.100".parse().unwrap()), Some("Web.front"));
+        assert!(r.lookup(b.id.as_str(), "web").is_none(), "b is not on the service's network");
+        svc.backends.remove(0);
+        r.set_service(&svc);
+        assert_eq!(r.lookup(asker, "tasks.web").unwrap().v4, vec![ip("10.0.0.8")]);
+        r.remove_service(svc.id.as_str());
+        assert!(r.lookup(asker, "web").is_none() && r.lookup(asker, "tasks.web").is_none());
+        assert!(r.lookup(asker, "a").is_some(), "the sandboxes' own names stay");
+    }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use cnm_netns::nlmsg;
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
-use crate::nft::{ElementChange, Field, Op};
+use crate::nft::{ElementChange, Op};
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
@@ -34,10 +34,6 @@ const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
-const NFT_GOTO: i32 = -4;
 
 /// How long to wait for the kernel's answer before giving up.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -234,15 +230,7 @@ fn element_message(out: &mut Vec<u8>, c: &ElementChange, seq: u32) {
         end_nest(out, k);
         if let (Op::Add, Some(v)) = (c.op, value) {
             let d = nest(out, NFTA_SET_ELEM_DATA);
-            match v.0.as_slice() {
-                [Field::Goto(chain)] => {
-                    let verdict = nest(out, NFTA_DATA_VERDICT);
-                    attr(out, NFTA_VERDICT_CODE, &NFT_GOTO.to_be_bytes());
-                    attr(out, NFTA_VERDICT_CHAIN, &cstr(chain));
-                    end_nest(out, verdict);
-                }
-                _ => attr(out, NFTA_DATA_VALUE, &v.to_bytes()),
-            }
+            attr(out, NFTA_DATA_VALUE, &v.to_bytes());
             end_nest(out, d);
         }
         end_nest(out, el);

@@ -158,7 +158,7 @@ pub fn render_ruleset(d: &Desired) -> String {
 }
 
 /// One field of a set or map element, as nftables concatenates them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
     /// `ipv4_addr` or `ipv6_addr`.
     Addr(IpAddr),
@@ -166,10 +166,9 @@ pub enum Field {
     Proto(Protocol),
     /// `inet_service`.
     Port(u16),
-    /// A `numgen` value (host byte order, as the expression leaves it).
+    /// A `numgen` value or a packet mark (host byte order, as the kernel
+    /// keeps both).
     Index(u32),
-    /// A verdict-map value: `goto CHAIN` (alone in its concatenation).
-    Goto(String),
 }
 
 impl Field {
@@ -186,8 +185,6 @@ impl Field {
                 out.extend_from_slice(&[0, 0]);
             }
             Field::Index(n) => out.extend_from_slice(&n.to_ne_bytes()),
-            // Verdicts are not bytes; the netlink encoder nests them.
-            Field::Goto(_) => {}
         }
     }
 }
@@ -199,7 +196,6 @@ impl std::fmt::Display for Field {
             Field::Proto(p) => p.fmt(f),
             Field::Port(n) => n.fmt(f),
             Field::Index(n) => n.fmt(f),
-            Field::Goto(c) => write!(f, "goto {c}"),
         }
     }
 }

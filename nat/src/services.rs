@@ -73,12 +73,14 @@ enum Place {
 pub struct ServicePlane {
     host: NetNs,
     tables: Mutex<BTreeMap<Place, LbTable>>,
+    /// Whether a host table left by an earlier process was looked for.
+    host_checked: std::sync::atomic::AtomicBool,
 }
 
 impl ServicePlane {
     /// A plane for the host namespace `host`.
     pub fn new(host: NetNs) -> ServicePlane {
-        ServicePlane { host, tables: Mutex::new(BTreeMap::new()) }
+        ServicePlane { host, tables: Mutex::new(BTreeMap::new()), host_checked: Default::default() }
     }
 
     /// Makes every namespace balance what `view` says: only the changes
@@ -88,8 +90,14 @@ impl ServicePlane {
     pub fn sync(&self, view: &HostView) -> Result<(), NatError> {
         let desired = desired(view);
         let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
-        tables.retain(|place, _| desired.contains_key(place));
         let mut errors = Vec::new();
+        // Without services the host keeps no table (one left by another
+        // process is looked for once); a sandbox's goes with its namespace.
+        let first = !self.host_checked.swap(true, std::sync::atomic::Ordering::SeqCst);
+        if !desired.contains_key(&Place::Host) && (tables.contains_key(&Place::Host) || first) {
+            errors.extend(LbTable::delete(&self.host, "host").err());
+        }
+        tables.retain(|place, _| desired.contains_key(place));
         for (place, (masq, content)) in desired {
             let r = match tables.get_mut(&place) {
                 Some(t) => t.update(&content),
@@ -211,7 +219,9 @@ fn desired(view: &HostView) -> BTreeMap<Place, (Option<Ipv4Net>, LbContent)> {
             }
         }
     }
-    out.insert(Place::Host, (None, host));
+    if !view.services.is_empty() {
+        out.insert(Place::Host, (None, host));
+    }
     if let Some(ing) = &view.ingress {
         out.insert(Place::Ingress(ing.netns.clone()), (Some(ing.subnet), ingress));
     }

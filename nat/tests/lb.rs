@@ -130,7 +130,8 @@ fn a_published_port_reaches_every_backend_from_outside() {
     let host_ns = lab.host.ns.try_clone().unwrap();
     // Backends answer the host's address on their bridge (no route back to
     // the outside): the port masquerades traffic into their subnet.
-    let mut table = LbTable::create(&host_ns, "host", Some("10.20.0.0/24".parse().unwrap()), Default::default()).unwrap();
+    let mut table =
+        LbTable::create(&host_ns, "host", Some("10.20.0.0/24".parse().unwrap()), Default::default()).unwrap();
     let targets: Vec<SocketAddrV4> = lab.backends.iter().map(|b| SocketAddrV4::new(b.1, 80)).collect();
     table.set_port(Protocol::Tcp, 8080, &targets).unwrap();
     let to: SocketAddr = "198.51.100.1:8080".parse().unwrap();

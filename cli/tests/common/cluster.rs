@@ -143,4 +143,3 @@ pub fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Durati
     }
     t.elapsed()
 }
-

@@ -64,7 +64,12 @@ impl Controller {
             };
             let (p, a) = (pool_id.clone(), address.addr());
             undo.push(format!("release {address}"), move || gone_ok(ipam.release_address(&p, a)));
-            vips.push(ServiceVip { network_id: net.id.clone(), network: net.name.clone(), pool_id: pool_id.clone(), address });
+            vips.push(ServiceVip {
+                network_id: net.id.clone(),
+                network: net.name.clone(),
+                pool_id: pool_id.clone(),
+                address,
+            });
         }
         let svc = Service {
             id: match Id::random() {
@@ -181,7 +186,10 @@ impl Controller {
         let svc = self.service(service)?;
         let sb = self.sandbox(sandbox)?;
         if svc.backend(&self.node, &sb.name).is_some() {
-            return Err(Error::AlreadyExists { what: "backend", name: format!("{} of service {:?}", sb.name, svc.name) });
+            return Err(Error::AlreadyExists {
+                what: "backend",
+                name: format!("{} of service {:?}", sb.name, svc.name),
+            });
         }
         let mut backend = self.describe_backend(&svc, &sb)?;
         let mut undo = Undo::new();
@@ -203,7 +211,10 @@ impl Controller {
         let (node, sandbox_name) = (self.node.clone(), sb.name.clone());
         let changed = self.change_service(&svc.name, |s| {
             if s.backend(&node, &sandbox_name).is_some() {
-                return Err(Error::AlreadyExists { what: "backend", name: format!("{sandbox_name} of service {:?}", s.name) });
+                return Err(Error::AlreadyExists {
+                    what: "backend",
+                    name: format!("{sandbox_name} of service {:?}", s.name),
+                });
             }
             s.backends.push(backend.clone());
             Ok(())
@@ -243,7 +254,10 @@ impl Controller {
         for v in &svc.vips {
             let ep = endpoints.iter().find(|e| e.network_id == v.network_id).expect("checked above");
             let address = ep.ipv4.map(|a| a.addr()).ok_or_else(|| {
-                Error::invalid("backend", format!("sandbox {:?} has no IPv4 address on network {:?}", sb.name, v.network))
+                Error::invalid(
+                    "backend",
+                    format!("sandbox {:?} has no IPv4 address on network {:?}", sb.name, v.network),
+                )
             })?;
             addresses.push(BackendAddress { network_id: v.network_id.clone(), address });
         }
