@@ -163,6 +163,7 @@ pub fn controller(
         .host_netns(host.try_clone()?)
         .ipam(Arc::new(Ipam::new(store.clone())))
         .driver(Arc::new(bridge_driver(cli)))
+        .driver(Arc::new(cnm_macvlan::MacvlanDriver::new()))
         .driver(Arc::new(HostDriver))
         .driver(Arc::new(NullDriver));
     let backend = match cli.firewall {
@@ -190,7 +191,7 @@ pub fn controller(
 /// cannot be found is an error only for the network being created; the
 /// others report it when they are used.
 fn plugin_drivers(cli: &Cli, store: &dyn Store, overlay: bool) -> Result<Vec<Arc<dyn cnm_core::NetworkDriver>>> {
-    let builtin = |d: &str| matches!(d, "bridge" | "host" | "null") || (overlay && d == "overlay");
+    let builtin = |d: &str| matches!(d, "bridge" | "macvlan" | "host" | "null") || (overlay && d == "overlay");
     let mut names = std::collections::BTreeSet::new();
     for prefix in ["networks/", "global/networks/"] {
         for e in store.list(prefix).unwrap_or_default() {

@@ -70,6 +70,14 @@ pub trait NetworkDriver: Send + Sync {
         Ok(())
     }
 
+    /// Checks a new network against this driver's existing ones (`others`),
+    /// before anything is touched: e.g. macvlan refuses a second network
+    /// on the same parent interface, as Docker does.
+    fn check_among(&self, net: &Network, others: &[Network]) -> Result<()> {
+        let _ = (net, others);
+        Ok(())
+    }
+
     /// Prefixes an automatic subnet must not overlap (the bridge driver
     /// returns the host namespace's routes).
     fn avoid_subnets(&self, ctx: &DriverContext<'_>) -> Result<Vec<IpNet>> {
@@ -148,6 +156,15 @@ pub trait NetworkDriver: Send + Sync {
     /// objects, and puts its joined `endpoints` back in place; returns one
     /// line per repair, none when all was well.
     fn restore_network(&self, ctx: &DriverContext<'_>, net: &Network, endpoints: &[Endpoint]) -> Result<Vec<String>> {
+        let _ = (ctx, net, endpoints);
+        Ok(Vec::new())
+    }
+
+    /// The joined endpoints (ids) whose interface the kernel took away with
+    /// something else (macvlan: its parent went away and came back): after
+    /// [`NetworkDriver::restore_network`], reconcile joins them again, and
+    /// programs their sandbox side from the new [`JoinInfo`].
+    fn lost_endpoints(&self, ctx: &DriverContext<'_>, net: &Network, endpoints: &[Endpoint]) -> Result<Vec<String>> {
         let _ = (ctx, net, endpoints);
         Ok(Vec::new())
     }

@@ -31,7 +31,7 @@ pub use error::{Error, ErrorKind, KernelMessage, Result};
 pub use handle::{Family, Handle};
 pub use ifname::{validate_ifname, IFNAME_MAX};
 #[cfg(feature = "rtnetlink")]
-pub use link::{BridgeOptions, Link, LinkAdd, LinkKind, LinkRef, VethPeer, VxlanInfo, VxlanOptions};
+pub use link::{BridgeOptions, Link, LinkAdd, LinkKind, LinkRef, MacvlanMode, VethPeer, VxlanInfo, VxlanOptions};
 pub use mac::{MacAddr, ParseMacError};
 #[cfg(feature = "rtnetlink")]
 pub use neigh::{FdbEntry, NeighState, Neighbour};

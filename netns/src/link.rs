@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use netlink_packet_route::link::{
-    BridgeStpState, InfoBridge, InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage,
+    BridgeStpState, InfoBridge, InfoData, InfoKind, InfoMacVlan, InfoVeth, InfoVlan, InfoVxlan, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
 };
 use serde::{Deserialize, Serialize};
 
@@ -189,6 +189,62 @@ pub enum LinkKind<'a> {
     Veth(VethPeer<'a>),
     /// A VXLAN device.
     Vxlan(VxlanOptions),
+    /// A macvlan device on the link with index `parent` (in the handle's
+    /// namespace, also when the device is created in another one).
+    Macvlan {
+        /// The parent (lower) device's index.
+        parent: u32,
+        /// How its siblings on the same parent reach each other.
+        mode: MacvlanMode,
+    },
+    /// An 802.1Q VLAN sub-interface of the link with index `parent` (needs
+    /// the kernel's 8021q support; without it the kernel answers "not
+    /// supported").
+    Vlan {
+        /// The parent device's index.
+        parent: u32,
+        /// The VLAN id (1 to 4094).
+        id: u16,
+    },
+}
+
+/// A macvlan device's mode (`ip link add … type macvlan mode MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MacvlanMode {
+    /// Siblings do not reach each other; only the parent's network.
+    Private,
+    /// Everything goes out through the parent (a VEPA switch may send it
+    /// back).
+    Vepa,
+    /// Siblings reach each other directly, inside the kernel.
+    Bridge,
+    /// The only device on the parent, taking over the parent's MAC.
+    Passthru,
+}
+
+impl std::str::FromStr for MacvlanMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "private" => Ok(MacvlanMode::Private),
+            "vepa" => Ok(MacvlanMode::Vepa),
+            "bridge" => Ok(MacvlanMode::Bridge),
+            "passthru" => Ok(MacvlanMode::Passthru),
+            _ => Err(format!("{s:?} is not bridge, private, vepa or passthru")),
+        }
+    }
+}
+
+impl std::fmt::Display for MacvlanMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MacvlanMode::Private => "private",
+            MacvlanMode::Vepa => "vepa",
+            MacvlanMode::Bridge => "bridge",
+            MacvlanMode::Passthru => "passthru",
+        })
+    }
 }
 
 impl LinkKind<'_> {
@@ -197,6 +253,8 @@ impl LinkKind<'_> {
             LinkKind::Bridge(_) => "bridge",
             LinkKind::Veth(_) => "veth",
             LinkKind::Vxlan(_) => "vxlan",
+            LinkKind::Macvlan { .. } => "macvlan",
+            LinkKind::Vlan { .. } => "vlan",
         }
     }
 }
@@ -273,6 +331,14 @@ impl<'a> LinkAdd<'a> {
     /// A VXLAN device.
     pub fn vxlan(name: impl Into<String>, opts: VxlanOptions) -> Self {
         Self::new(name, LinkKind::Vxlan(opts))
+    }
+    /// A macvlan device on `parent` (an index in the handle's namespace).
+    pub fn macvlan(name: impl Into<String>, parent: u32, mode: MacvlanMode) -> Self {
+        Self::new(name, LinkKind::Macvlan { parent, mode })
+    }
+    /// An 802.1Q sub-interface of `parent` for VLAN `id`.
+    pub fn vlan(name: impl Into<String>, parent: u32, id: u16) -> Self {
+        Self::new(name, LinkKind::Vlan { parent, id })
     }
     /// Sets the MTU.
     pub fn mtu(mut self, mtu: u32) -> Self {
@@ -385,7 +451,10 @@ impl<'a> LinkAdd<'a> {
                     }
                 }
             }
-            LinkKind::Bridge(_) => {}
+            LinkKind::Vlan { id, .. } if !(1..=4094).contains(id) => {
+                return Err(Error::invalid("link_add", self.object(), format!("VLAN id {id} is not 1 to 4094")));
+            }
+            LinkKind::Bridge(_) | LinkKind::Macvlan { .. } | LinkKind::Vlan { .. } => {}
         }
         Ok(())
     }
@@ -417,6 +486,20 @@ impl<'a> LinkAdd<'a> {
             LinkKind::Bridge(o) => (InfoKind::Bridge, bridge_data(o)),
             LinkKind::Veth(p) => (InfoKind::Veth, Some(InfoData::Veth(InfoVeth::Peer(peer_message(p))))),
             LinkKind::Vxlan(v) => (InfoKind::Vxlan, Some(InfoData::Vxlan(vxlan_data(v)))),
+            LinkKind::Macvlan { parent, mode } => {
+                m.attributes.push(LinkAttribute::Link(*parent));
+                let mode = match mode {
+                    MacvlanMode::Private => MacVlanMode::Private,
+                    MacvlanMode::Vepa => MacVlanMode::Vepa,
+                    MacvlanMode::Bridge => MacVlanMode::Bridge,
+                    MacvlanMode::Passthru => MacVlanMode::Passthrough,
+                };
+                (InfoKind::MacVlan, Some(InfoData::MacVlan(vec![InfoMacVlan::Mode(mode)])))
+            }
+            LinkKind::Vlan { parent, id } => {
+                m.attributes.push(LinkAttribute::Link(*parent));
+                (InfoKind::Vlan, Some(InfoData::Vlan(vec![InfoVlan::Id(*id)])))
+            }
         };
         let mut info = vec![LinkInfo::Kind(kind)];
         info.extend(data.map(LinkInfo::Data));
@@ -527,7 +610,8 @@ pub struct Link {
     pub master: Option<u32>,
     /// Link group.
     pub group: u32,
-    /// For a veth: the peer's index (in the peer's namespace).
+    /// For a veth: the peer's index (in the peer's namespace); for a
+    /// macvlan: its parent's (`IFLA_LINK`).
     pub peer_index: Option<u32>,
     /// Kernel-assigned id of the namespace the peer lives in, when different.
     pub link_netnsid: Option<i32>,

@@ -46,6 +46,8 @@ impl Controller {
             state: State::Creating,
         };
         driver.validate_network(&net)?;
+        let same_driver: Vec<Network> = self.networks()?.into_iter().filter(|n| n.driver == net.driver).collect();
+        driver.check_among(&net, &same_driver)?;
         if !caps.needs_addresses && !cfg.ipam.config.is_empty() {
             return Err(Error::invalid("ipam.config", format!("the {} driver takes no subnets", cfg.driver)));
         }

@@ -5,10 +5,13 @@ use std::collections::BTreeSet;
 
 use cnm_netns::NetNs;
 
+use super::sandbox_side::Program;
 use super::{ep_key, Controller};
 use crate::error::{Error, Result};
 use crate::ipam::{AddressRequest, AddressSpace, IpamDriver};
+use crate::join::JoinRequest;
 use crate::model::{Endpoint, JoinState, Network, Sandbox, State};
+use crate::store::Expect;
 use crate::store::StoreExt;
 
 /// Whether a sandbox's namespace is gone for good: its path does not exist,
@@ -197,6 +200,7 @@ impl Controller {
         for net in networks {
             let eps: Vec<Endpoint> = endpoints.iter().filter(|e| e.network_id == net.id).cloned().collect();
             pass.lines(self.driver(&net.driver).and_then(|d| d.restore_network(&self.ctx(), net, &eps)));
+            pass.lines(self.rejoin_lost(net, &eps));
         }
         for d in self.drivers.values() {
             let mine: Vec<Network> = networks.iter().filter(|n| n.driver == d.name()).cloned().collect();
@@ -204,6 +208,45 @@ impl Controller {
                 endpoints.iter().filter(|e| mine.iter().any(|n| n.id == e.network_id)).cloned().collect();
             pass.lines(d.remove_leftovers(&self.ctx(), &mine, &eps));
         }
+    }
+
+    /// Joins again the endpoints whose interface the kernel took away (see
+    /// [`NetworkDriver::lost_endpoints`](crate::NetworkDriver)), and
+    /// programs their sandbox side as a join does.
+    fn rejoin_lost(&self, net: &Network, endpoints: &[Endpoint]) -> Result<Vec<String>> {
+        let driver = self.driver(&net.driver)?.clone();
+        let lost = driver.lost_endpoints(&self.ctx(), net, endpoints)?;
+        let mut repairs = Vec::new();
+        for ep in endpoints.iter().filter(|e| lost.iter().any(|id| e.id.as_str() == id)) {
+            let Some(sb_id) = &ep.sandbox else { continue };
+            let Ok((sb, _)) = self.find_sandbox(sb_id.as_str()) else { continue };
+            if sb.external {
+                continue;
+            }
+            let ifname = ep.ifname.clone().unwrap_or_else(|| "eth0".into());
+            let netns = NetNs::open(&sb.netns)?;
+            let (mut joined, rev) = self.find_endpoint(net, &ep.name)?;
+            let req = JoinRequest { sandbox: &sb, netns: &netns, ifname: &ifname, in_host: false };
+            let info = driver.join(&self.ctx(), net, &mut joined, &req)?;
+            let others: Vec<Endpoint> = self.sandbox_endpoints(&sb)?.into_iter().filter(|e| e.id != ep.id).collect();
+            let program = Program {
+                sandbox: &sb,
+                netns: &netns,
+                endpoint: &joined,
+                info: &info,
+                default_route: joined.gateway,
+                others: &others,
+            };
+            if let Err(e) = self.program_sandbox(&program) {
+                let _ = driver.leave(&self.ctx(), net, &joined, Some(&netns));
+                return Err(e);
+            }
+            joined.join_info = Some(info);
+            self.store.put_json(&ep_key(&joined), &joined, Expect::Revision(rev))?;
+            repairs
+                .push(format!("joined endpoint {:?} to sandbox {:?} again (its interface was gone)", ep.name, sb.name));
+        }
+        Ok(repairs)
     }
 
     /// The firewall: rules and published ports nothing owns any more, then
