@@ -312,13 +312,7 @@ impl NetworkDriver for BridgeDriver {
     }
 
     fn create_endpoint(&self, _: &DriverContext<'_>, _: &Network, ep: &mut Endpoint) -> Result<()> {
-        if ep.mac.is_none() {
-            // Docker's rule: 02:42 and the IPv4 address; IPv6-only: random.
-            ep.mac = Some(MacAddr::for_endpoint(ep.ipv4.and_then(|a| match a {
-                IpNet::V4(v4) => Some(v4.addr()),
-                IpNet::V6(_) => None,
-            }))?);
-        }
+        cnm_core::driver::assign_docker_mac(ep)?;
         ep.driver_data.insert("veth".into(), format!("veth{}", &ep.id.as_str()[..7]));
         Ok(())
     }

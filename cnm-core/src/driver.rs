@@ -182,3 +182,17 @@ pub trait NetworkDriver: Send + Sync {
         Ok(Vec::new())
     }
 }
+
+/// Gives `ep` Docker's MAC when it has none yet: `02:42` and its IPv4
+/// address, or a random local one for an IPv6-only endpoint (the rule of
+/// Docker's bridge, overlay and macvlan drivers).
+pub fn assign_docker_mac(ep: &mut Endpoint) -> Result<()> {
+    if ep.mac.is_none() {
+        let v4 = ep.ipv4.and_then(|a| match a {
+            IpNet::V4(v4) => Some(v4.addr()),
+            IpNet::V6(_) => None,
+        });
+        ep.mac = Some(cnm_netns::MacAddr::for_endpoint(v4)?);
+    }
+    Ok(())
+}

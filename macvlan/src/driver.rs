@@ -4,8 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use cnm_core::{DriverContext, Endpoint, Error, JoinInfo, JoinRequest, Network, NetworkDriver, Result};
-use cnm_netns::{ErrorKind as NsKind, Handle, Link, LinkAdd, MacAddr, NetNs};
-use ipnet::IpNet;
+use cnm_netns::{ErrorKind as NsKind, Handle, Link, LinkAdd, NetNs};
 
 use crate::options::{MacvlanOptions, Parent, PARENT};
 
@@ -200,13 +199,7 @@ impl NetworkDriver for MacvlanDriver {
     }
 
     fn create_endpoint(&self, _: &DriverContext<'_>, _: &Network, ep: &mut Endpoint) -> Result<()> {
-        if ep.mac.is_none() {
-            // Docker's rule: 02:42 and the IPv4 address; IPv6-only: random.
-            ep.mac = Some(MacAddr::for_endpoint(ep.ipv4.and_then(|a| match a {
-                IpNet::V4(v4) => Some(v4.addr()),
-                IpNet::V6(_) => None,
-            }))?);
-        }
+        cnm_core::driver::assign_docker_mac(ep)?;
         Ok(())
     }
 

@@ -28,8 +28,7 @@ use cnm_core::driver::{Capabilities, DriverContext, NetworkDriver};
 use cnm_core::inspect::Peer;
 use cnm_core::join::{JoinInfo, JoinRequest};
 use cnm_core::{Endpoint, Error, Expect, Network, Result, Scope, Store, StoreExt, Undo};
-use cnm_netns::{Handle, LinkAdd, MacAddr, NetNs, VethPeer};
-use ipnet::IpNet;
+use cnm_netns::{Handle, LinkAdd, NetNs, VethPeer};
 use serde::{Deserialize, Serialize};
 
 pub use agent::{Agent, AgentOptions, PeersHook, RemoteEndpoint, RemoteNames, MAX_BACKOFF};
@@ -390,13 +389,7 @@ impl NetworkDriver for OverlayDriver {
                 "the overlay driver publishes no ports (publish them on a bridge network)",
             ));
         }
-        if ep.mac.is_none() {
-            // Docker's rule: 02:42 and the IPv4 address; IPv6-only: random.
-            ep.mac = Some(MacAddr::for_endpoint(ep.ipv4.and_then(|a| match a {
-                IpNet::V4(v4) => Some(v4.addr()),
-                IpNet::V6(_) => None,
-            }))?);
-        }
+        cnm_core::driver::assign_docker_mac(ep)?;
         Ok(())
     }
 
