@@ -14,6 +14,9 @@ pub const ENABLE_ICC: &str = "com.docker.network.bridge.enable_icc";
 pub const ENABLE_IP_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
 /// `com.docker.network.bridge.host_binding_ipv4`
 pub const HOST_BINDING_IPV4: &str = "com.docker.network.bridge.host_binding_ipv4";
+/// `com.docker.network.bridge.default_bridge`: the predefined `bridge`
+/// network (see cnm-core's `ControllerBuilder::predefined_networks`).
+pub const DEFAULT_BRIDGE: &str = "com.docker.network.bridge.default_bridge";
 /// `com.docker.network.driver.mtu`
 pub const MTU: &str = "com.docker.network.driver.mtu";
 /// `cnm.bridge.multicast_snooping` (ours; Docker has no such key).
@@ -43,6 +46,8 @@ pub struct BridgeNetworkOptions {
     /// Hairpin mode on every port (default on, as Docker and CNI's bridge
     /// plugin set it): a container reaches its own published port.
     pub hairpin: bool,
+    /// It is Docker's default bridge (names are not served on it).
+    pub default_bridge: bool,
 }
 
 impl Default for BridgeNetworkOptions {
@@ -55,6 +60,7 @@ impl Default for BridgeNetworkOptions {
             mtu: None,
             multicast_snooping: false,
             hairpin: true,
+            default_bridge: false,
         }
     }
 }
@@ -108,10 +114,11 @@ impl BridgeNetworkOptions {
                 }
                 MULTICAST_SNOOPING => o.multicast_snooping = boolean(k, v)?,
                 HAIRPIN => o.hairpin = boolean(k, v)?,
+                DEFAULT_BRIDGE => o.default_bridge = boolean(k, v)?,
                 other => {
                     return Err(Error::invalid(
                         format!("option {other}"),
-                        format!("unknown option of the bridge driver (known: {NAME}, {ENABLE_ICC}, {ENABLE_IP_MASQUERADE}, {HOST_BINDING_IPV4}, {MTU}, {MULTICAST_SNOOPING}, {HAIRPIN})"),
+                        format!("unknown option of the bridge driver (known: {NAME}, {ENABLE_ICC}, {ENABLE_IP_MASQUERADE}, {HOST_BINDING_IPV4}, {MTU}, {MULTICAST_SNOOPING}, {HAIRPIN}, {DEFAULT_BRIDGE})"),
                     ))
                 }
             }

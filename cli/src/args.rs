@@ -34,6 +34,22 @@ pub struct Cli {
     /// Firewall backend.
     #[arg(long, global = true, value_enum, default_value_t = FirewallArg::Nftables)]
     pub firewall: FirewallArg,
+    /// The default bridge's address and prefix (dockerd's `--bip`), used
+    /// when the predefined `bridge` network is first made.
+    #[arg(long, global = true, value_name = "CIDR")]
+    pub bip: Option<IpNet>,
+    /// The local automatic pools, `base=CIDR,size=N` (dockerd's
+    /// `--default-address-pool`, repeatable); without --bip the default
+    /// bridge takes the first subnet of the first.
+    #[arg(long, global = true, value_name = "base=CIDR,size=N")]
+    pub default_address_pool: Vec<AddressPool>,
+    /// The default bridge's Linux bridge.
+    #[arg(long, global = true, value_name = "NAME", default_value = "cnm0")]
+    pub default_bridge: String,
+    /// No predefined networks (`bridge`, `host`, `none`) are made: for a
+    /// state another program owns (the CNI plugin's).
+    #[arg(long, global = true)]
+    pub no_predefined: bool,
     /// Where the durable state lives, as a URL: `file:///var/lib/cnm`
     /// overrides --state-dir; `etcd://HOST:2379[,HOST:2379…][/PREFIX/]`
     /// (`etcds://` for TLS) keeps what all hosts of a cluster share (overlay
@@ -72,6 +88,36 @@ pub struct Cli {
     /// The command.
     #[command(subcommand)]
     pub cmd: Cmd,
+}
+
+/// `base=CIDR,size=N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressPool {
+    /// The range subnets are taken from.
+    pub base: IpNet,
+    /// Their prefix length.
+    pub size: u8,
+}
+
+impl std::str::FromStr for AddressPool {
+    type Err = String;
+    fn from_str(s: &str) -> Result<AddressPool, String> {
+        let (mut base, mut size) = (None, None);
+        for part in s.split(',') {
+            match part.split_once('=') {
+                Some(("base", v)) => base = Some(v.parse::<IpNet>().map_err(|e| format!("base {v:?}: {e}"))?),
+                Some(("size", v)) => size = Some(v.parse::<u8>().map_err(|e| format!("size {v:?}: {e}"))?),
+                _ => return Err(format!("{part:?}: expected base=CIDR,size=N")),
+            }
+        }
+        match (base, size) {
+            (Some(base), Some(size)) if size >= base.prefix_len() && size <= base.max_prefix_len() => {
+                Ok(AddressPool { base: base.trunc(), size })
+            }
+            (Some(base), Some(size)) => Err(format!("size {size} does not fit in {base}")),
+            _ => Err("expected base=CIDR,size=N".into()),
+        }
+    }
 }
 
 /// Firewall backends.
@@ -356,6 +402,12 @@ pub struct SandboxCreate {
     /// A resolv.conf option (`ndots:2` …).
     #[arg(long, value_name = "OPT")]
     pub dns_option: Vec<String>,
+    /// Connect it to this network in the same command (repeatable, like
+    /// `docker run --network`): `bridge` (what `docker run` does by
+    /// default), `none` (loopback only), `host` (the host's namespace), or
+    /// any network.
+    #[arg(long = "network", alias = "net", value_name = "NAME")]
+    pub networks: Vec<String>,
     /// The sandbox's name.
     pub name: String,
 }

@@ -35,7 +35,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
     let ctl = Arc::new(ctl);
     match &cli.cmd {
         Cmd::Network(n) => network(&ctl, n),
-        Cmd::Sandbox(s) => sandbox(&ctl, &paths, s),
+        Cmd::Sandbox(s) => sandbox(&ctl, &paths, s, cli.host_netns.as_deref()),
         Cmd::Service(s) => service(&ctl, s),
         Cmd::Connect(c) => connect(&ctl, c),
         Cmd::Disconnect { network, sandbox } => {
@@ -238,17 +238,55 @@ fn sandbox_config(c: &SandboxCreate) -> SandboxConfig {
     }
 }
 
+/// `sandbox create [--network NAME]…`: the sandbox, connected to each
+/// network in turn (`host`: the sandbox is the host's namespace, as
+/// `docker run --network host`); a failure leaves no sandbox behind.
+fn create_sandbox(
+    ctl: &Controller,
+    c: &SandboxCreate,
+    host_netns: Option<&std::path::Path>,
+) -> Result<cnm_core::Sandbox> {
+    let mut cfg = sandbox_config(c);
+    let host_mode = c.networks.iter().any(|n| ctl.network(n).is_ok_and(|net| net.driver == "host"));
+    if host_mode {
+        if c.networks.len() > 1 {
+            return Err(Error::invalid("--network", "a host-mode sandbox is on no other network"));
+        }
+        if c.netns.is_some() {
+            return Err(Error::invalid("--netns", "--network host gives the host's namespace; leave --netns out"));
+        }
+        // The host namespace by a path that outlives this process.
+        cfg.netns = Some(host_netns.map(std::path::Path::to_path_buf).unwrap_or_else(|| "/proc/1/ns/net".into()));
+    }
+    for n in &c.networks {
+        ctl.network(n)?;
+    }
+    let sb = ctl.create_sandbox(cfg)?;
+    for n in &c.networks {
+        if let Err(e) = ctl.connect(n, &sb.name, EndpointConfig::default()) {
+            return match ctl.delete_sandbox(&sb.name) {
+                Ok(()) => Err(e),
+                Err(rb) => Err(Error::RollbackFailed { source: Box::new(e), rollback: Box::new(rb) }),
+            };
+        }
+        if let Err(e) = cnm_cli::services::program_sandbox(ctl, &sb.name) {
+            eprintln!("cnm: warning: services in {}: {e} (the agent tries again)", sb.name);
+        }
+    }
+    ctl.sandbox(&sb.name)
+}
+
 /// The endpoints joined to a sandbox, in join order.
 fn sandbox_endpoints(ctl: &Controller, sb: &cnm_core::Sandbox) -> Result<Vec<Endpoint>> {
     let all = ctl.endpoints(None)?;
     Ok(sb.endpoints.iter().filter_map(|r| all.iter().find(|e| e.id == r.id).cloned()).collect())
 }
 
-fn sandbox(ctl: &Controller, paths: &Paths, cmd: &SandboxCmd) -> Result<i32> {
+fn sandbox(ctl: &Controller, paths: &Paths, cmd: &SandboxCmd, host_netns: Option<&std::path::Path>) -> Result<i32> {
     match cmd {
         SandboxCmd::Create(c) => {
             // The controller writes its resolv.conf and hosts file.
-            let sb = ctl.create_sandbox(sandbox_config(c))?;
+            let sb = create_sandbox(ctl, c, host_netns)?;
             println!("{}", sb.netns.display());
             Ok(0)
         }

@@ -157,6 +157,7 @@ fn controller(dir: &Path, host: &NetNs, backend: Option<Backend>) -> Result<(Con
         .host_resolv_conf(&resolv)
         .name_server(dns.clone())
         .host_netns(host.try_clone()?)
+        .predefined_networks(cnm_core::DefaultBridge::default())
         .ipam(Arc::new(Ipam::new(store.clone())))
         .driver(Arc::new(BridgeDriver::new()))
         .driver(Arc::new(HostDriver))
@@ -189,6 +190,8 @@ fn demo(st: &mut Steps, dir: &Path, backend: Option<Backend>) -> Result<()> {
         return Err(Error::invalid("demo", "the test host could not be set up"));
     }
     let (ctl, _dns) = controller(dir, &host, backend)?;
+    // The sandboxes' upstream name server: "no such name", at once.
+    probe::dns_nxdomain(&outside).map_err(|e| Error::invalid("demo", e.to_string()))?;
 
     let mut bridge = String::new();
     st.step(|| {
@@ -282,30 +285,7 @@ fn demo(st: &mut Steps, dir: &Path, backend: Option<Backend>) -> Result<()> {
         }
     }
 
-    // Host and none modes.
-    st.step(|| {
-        ctl.create_network(NetworkConfig::new("host", "host")).map_err(s)?;
-        let hostns_path = host.proc_path();
-        ctl.create_sandbox(SandboxConfig { name: "h1".into(), netns: Some(hostns_path.clone()), ..Default::default() })
-            .map_err(s)?;
-        ctl.connect("host", "h1", EndpointConfig::default()).map_err(s)?;
-        let seen = Handle::open(&NetNs::open(&hostns_path).map_err(s)?).map_err(s)?.link_get(bridge.as_str());
-        seen.map_err(|e| format!("h1 does not see the host's bridge: {e}"))?;
-        Ok(format!("host mode: sandbox h1 shares the host namespace (it sees {bridge} and the uplink)"))
-    });
-    st.step(|| {
-        ctl.create_network(NetworkConfig::new("none", "null")).map_err(s)?;
-        let sb = ctl.create_sandbox(SandboxConfig { name: "n1".into(), ..Default::default() }).map_err(s)?;
-        ctl.connect("none", "n1", EndpointConfig::default()).map_err(s)?;
-        let links = Handle::open(&NetNs::open(&sb.netns).map_err(s)?).map_err(s)?.link_list().map_err(s)?;
-        let names: Vec<String> = links.iter().map(|l| l.name.clone()).collect();
-        if names != ["lo"] {
-            return Err(format!("n1 has {names:?}, not just lo"));
-        }
-        probe::icmp_echo(&NetNs::open(&sb.netns).map_err(s)?, "127.0.0.1".parse().unwrap(), Duration::from_secs(2))
-            .map_err(s)?;
-        Ok("none mode: sandbox n1 has loopback only, and it is up".into())
-    });
+    predefined(st, &ctl, &host)?;
 
     // IPAM and inspect.
     st.step(|| {
@@ -352,19 +332,109 @@ fn demo(st: &mut Steps, dir: &Path, backend: Option<Backend>) -> Result<()> {
         });
     }
     st.step(|| {
-        for sb in ["c1", "c2", "h1", "n1"] {
+        for sb in ["c1", "c2", "d1", "d2", "h1", "n1"] {
             ctl.delete_sandbox(sb).map_err(s)?;
         }
-        for n in ["demo", "host", "none"] {
-            ctl.delete_network(n).map_err(s)?;
+        ctl.delete_network("demo").map_err(s)?;
+        let refused = ctl.delete_network("bridge").map_err(|e| e.to_string()).err().unwrap_or_default();
+        if !refused.contains("bridge is a pre-defined network and cannot be removed") {
+            return Err(format!("removing the predefined bridge was not refused as Docker refuses it: {refused:?}"));
         }
         drop(ctl);
         let left: Vec<String> =
             Handle::open(&host).map_err(s)?.link_list().map_err(s)?.into_iter().map(|l| l.name).collect();
-        if left != ["lo", "uplink"] {
+        if left != ["lo", "uplink", "cnm0"] {
             return Err(format!("links left in the host namespace: {left:?}"));
         }
-        Ok("removed sandboxes and networks: the host namespace has only lo and uplink again".into())
+        Ok("removed sandboxes and network demo (`network rm bridge` is refused, as Docker refuses it): the host \
+            namespace has lo, uplink and cnm0, kept like docker0"
+            .into())
+    });
+    Ok(())
+}
+
+/// Docker's predefined networks, as a first `docker run` meets them:
+/// `bridge`, `host` and `none` exist without being created.
+fn predefined(st: &mut Steps, ctl: &Controller, host: &NetNs) -> Result<()> {
+    st.step(|| {
+        let names: Vec<String> =
+            ctl.networks().map_err(s)?.into_iter().map(|n| format!("{} ({})", n.name, n.driver)).collect();
+        let want = ["bridge (bridge)", "demo (bridge)", "host (host)", "none (null)"];
+        if names != want {
+            return Err(format!("network ls has {names:?}, not {want:?}"));
+        }
+        Ok("predefined networks: bridge, host and none exist without being created (Docker's `network ls`)".into())
+    });
+    let mut on_bridge: Vec<(NetNs, String)> = Vec::new();
+    for name in ["d1", "d2"] {
+        st.step(|| {
+            let sb = ctl.create_sandbox(SandboxConfig { name: name.into(), ..Default::default() }).map_err(s)?;
+            let ep = ctl.connect("bridge", name, EndpointConfig::default()).map_err(s)?;
+            let ip = ep.ipv4.ok_or("no IPv4 address")?.addr().to_string();
+            on_bridge.push((NetNs::open(&sb.netns).map_err(s)?, ip.clone()));
+            Ok(format!("sandbox {name} on the default bridge (cnm0, 172.17.0.0/16), as `docker run` puts it: {ip}"))
+        });
+    }
+    if on_bridge.len() == 2 {
+        st.step(|| {
+            probe::icmp_echo(&on_bridge[0].0, on_bridge[1].1.parse().unwrap(), Duration::from_secs(3)).map_err(s)?;
+            let out = cnm_cli::exec::command(&on_bridge[0].0, ctl.sandbox_files_dir("d1").as_deref(), "getent")
+                .args(["hosts", "d2"])
+                .output()
+                .map_err(|e| format!("getent: {e}"))?;
+            if out.status.success() {
+                return Err(format!("d1 resolves d2 on the default bridge: {}", String::from_utf8_lossy(&out.stdout)));
+            }
+            Ok("d1 pings d2 by address; it cannot resolve d2 by name: no names on the default bridge, as in Docker"
+                .into())
+        });
+        st.step(|| {
+            let v = serde_json::to_value(ctl.inspect_network("bridge").map_err(s)?).map_err(s)?;
+            let containers = v["Containers"].as_object().ok_or("no Containers")?;
+            let mut lines = Vec::new();
+            for c in containers.values() {
+                for k in ["Name", "EndpointID", "MacAddress", "IPv4Address"] {
+                    if c[k].as_str().is_none_or(str::is_empty) {
+                        return Err(format!("inspect bridge: a container without {k}: {c}"));
+                    }
+                }
+                lines.push(format!("{} {} {}", c["Name"], c["MacAddress"], c["IPv4Address"]));
+            }
+            lines.sort();
+            if containers.len() != 2 || v["Options"]["com.docker.network.bridge.default_bridge"] != "true" {
+                return Err(format!("unexpected `network inspect bridge`: {v}"));
+            }
+            Ok(format!("`network inspect bridge` lists both containers: {}", lines.join(", ")))
+        });
+    }
+    st.step(|| {
+        let hostns_path = host.proc_path();
+        let sb = SandboxConfig { name: "h1".into(), netns: Some(hostns_path.clone()), ..Default::default() };
+        ctl.create_sandbox(sb).map_err(s)?;
+        ctl.connect("host", "h1", EndpointConfig::default()).map_err(s)?;
+        // A server started in h1 listens in the host's own namespace.
+        probe::tcp_who_am_i(&NetNs::open(&hostns_path).map_err(s)?, 9090).map_err(s)?;
+        let seen = probe::tcp_ask(host, SocketAddr::new(HOST_IP.parse().unwrap(), 9090)).map_err(s)?;
+        Ok(format!("host mode: a server in sandbox h1 on port 9090 answers the host at {HOST_IP}:9090 (it saw {seen})"))
+    });
+    st.step(|| {
+        let sb = ctl.create_sandbox(SandboxConfig { name: "n1".into(), ..Default::default() }).map_err(s)?;
+        ctl.connect("none", "n1", EndpointConfig::default()).map_err(s)?;
+        let ns = NetNs::open(&sb.netns).map_err(s)?;
+        let names: Vec<String> =
+            Handle::open(&ns).map_err(s)?.link_list().map_err(s)?.iter().map(|l| l.name.clone()).collect();
+        if names != ["lo"] {
+            return Err(format!("n1 has {names:?}, not just lo"));
+        }
+        // The same address answers d1 (on the default bridge), not n1.
+        let gw: std::net::IpAddr = HOST_IP.parse().unwrap();
+        if let Some((d1, _)) = on_bridge.first() {
+            probe::icmp_echo(d1, gw, Duration::from_secs(3)).map_err(|e| format!("d1 -> {gw}: {e}"))?;
+        }
+        if probe::icmp_echo(&ns, gw, Duration::from_secs(1)).is_ok() {
+            return Err(format!("n1 reached {gw}"));
+        }
+        Ok(format!("none mode: sandbox n1 has loopback only and reaches nothing ({gw} answers d1, not n1)"))
     });
     Ok(())
 }

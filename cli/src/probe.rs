@@ -138,6 +138,26 @@ pub fn udp_who_am_i(ns: &NetNs, port: u16) -> io::Result<()> {
     Ok(())
 }
 
+/// A name server in `ns` on UDP port 53 that answers every query "no such
+/// name" at once (an upstream for sandboxes whose lookups must fail fast
+/// without leaving the test's namespaces).
+pub fn dns_nxdomain(ns: &NetNs) -> io::Result<()> {
+    let sock = ns.run(|| UdpSocket::bind(("::", 53))).map_err(ns_err)??;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            if n < 12 {
+                continue;
+            }
+            // The query back, as a response (QR, RD and RA) with RCODE 3.
+            buf[2] = 0x80 | (buf[2] & 0x01);
+            buf[3] = 0x80 | 3;
+            let _ = sock.send_to(&buf[..n], peer);
+        }
+    });
+    Ok(())
+}
+
 /// An IPv4-mapped IPv6 address as the IPv4 address it is.
 fn canonical(a: IpAddr) -> IpAddr {
     match a {

@@ -161,11 +161,14 @@ pub fn controller(
         .claim_host_netns()
         .name_server(names.unwrap_or_else(|| Arc::new(ControlClient::new(paths.dns_socket()))))
         .host_netns(host.try_clone()?)
-        .ipam(Arc::new(Ipam::new(store.clone())))
+        .ipam(Arc::new(ipam(cli, store.clone())))
         .driver(Arc::new(bridge_driver(cli)))
         .driver(Arc::new(cnm_macvlan::MacvlanDriver::new()))
         .driver(Arc::new(HostDriver))
         .driver(Arc::new(NullDriver));
+    if !cli.no_predefined {
+        b = b.predefined_networks(default_bridge(cli)?);
+    }
     let backend = match cli.firewall {
         FirewallArg::Nftables => Some(Backend::Nftables),
         FirewallArg::Iptables => Some(Backend::Iptables),
@@ -184,6 +187,38 @@ pub fn controller(
         b = b.ipam_driver(name, ipam);
     }
     Ok((b.build()?, overlay))
+}
+
+/// The IPAM, with dockerd's `--default-address-pool` as its local pools.
+fn ipam(cli: &Cli, store: Arc<dyn Store>) -> Ipam {
+    if cli.default_address_pool.is_empty() {
+        return Ipam::new(store);
+    }
+    let local = cli.default_address_pool.iter().map(|p| cnm_ipam::DefaultPool { base: p.base, size: p.size }).collect();
+    Ipam::with_options(store, cnm_ipam::IpamOptions { local, ..Default::default() })
+}
+
+/// The default bridge: `--default-bridge`, with `--bip`, else the first
+/// subnet of the first `--default-address-pool`, else Docker's 172.17.0.1/16.
+fn default_bridge(cli: &Cli) -> Result<cnm_core::DefaultBridge> {
+    let mut b = match (cli.bip, cli.default_address_pool.first()) {
+        (Some(bip), _) => {
+            if bip.addr() == bip.network() || bip.prefix_len() >= bip.max_prefix_len() - 1 {
+                return Err(Error::invalid(
+                    "--bip",
+                    format!("{bip}: give the bridge's address with the prefix, as 172.17.0.1/16"),
+                ));
+            }
+            cnm_core::DefaultBridge { bip, ..Default::default() }
+        }
+        (None, Some(p)) => cnm_core::DefaultBridge::from_address_pool(p.base, p.size).ok_or_else(|| {
+            Error::invalid("--default-address-pool", format!("no subnet of {} in {}", p.size, p.base))
+        })?,
+        (None, None) => cnm_core::DefaultBridge::default(),
+    };
+    cnm_core::model::validate_ifname("--default-bridge", &cli.default_bridge)?;
+    b.name = cli.default_bridge.clone();
+    Ok(b)
 }
 
 /// Docker network plugins as drivers: the one `network create -d NAME`

@@ -15,18 +15,29 @@ struct Cnm {
     host: TestHost,
     state: PathBuf,
     run: PathBuf,
+    /// `--no-predefined`: an emptied state leaves nothing behind.
+    bare: bool,
 }
 
 impl Cnm {
     fn new(test: &str) -> Option<Cnm> {
         let host = TestHost::new(test)?;
         let (state, run) = (host.dir().join("state"), host.dir().join("run"));
-        Some(Cnm { host, state, run })
+        Some(Cnm { host, state, run, bare: false })
+    }
+
+    /// Without the predefined networks, for tests of what an emptied state
+    /// leaves (nothing).
+    fn bare(test: &str) -> Option<Cnm> {
+        Cnm::new(test).map(|c| Cnm { bare: true, ..c })
     }
 
     /// `cnm ARGS` with the test's directories and host namespace.
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cnm"));
+        if self.bare {
+            cmd.arg("--no-predefined");
+        }
         cmd.arg("--state-dir")
             .arg(&self.state)
             .arg("--run-dir")
@@ -69,15 +80,14 @@ fn networks_are_created_listed_inspected_and_removed() {
     let id = c.ok(&["network", "create", "--subnet", "10.71.0.0/24", "--label", "team=a", "web"]);
     let id = id.trim();
     assert_eq!(id.len(), 64, "the full id is printed: {id}");
-    c.ok(&["network", "create", "-d", "null", "none"]);
-    c.ok(&["network", "create", "-d", "host", "host"]);
     assert!(c.host_links().contains(&format!("br-{}", &id[..12])), "{:?}", c.host_links());
 
+    // With the predefined bridge, host and none.
     let ls = c.ok(&["network", "ls"]);
     let lines: Vec<&str> = ls.lines().collect();
-    assert_eq!(lines[0], "NETWORK ID     NAME   DRIVER   SCOPE");
-    assert!(lines.contains(&format!("{}   web    bridge   local", &id[..12]).as_str()), "{ls}");
-    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0], "NETWORK ID     NAME     DRIVER   SCOPE");
+    assert!(lines.contains(&format!("{}   web      bridge   local", &id[..12]).as_str()), "{ls}");
+    assert_eq!(lines.len(), 5);
     let q = c.ok(&["network", "ls", "-q"]);
     assert!(q.lines().any(|l| l == &id[..12]));
     let json = c.ok(&["network", "ls", "--format", "json"]);
@@ -93,8 +103,8 @@ fn networks_are_created_listed_inspected_and_removed() {
     assert_eq!(v[0]["IPAM"]["Config"][0]["Subnet"], "10.71.0.0/24");
     assert_eq!(v[0]["Id"], id);
 
-    c.ok(&["network", "rm", "web", "none", "host"]);
-    assert_eq!(c.ok(&["network", "ls"]).lines().count(), 1);
+    c.ok(&["network", "rm", "web"]);
+    assert_eq!(c.ok(&["network", "ls"]).lines().count(), 4);
     assert!(!c.host_links().iter().any(|l| l.starts_with("br-")), "the bridge went with the network");
 }
 
@@ -274,7 +284,7 @@ fn documented_errors_are_one_line_and_leave_nothing_half_done() {
     let v: serde_json::Value = serde_json::from_str(&c.ok(&["network", "inspect", "web"])).unwrap();
     assert_eq!(v[0]["Containers"].as_object().unwrap().len(), 1, "no endpoint was left by a failed connect");
     let nets = c.ok(&["network", "ls", "-q"]);
-    assert_eq!(nets.lines().count(), 1, "no half-made network: {nets}");
+    assert_eq!(nets.lines().count(), 4, "no half-made network (web and the three predefined): {nets}");
     let sandboxes = c.ok(&["sandbox", "ls"]);
     assert!(sandboxes.lines().any(|l| l.split_whitespace().next() == Some("c1")), "{sandboxes}");
     assert!(
@@ -346,12 +356,11 @@ fn the_demo_passes_and_leaves_nothing_behind() {
 #[test]
 fn host_mode_ipv6_static_addresses_and_the_iptables_backend() {
     let Some(c) = Cnm::new("cli_more") else { return };
-    // Host mode: a sandbox on the host namespace itself.
-    c.ok(&["network", "create", "-d", "host", "host"]);
+    // Host mode: a sandbox on the host namespace itself (on the predefined
+    // `host` network).
     let hostns = c.host.ns.proc_path();
     c.ok(&["sandbox", "create", "--netns", hostns.to_str().unwrap(), "h1"]);
     c.ok(&["connect", "host", "h1"]);
-    c.ok(&["network", "create", "-d", "null", "none"]);
     let e = c.fails(1, &["connect", "none", "h1"]);
     assert!(e.contains("\"host\"") && e.contains("no other network"), "a host-mode sandbox joins nothing else: {e}");
 
@@ -384,8 +393,7 @@ fn host_mode_ipv6_static_addresses_and_the_iptables_backend() {
     assert_eq!(v[0]["EnableIPv6"], true);
     c.ok(&["sandbox", "rm", "c1"]);
     c.ok(&["sandbox", "rm", "h1"]);
-    c.ok(&["network", "rm", "dual", "host"]);
-    c.ok(&["network", "rm", "none"]);
+    c.ok(&["network", "rm", "dual"]);
 
     // The iptables backend: the same commands, rules in CNM-* chains.
     let ipt = |args: &[&str]| {
@@ -430,7 +438,7 @@ fn the_agent_reconciles_until_told_to_stop() {
 /// `reconcile` that says what it did, after which a second finds nothing.
 #[test]
 fn reconcile_repairs_what_was_changed_by_hand_in_one_pass() {
-    let Some(c) = Cnm::new("cli_repairs") else { return };
+    let Some(c) = Cnm::bare("cli_repairs") else { return };
     c.ok(&["network", "create", "--subnet", "10.61.0.0/24", "web"]);
     c.ok(&["sandbox", "create", "s1"]);
     c.ok(&["connect", "-p", "8080:80", "web", "s1"]);
@@ -743,7 +751,7 @@ fn the_agent_answers_names_in_sandboxes() {
 
 #[test]
 fn services_work_on_one_host_without_an_agent() {
-    let Some(c) = Cnm::new("cli-svc") else { return };
+    let Some(c) = Cnm::bare("cli-svc") else { return };
     c.ok(&["network", "create", "--subnet", "10.62.0.0/24", "web"]);
     let mut servers = Vec::new();
     for name in ["s1", "s2"] {
@@ -793,4 +801,142 @@ fn services_work_on_one_host_without_an_agent() {
     let nft = c.host.ns.exec("nft", ["list", "tables"]).unwrap();
     assert!(!nft.contains("cnm-lb"), "the last service took its table: {nft}");
     assert!(!c.state.exists() || common::walk(&c.state).iter().all(|p| p.is_dir()), "{:?}", common::walk(&c.state));
+}
+
+#[test]
+fn predefined_networks_exist_from_the_first_command() {
+    let Some(c) = Cnm::new("cli-predef") else { return };
+    // Fresh state: Docker's three, in its order and columns.
+    let ls = c.ok(&["network", "ls"]);
+    let rows: Vec<Vec<&str>> = ls.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]);
+    let named: Vec<(&str, &str, &str)> = rows[1..].iter().map(|r| (r[1], r[2], r[3])).collect();
+    assert_eq!(named, [("bridge", "bridge", "local"), ("host", "host", "local"), ("none", "null", "local")]);
+    assert!(!c.host_links().contains(&"cnm0".to_string()), "cnm0 waits for a first join");
+
+    // Removing one is refused with Docker's message, and changes nothing.
+    let before = (c.ok(&["network", "ls"]), walk(&c.state));
+    for n in ["bridge", "host", "none"] {
+        let err = c.fails(1, &["network", "rm", n]);
+        assert!(err.contains(&format!("{n} is a pre-defined network and cannot be removed")), "{err}");
+    }
+    assert_eq!((c.ok(&["network", "ls"]), walk(&c.state)), before);
+
+    // Inspect: Docker's keys, and the default bridge's options.
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&["network", "inspect", "bridge"])).unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_str(include_str!("../../cnm-core/tests/fixtures/docker-network-inspect-bridge.json")).unwrap();
+    let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&v[0]), keys(&reference[0]));
+    let options = serde_json::json!({
+        "com.docker.network.bridge.default_bridge": "true",
+        "com.docker.network.bridge.enable_icc": "true",
+        "com.docker.network.bridge.enable_ip_masquerade": "true",
+        "com.docker.network.bridge.host_binding_ipv4": "0.0.0.0",
+        "com.docker.network.bridge.name": "cnm0",
+        "com.docker.network.driver.mtu": "1500",
+    });
+    assert_eq!(v[0]["Options"], options);
+    assert_eq!(v[0]["IPAM"]["Config"], serde_json::json!([{ "Subnet": "172.17.0.0/16", "Gateway": "172.17.0.1" }]));
+    // Its subnet was taken first: an automatic one comes after it.
+    c.ok(&["network", "create", "auto"]);
+    let auto: serde_json::Value = serde_json::from_str(&c.ok(&["network", "inspect", "auto"])).unwrap();
+    assert_eq!(auto[0]["IPAM"]["Config"][0]["Subnet"], "172.18.0.0/24");
+
+    // An agent serves names (upstream: a stub that says "no such name").
+    let outside = c.host.outside().unwrap();
+    cnm_cli::probe::dns_nxdomain(&outside.ns).unwrap();
+    /// Killed also when the test fails.
+    struct Agent(std::process::Child);
+    impl Drop for Agent {
+        fn drop(&mut self) {
+            self.0.kill().ok();
+            self.0.wait().ok();
+        }
+    }
+    let mut agent =
+        Agent(c.command(&["agent", "--interval", "3600"]).stdout(std::process::Stdio::piped()).spawn().unwrap());
+    let mut out = std::io::BufReader::new(agent.0.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("DNS at 127.0.0.11") {
+        line.clear();
+        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0, "the agent exited");
+    }
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let sandbox = |name: &str, net: &str| -> cnm_netns::NetNs {
+        let path = c.ok(&["sandbox", "create", "--dns", "198.51.100.2", "--network", net, name]);
+        cnm_netns::NetNs::open(path.trim()).unwrap()
+    };
+    let getent = |sb: &str, name: &str| c.run(&["exec", sb, "--", "getent", "hosts", name]);
+    // Positive control: names on a user-defined network.
+    sandbox("u1", "auto");
+    sandbox("u2", "auto");
+    assert!(getent("u1", "u2").status.success(), "names resolve on a user-defined network");
+    // The default bridge: addresses, no names.
+    let a1 = sandbox("a1", "bridge");
+    let a2 = sandbox("a2", "bridge");
+    assert!(c.host_links().contains(&"cnm0".to_string()), "cnm0 came with the first join");
+    let ip = |ns: &cnm_netns::NetNs| -> String {
+        let j = c.host.ip_json(ns, &["-4", "addr", "show", "eth0"]);
+        j[0]["addr_info"][0]["local"].as_str().unwrap().to_string()
+    };
+    let (ip1, ip2) = (ip(&a1), ip(&a2));
+    assert!(ip1.starts_with("172.17.0.") && ip2.starts_with("172.17.0."), "{ip1} {ip2}");
+    assert!(c.host.ping(&a1, ip2.parse().unwrap()) && c.host.ping(&a2, ip1.parse().unwrap()));
+    assert!(!getent("a1", "a2").status.success(), "a1 resolves a2 on the default bridge");
+    assert!(!getent("a2", "a1").status.success(), "a2 resolves a1 on the default bridge");
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&["network", "inspect", "bridge"])).unwrap();
+    let names: Vec<&str> =
+        v[0]["Containers"].as_object().unwrap().values().map(|c| c["Name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    // none: loopback only; host: the host's namespace.
+    let n1 = sandbox("n1", "none");
+    let links = c.host.ip_json(&n1, &["link", "show"]);
+    assert_eq!(links.as_array().unwrap().len(), 1, "{links}");
+    c.ok(&["sandbox", "create", "--network", "host", "h1"]);
+    let h1: serde_json::Value = serde_json::from_str(&c.ok(&["sandbox", "inspect", "h1"])).unwrap();
+    assert_eq!(h1["NetNs"].as_str().unwrap(), c.host.ns.proc_path().to_str().unwrap());
+    let err = c.fails(1, &["sandbox", "create", "--network", "nowhere", "x1"]);
+    assert!(err.contains("\"nowhere\" not found"), "{err}");
+    assert!(c.fails(1, &["sandbox", "inspect", "x1"]).contains("not found"), "a refused create leaves no sandbox");
+    drop(agent);
+
+    // A reboot: cnm0 gone, the run directory empty; reconcile brings cnm0
+    // back with its address.
+    c.host.handle.link_del("cnm0").unwrap();
+    cnm_netns::NetNs::unmount_all_below(&c.run);
+    std::fs::remove_dir_all(&c.run).unwrap();
+    c.ok(&["reconcile"]);
+    let addrs = c.host.ip_json(&c.host.ns, &["addr", "show", "cnm0"]);
+    let have: Vec<&str> =
+        addrs[0]["addr_info"].as_array().unwrap().iter().filter_map(|a| a["local"].as_str()).collect();
+    assert!(have.contains(&"172.17.0.1"), "{addrs}");
+}
+
+#[test]
+fn the_default_bridge_follows_bip_and_default_address_pool() {
+    let Some(c) = Cnm::new("cli-bip") else { return };
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&[
+        "--bip",
+        "10.99.0.1/24",
+        "--default-bridge",
+        "dflt0",
+        "network",
+        "inspect",
+        "bridge",
+    ]))
+    .unwrap();
+    assert_eq!(v[0]["IPAM"]["Config"], serde_json::json!([{ "Subnet": "10.99.0.0/24", "Gateway": "10.99.0.1" }]));
+    assert_eq!(v[0]["Options"]["com.docker.network.bridge.name"], "dflt0");
+    let Some(d) = Cnm::new("cli-pool") else { return };
+    let pool = ["--default-address-pool", "base=10.123.0.0/16,size=24"];
+    let v: serde_json::Value =
+        serde_json::from_str(&d.ok(&[&pool[..], &["network", "inspect", "bridge"]].concat())).unwrap();
+    assert_eq!(v[0]["IPAM"]["Config"][0]["Subnet"], "10.123.0.0/24");
+    d.ok(&[&pool[..], &["network", "create", "n"]].concat());
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["network", "inspect", "n"])).unwrap();
+    assert_eq!(v[0]["IPAM"]["Config"][0]["Subnet"], "10.123.1.0/24");
+    let err = d.fails(2, &["--default-address-pool", "base=10.0.0.0/16", "network", "ls"]);
+    assert!(err.contains("base=CIDR,size=N"), "{err}");
 }

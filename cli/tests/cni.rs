@@ -35,20 +35,22 @@ fn the_tool_shows_what_runtimes_made_through_cni() {
     let r = cni(&host, Command::Add, &netns, &conf).unwrap();
     let address = r["ips"][0]["address"].as_str().unwrap().to_string();
 
-    let ls = cnm_ok(&host, &dir, &["network", "ls"]);
+    let ls = cnm_ok(&host, &dir, &["--no-predefined", "network", "ls"]);
     assert!(ls.lines().any(|l| l.contains("cninet") && l.contains("bridge")), "{ls}");
-    let inspect: Value = serde_json::from_str(&cnm_ok(&host, &dir, &["network", "inspect", "cninet"])).unwrap();
+    let inspect: Value =
+        serde_json::from_str(&cnm_ok(&host, &dir, &["--no-predefined", "network", "inspect", "cninet"])).unwrap();
     let containers = inspect[0]["Containers"].as_object().unwrap();
     assert_eq!(containers.len(), 1, "{inspect}");
     let c = containers.values().next().unwrap();
     assert_eq!(c["Name"], "cni-c1");
     assert_eq!(c["IPv4Address"], address.as_str());
-    assert!(cnm_ok(&host, &dir, &["sandbox", "ls"]).contains("cni-c1"));
+    assert!(cnm_ok(&host, &dir, &["--no-predefined", "sandbox", "ls"]).contains("cni-c1"));
 
     cni(&host, Command::Del, &netns, &conf);
-    let inspect: Value = serde_json::from_str(&cnm_ok(&host, &dir, &["network", "inspect", "cninet"])).unwrap();
+    let inspect: Value =
+        serde_json::from_str(&cnm_ok(&host, &dir, &["--no-predefined", "network", "inspect", "cninet"])).unwrap();
     assert!(inspect[0]["Containers"].as_object().unwrap().is_empty(), "{inspect}");
-    assert!(!cnm_ok(&host, &dir, &["sandbox", "ls"]).contains("cni-c1"));
+    assert!(!cnm_ok(&host, &dir, &["--no-predefined", "sandbox", "ls"]).contains("cni-c1"));
     // The network stays, as a CNI network does, until the tool removes it.
-    cnm_ok(&host, &dir, &["network", "rm", "cninet"]);
+    cnm_ok(&host, &dir, &["--no-predefined", "network", "rm", "cninet"]);
 }

@@ -128,7 +128,7 @@ fn overlay_spans_three_hosts_through_etcd() {
     let id = id.trim().to_string();
     for h in [h2, h3] {
         let ls = h.ok(&["network", "ls"]);
-        assert!(ls.contains(&format!("{}   ov     overlay   global", &id[..12])), "host{}: {ls}", h.n);
+        assert!(ls.contains(&format!("{}   ov       overlay   global", &id[..12])), "host{}: {ls}", h.n);
         let v: serde_json::Value = serde_json::from_str(&h.ok(&["network", "inspect", "ov"])).unwrap();
         assert_eq!(v[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"], "4097,4098,4099");
         assert_eq!(v[0]["Scope"], "global");

@@ -72,7 +72,10 @@ struct Counts {
 impl Stress {
     fn cnm(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cnm"));
-        c.arg("--state-dir")
+        // The predefined networks are not what this test is about: without
+        // them an empty state leaves no directory behind.
+        c.arg("--no-predefined")
+            .arg("--state-dir")
             .arg(&self.state)
             .arg("--run-dir")
             .arg(&self.run)

@@ -23,8 +23,8 @@ pub mod time;
 pub mod undo;
 
 pub use controller::{
-    Controller, ControllerBuilder, ReconcileReport, RestoreSummary, CLAIMS_DIR, DEFAULT_IPAM, GLOBAL_PREFIXES,
-    VOLATILE_PREFIXES,
+    Controller, ControllerBuilder, DefaultBridge, ReconcileReport, RestoreSummary, CLAIMS_DIR, DEFAULT_IPAM,
+    GLOBAL_PREFIXES, PREDEFINED, VOLATILE_PREFIXES,
 };
 pub use driver::{Capabilities, DriverContext, NetworkDriver};
 pub use error::{Error, ErrorKind, Result};

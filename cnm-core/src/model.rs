@@ -314,6 +314,17 @@ pub struct Network {
     pub labels: BTreeMap<String, String>,
     /// Life-cycle state.
     pub state: State,
+    /// One of the networks that exist from the start (`bridge`, `host`,
+    /// `none`, see
+    /// [`ControllerBuilder::predefined_networks`](crate::ControllerBuilder::predefined_networks)):
+    /// it cannot be removed.
+    #[serde(default)]
+    pub predefined: bool,
+    /// Its driver's kernel objects are made at its first join, not at its
+    /// creation (the default bridge, whose Linux bridge appears when the
+    /// first sandbox joins it); `false` once they are.
+    #[serde(default)]
+    pub kernel_pending: bool,
 }
 
 impl Network {

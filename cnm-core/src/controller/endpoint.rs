@@ -200,7 +200,8 @@ impl Controller {
 
     /// The join on a network already read (a connect reads it once: for a
     /// global network, that is one etcd round trip less).
-    fn join_on(&self, net: Network, endpoint: &str, sandbox: &str, connecting: bool) -> Result<Endpoint> {
+    fn join_on(&self, mut net: Network, endpoint: &str, sandbox: &str, connecting: bool) -> Result<Endpoint> {
+        self.make_pending_kernel(&mut net)?;
         let (mut ep, rev) = self.find_endpoint(&net, endpoint)?;
         let (sb, _) = self.find_sandbox(sandbox)?;
         let expected = if connecting { State::Creating } else { State::Ready };

@@ -11,6 +11,7 @@ mod endpoint;
 mod lock;
 mod names;
 mod network;
+mod predefined;
 mod reconcile;
 mod sandbox;
 mod sandbox_side;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use cnm_netns::NetNs;
 
 pub use claim::CLAIMS_DIR;
+pub use predefined::{DefaultBridge, PREDEFINED};
 pub use reconcile::{ReconcileReport, RestoreSummary};
 
 use crate::driver::{DriverContext, NetworkDriver};
@@ -69,6 +71,7 @@ pub struct ControllerBuilder {
     fault: Option<FaultHook>,
     name_server: Option<Arc<dyn NameServer>>,
     node: Option<String>,
+    predefined: Option<DefaultBridge>,
 }
 
 /// A hook called with the name of every step of the sandbox side before it
@@ -195,6 +198,16 @@ impl ControllerBuilder {
         self
     }
 
+    /// Docker's predefined networks exist from the start (off by default;
+    /// on in the `cnm` tool): `bridge` (driver bridge, Linux bridge
+    /// `bridge.name`, made when the first sandbox joins it and kept from
+    /// then on), `host` (driver host) and `none` (driver null). They
+    /// cannot be removed. Needs the bridge driver and an IPAM.
+    pub fn predefined_networks(mut self, bridge: DefaultBridge) -> Self {
+        self.predefined = Some(bridge);
+        self
+    }
+
     /// The namespace the controller works in (default: the caller's).
     pub fn host_netns(mut self, ns: NetNs) -> Self {
         self.host = Some(ns);
@@ -222,7 +235,8 @@ impl ControllerBuilder {
             }
             _ => None,
         };
-        Ok(Controller {
+        let predefined = self.predefined;
+        let ctl = Controller {
             claim,
             drivers,
             ipams: self.ipams,
@@ -237,7 +251,12 @@ impl ControllerBuilder {
             fault: self.fault,
             name_server: self.name_server,
             node: self.node.unwrap_or_else(crate::etc::system_host_name),
-        })
+            predefined: predefined.is_some(),
+        };
+        if let Some(bridge) = &predefined {
+            ctl.ensure_predefined(bridge)?;
+        }
+        Ok(ctl)
     }
 }
 
@@ -260,6 +279,8 @@ pub struct Controller {
     fault: Option<FaultHook>,
     name_server: Option<Arc<dyn NameServer>>,
     node: String,
+    /// The predefined networks are on (the default bridge serves no names).
+    predefined: bool,
 }
 
 impl Controller {
@@ -290,6 +311,7 @@ impl Controller {
             fault: None,
             name_server: None,
             node: None,
+            predefined: None,
         }
     }
 

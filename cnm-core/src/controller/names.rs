@@ -33,7 +33,14 @@ impl Controller {
             // The gateway bridge is plumbing, not a network of names (as
             // Docker's docker_gwbridge).
             let plumbing = self.gateway_bridge.as_ref().map(|g| g.name.as_str());
-            eps.retain(|e| e.join_state == JoinState::Joined && Some(e.network.as_str()) != plumbing);
+            // Nor is the default bridge: Docker's embedded DNS is for
+            // user-defined networks only.
+            let default_bridge = self.predefined.then_some("bridge");
+            eps.retain(|e| {
+                e.join_state == JoinState::Joined
+                    && Some(e.network.as_str()) != plumbing
+                    && Some(e.network.as_str()) != default_bridge
+            });
             ns.update(&sb, &eps)
         };
         if let Err(e) = update() {

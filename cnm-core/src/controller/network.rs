@@ -23,6 +23,12 @@ impl Controller {
     }
 
     pub(super) fn create_network_locked(&self, cfg: NetworkConfig) -> Result<Network> {
+        self.create_network_as(cfg, false)
+    }
+
+    /// Creates a network; `predefined`: one of those that exist from the
+    /// start, whose kernel objects wait for its first join.
+    pub(super) fn create_network_as(&self, cfg: NetworkConfig, predefined: bool) -> Result<Network> {
         cfg.validate()?;
         let driver = self.driver(&cfg.driver)?.clone();
         let caps = driver.capabilities();
@@ -44,6 +50,8 @@ impl Controller {
             driver_options: BTreeMap::new(),
             labels: cfg.labels.clone(),
             state: State::Creating,
+            predefined,
+            kernel_pending: predefined && caps.needs_addresses,
         };
         driver.validate_network(&net)?;
         let same_driver: Vec<Network> = self.networks()?.into_iter().filter(|n| n.driver == net.driver).collect();
@@ -95,15 +103,17 @@ impl Controller {
             };
         }
 
-        let ctx = self.ctx();
-        if let Err(e) = driver.create_network(&ctx, &mut net) {
-            return undo.fail(e);
+        if !net.kernel_pending {
+            let ctx = self.ctx();
+            if let Err(e) = driver.create_network(&ctx, &mut net) {
+                return undo.fail(e);
+            }
+            let created = net.clone();
+            let d = driver.clone();
+            undo.push(format!("{} delete_network {}", d.name(), created.name), move || {
+                d.delete_network(&self.ctx(), &created)
+            });
         }
-        let created = net.clone();
-        let d = driver.clone();
-        undo.push(format!("{} delete_network {}", d.name(), created.name), move || {
-            d.delete_network(&self.ctx(), &created)
-        });
 
         net.state = State::Ready;
         if let Err(e) = self.store.put_json(&key, &net, Expect::Revision(rev)) {
@@ -154,6 +164,12 @@ impl Controller {
     pub fn delete_network(&self, key: &str) -> Result<()> {
         let _op = self.op()?;
         let (mut net, rev) = self.find_network(key)?;
+        if net.predefined {
+            return Err(Error::Forbidden {
+                what: format!("remove network {:?}", net.name),
+                reason: format!("{} is a pre-defined network and cannot be removed", net.name),
+            });
+        }
         let eps = self.store.list(&format!("endpoints/{}/", net.id))?;
         if !eps.is_empty() {
             return Err(Error::conflict(
@@ -174,6 +190,7 @@ impl Controller {
     pub(super) fn teardown_network(&self, net: &Network) -> Result<()> {
         let mut errors = Vec::new();
         match self.driver(&net.driver) {
+            Ok(_) if net.kernel_pending => {}
             Ok(d) => {
                 if let Err(e) = d.delete_network(&self.ctx(), net) {
                     errors.push(e);
@@ -194,5 +211,25 @@ impl Controller {
             delete_record(&*self.store, &net_key(&net.name, net.scope))?;
         }
         Error::teardown(format!("delete network {:?}", net.name), errors)
+    }
+
+    /// Makes a network's kernel objects at its first join (see
+    /// [`Network::kernel_pending`]); the record says so once they exist.
+    pub(super) fn make_pending_kernel(&self, net: &mut Network) -> Result<()> {
+        if !net.kernel_pending {
+            return Ok(());
+        }
+        let driver = self.driver(&net.driver)?.clone();
+        let key = net_key(&net.name, net.scope);
+        let (_, rev) = self.find_network(&net.name)?;
+        driver.create_network(&self.ctx(), net)?;
+        net.kernel_pending = false;
+        if let Err(e) = self.store.put_json(&key, &*net, Expect::Revision(rev)) {
+            net.kernel_pending = true;
+            let _ = driver.delete_network(&self.ctx(), net);
+            return Err(e);
+        }
+        tracing::info!(network = %net.name, "network's kernel objects made at its first join");
+        Ok(())
     }
 }

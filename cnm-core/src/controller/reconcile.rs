@@ -197,7 +197,9 @@ impl Controller {
     /// The kernel: drivers re-create what it lost and remove what nobody
     /// owns.
     fn repair_kernel(&self, networks: &[Network], endpoints: &[Endpoint], pass: &mut Pass) {
-        for net in networks {
+        // A network whose kernel objects wait for its first join has none
+        // to repair.
+        for net in networks.iter().filter(|n| !n.kernel_pending) {
             let eps: Vec<Endpoint> = endpoints.iter().filter(|e| e.network_id == net.id).cloned().collect();
             pass.lines(self.driver(&net.driver).and_then(|d| d.restore_network(&self.ctx(), net, &eps)));
             pass.lines(self.rejoin_lost(net, &eps));
