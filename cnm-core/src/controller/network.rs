@@ -54,7 +54,18 @@ impl Controller {
             kernel_pending: predefined && caps.needs_addresses,
         };
         driver.validate_network(&net)?;
-        let same_driver: Vec<Network> = self.networks()?.into_iter().filter(|n| n.driver == net.driver).collect();
+        // Its own scope only (a local driver's check costs no cluster read).
+        let prefix = match net.scope {
+            Scope::Local => "networks/",
+            Scope::Global => super::GLOBAL_NETWORKS,
+        };
+        let same_driver: Vec<Network> = self
+            .store
+            .list_json::<Network>(prefix)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.driver == net.driver)
+            .collect();
         driver.check_among(&net, &same_driver)?;
         if !caps.needs_addresses && !cfg.ipam.config.is_empty() {
             return Err(Error::invalid("ipam.config", format!("the {} driver takes no subnets", cfg.driver)));
