@@ -52,7 +52,8 @@ pub fn ingress_sandbox(ctl: &Controller, create: bool) -> Result<Option<IngressS
         Ok(sb) => sb,
         Err(e) if e.kind() == cnm_core::ErrorKind::NotFound && create => {
             let sb = ctl.create_sandbox(SandboxConfig { name: INGRESS_SANDBOX.into(), ..Default::default() })?;
-            if let Err(e) = ctl.connect(INGRESS_NETWORK, &sb.name, Default::default()) {
+            if let Err(e) = ctl.connect(INGRESS_NETWORK, &sb.name, Default::default()).and_then(|_| forward(&sb.netns))
+            {
                 let _ = ctl.delete_sandbox(&sb.name);
                 return Err(e);
             }
@@ -67,10 +68,8 @@ pub fn ingress_sandbox(ctl: &Controller, create: bool) -> Result<Option<IngressS
         ipnet::IpNet::V6(_) => None,
     });
     let mut address = None;
-    let mut seen = Vec::new();
     for r in &sb.endpoints {
         let ep = ctl.endpoint(r.network_id.as_str(), &r.name)?;
-        seen.push(format!("{}={:?}", ep.network, ep.ipv4));
         if ep.network == cnm_vxlan::overlay::GATEWAY_BRIDGE {
             address = ep.ipv4.and_then(|a| match a.addr() {
                 IpAddr::V4(a) => Some(a),
@@ -80,13 +79,16 @@ pub fn ingress_sandbox(ctl: &Controller, create: bool) -> Result<Option<IngressS
     }
     let (Some(address), Some(subnet)) = (address, subnet) else {
         // Still being connected by another process (the agent).
-        tracing::debug!(endpoints = %seen.join(", "), "{INGRESS_SANDBOX} is not ready yet");
+        tracing::debug!("{INGRESS_SANDBOX} is not ready yet");
         return Ok(None);
     };
-    // It routes between the gateway bridge and the ingress network.
-    let ns = cnm_netns::NetNs::open(&sb.netns)?;
-    ns.sysctl_set("net.ipv4.ip_forward", "1")?;
     Ok(Some(IngressSandbox { netns: sb.netns, address, subnet: subnet.trunc() }))
+}
+
+/// The ingress sandbox routes between the gateway bridge and the ingress
+/// network.
+fn forward(netns: &std::path::Path) -> Result<()> {
+    cnm_netns::NetNs::open(netns)?.sysctl_set("net.ipv4.ip_forward", "1").map_err(Into::into)
 }
 
 /// Programs this host from the store's services; `agent`: the ingress
@@ -95,6 +97,11 @@ pub fn sync_host(ctl: &Controller, plane: &ServicePlane, agent: bool) -> Result<
     let services = ctl.services()?;
     let wants = agent && services.iter().any(Service::has_ingress) && ctl.network(INGRESS_NETWORK).is_ok();
     let ingress = ingress_sandbox(ctl, wants)?;
+    if let (true, Some(i)) = (agent, &ingress) {
+        // Again at every resynchronisation: a namespace made anew (after a
+        // reboot and reconcile) starts with forwarding off.
+        forward(&i.netns)?;
+    }
     let view = host_view(ctl, services.clone(), ingress)?;
     plane.sync(&view)?;
     Ok(services)

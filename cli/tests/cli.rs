@@ -760,11 +760,7 @@ fn services_work_on_one_host_without_an_agent() {
         let ns = cnm_netns::NetNs::open(path.trim()).unwrap();
         let say = format!("SYSTEM:echo {name}");
         servers.push(c.host.spawn(&ns, "socat", &["TCP-LISTEN:80,fork,reuseaddr", &say]));
-        let t = std::time::Instant::now();
-        while !ns.exec("ss", ["-lnt"]).unwrap_or_default().contains(":80 ") {
-            assert!(t.elapsed() < std::time::Duration::from_secs(60), "socat never listened");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        common::wait_listening(&ns, 80);
     }
     // Ingress needs the overlay (and its agent): refused, nothing made.
     let err = c.fails(1, &["service", "create", "--network", "web", "-p", "8080:80", "api"]);

@@ -15,7 +15,7 @@ use cnm_netns::{AddrFlags, LinkAdd, NetNs, VethPeer};
 
 mod common;
 use common::cluster::{cluster, until, Host, ETCD_IP, LEASE_TTL_S};
-use common::underlay_ns;
+use common::{underlay_ns, wait_listening};
 
 /// A VXLAN payload (header and inner frame) carrying one UDP datagram with
 /// `text` to `ip`:`port` at `mac`, on `vni`.
@@ -89,13 +89,6 @@ fn decode_pcap(path: &Path) -> Vec<(u32, IpAddr, IpAddr)> {
         }
     }
     out
-}
-
-/// Waits until something listens on TCP `port` in `ns` (`ss`), 10 s at most.
-fn wait_listening(ns: &NetNs, port: u16) {
-    until(Duration::from_secs(10), &format!("a listener on port {port}"), || {
-        !ns.exec("ss", ["-Htln", &format!("sport = :{port}")]).unwrap_or_default().trim().is_empty()
-    });
 }
 
 fn iperf_gbits(tb: &TestHost, server: &NetNs, client: &NetNs, to: &str, secs: u32) -> f64 {

@@ -16,12 +16,12 @@ use cnm_netns::NetNs;
 
 mod common;
 use common::cluster::{cluster, until, Host, ETCD_IP};
-use common::underlay_ns;
+use common::{underlay_ns, wait_listening};
 
 /// A server in `ns` on port 80 that says `name` to every connection.
 fn who_am_i(tb: &TestHost, ns: &NetNs, name: &str) -> Background {
     let bg = tb.spawn(ns, "socat", &["TCP-LISTEN:80,fork,reuseaddr", &format!("SYSTEM:echo {name}")]);
-    until(Duration::from_secs(60), "socat listening", || ns.exec("ss", ["-lnt"]).unwrap_or_default().contains(":80 "));
+    wait_listening(ns, 80);
     bg
 }
 

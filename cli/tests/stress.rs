@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::walk;
+use common::{wait_listening, walk};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -365,18 +365,6 @@ impl Stress {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!mounts.contains(self.host.dir().to_str().unwrap()), "mounts left: {mounts}");
     }
-}
-
-/// Waits until something listens on TCP `port` in `ns` (`ss`), 10 s at most.
-fn wait_listening(ns: &NetNs, port: u16) {
-    for _ in 0..1000 {
-        let out = ns.exec("ss", ["-Htln", &format!("sport = :{port}")]).unwrap_or_default();
-        if !out.trim().is_empty() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("nothing listens on port {port}");
 }
 
 fn seed() -> u64 {

@@ -112,11 +112,6 @@ impl LbTable {
         Ok(t)
     }
 
-    /// What it balances.
-    pub fn content(&self) -> LbContent {
-        LbContent { vips: self.vips.clone(), ports: self.ports.clone() }
-    }
-
     /// Changes what it balances to `content`: only what differs, each in
     /// its own transaction.
     pub fn update(&mut self, content: &LbContent) -> Result<(), NatError> {
@@ -147,11 +142,6 @@ impl LbTable {
         // nft 1.0.6 has no `destroy table`: made if missing, then deleted.
         let script = format!("table inet {LB_TABLE}\ndelete table inet {LB_TABLE}\n");
         run_tool(ns, label, "nft", &["-f", "-"], &script).map(|_| ())
-    }
-
-    /// The namespace.
-    pub fn netns(&self) -> &NetNs {
-        &self.ns
     }
 
     /// The virtual IPs it balances.

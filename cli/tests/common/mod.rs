@@ -32,6 +32,18 @@ pub fn underlay_ns(tb: &TestHost, name: &str, ip: &str) -> TestNs {
     tb.on_bridge("ul0", name, ip).unwrap()
 }
 
+/// Waits until something listens on TCP `port` in `ns` (`ss`): the
+/// readiness of a server just started. The deadline (60 s, for a loaded
+/// machine) only turns a server that never starts into a clear failure.
+pub fn wait_listening(ns: &cnm_netns::NetNs, port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let filter = format!("sport = :{port}");
+    while ns.exec("ss", ["-Htln", filter.as_str()]).unwrap_or_default().trim().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Every file and directory below `d`, recursively (none if `d` is gone).
 pub fn walk(d: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
