@@ -183,6 +183,7 @@ impl BridgeDriver {
 
     /// The host-side veth name of an endpoint: `veth` and 7 hex digits.
     pub fn veth_name(ep: &Endpoint) -> String {
+        // Endpoints recorded before the name was kept had 7 digits.
         ep.driver_data.get("veth").cloned().unwrap_or_else(|| format!("veth{}", &ep.id.as_str()[..7]))
     }
 
@@ -313,7 +314,7 @@ impl NetworkDriver for BridgeDriver {
 
     fn create_endpoint(&self, _: &DriverContext<'_>, _: &Network, ep: &mut Endpoint) -> Result<()> {
         cnm_core::driver::assign_docker_mac(ep)?;
-        ep.driver_data.insert("veth".into(), format!("veth{}", &ep.id.as_str()[..7]));
+        ep.driver_data.insert("veth".into(), cnm_core::driver::veth_name(ep));
         Ok(())
     }
 

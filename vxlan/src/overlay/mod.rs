@@ -266,8 +266,10 @@ impl OverlayDriver {
         }
     }
 
+    /// The name recorded at the join (7 digits before the name was
+    /// widened), or the one a join gives now.
     fn veth_name(ep: &Endpoint) -> String {
-        format!("veth{}", &ep.id.as_str()[..7])
+        ep.driver_data.get("veth").cloned().unwrap_or_else(|| cnm_core::driver::veth_name(ep))
     }
 }
 
